@@ -1,0 +1,44 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from .forms import SignUpForm
+from .services import api_token_revoke, api_token_rotate
+
+
+def signup(request):
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, f"Welcome to Talkforge, {user.username}.")
+        return redirect("dashboard")
+    return render(request, "accounts/signup.html", {"form": form})
+
+
+@login_required
+def profile(request):
+    token = getattr(request.user, "api_token", None)
+    new_key = request.session.pop("new_api_key", None)
+    return render(request, "accounts/profile.html", {"token": token, "new_key": new_key})
+
+
+@login_required
+@require_POST
+def token_rotate(request):
+    # The key is shown once on the next page load (the session carries it there), never again.
+    request.session["new_api_key"] = api_token_rotate(user=request.user)
+    messages.success(request, "New API token made. Copy it now: it will not be shown again.")
+    return redirect("profile")
+
+
+@login_required
+@require_POST
+def token_revoke(request):
+    api_token_revoke(user=request.user)
+    messages.success(request, "API token revoked.")
+    return redirect("profile")

@@ -1,0 +1,30 @@
+"""Websocket authentication: the browser's session, or ``Authorization: Token <key>`` for other clients."""
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+
+from .authentication import key_from_header
+from .services import user_for_api_key
+
+
+@database_sync_to_async
+def _user_for(key):
+    return user_for_api_key(key)
+
+
+class TokenAuthMiddleware(BaseMiddleware):
+    async def __call__(self, scope, receive, send):
+        headers = dict(scope.get("headers", []))
+        header = headers.get(b"authorization", b"").decode("latin-1")
+        key = key_from_header(header) if header else None
+        if key:
+            user = await _user_for(key)
+            if user is not None:
+                scope = dict(scope, user=user)
+        return await super().__call__(scope, receive, send)
+
+
+def SessionOrTokenAuthStack(inner):  # noqa: N802 - named like Channels' own stacks
+    # The session stack sets scope["user"] first; a valid token header then takes precedence.
+    return AuthMiddlewareStack(TokenAuthMiddleware(inner))

@@ -1,0 +1,96 @@
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+# Names that reach paths, queue names and container names: lower-case slugs, nothing else.
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+slug_validator = RegexValidator(
+    SLUG_PATTERN, "Use 1–63 lower-case letters, digits and hyphens, starting with a letter or digit."
+)
+
+
+class Node(models.Model):
+    """A machine that runs engine jobs: this machine (``local``) or one reached over SSH."""
+
+    class Kind(models.TextChoices):
+        LOCAL = "local", "Local"
+        SSH = "ssh", "SSH"
+
+    class Runtime(models.TextChoices):
+        DOCKER = "docker", "Docker container"
+        BARE = "bare", "Bare environment (conda env / venv)"
+
+    class Status(models.TextChoices):
+        ONLINE = "online", "Online"
+        OFFLINE = "offline", "Offline"
+        DRAINING = "draining", "Draining"
+
+    name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.LOCAL)
+    host = models.CharField(max_length=255, blank=True, help_text="SSH nodes: host name or address.")
+    port = models.PositiveIntegerField(
+        default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)], help_text="SSH nodes."
+    )
+    username = models.CharField(max_length=64, blank=True, help_text="SSH nodes: login user.")
+    workdir = models.CharField(
+        max_length=500, help_text="Absolute folder on the node that holds datasets, models and job files."
+    )
+    runtime = models.CharField(max_length=8, choices=Runtime.choices, default=Runtime.BARE)
+    docker_image = models.CharField(max_length=255, blank=True, help_text="Docker runtime: engine image.")
+    environment = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Bare runtime: the environment's bin folder (a venv or conda env), prepended to PATH.",
+    )
+    enabled = models.BooleanField(
+        default=True, help_text="Disabled nodes get no new jobs and are not probed."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OFFLINE)
+    last_seen_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue_name(self) -> str:
+        """The RQ queue whose workers run this node's jobs."""
+        return f"node-{self.name}"
+
+    @property
+    def accepts_jobs(self) -> bool:
+        return self.enabled and self.status == self.Status.ONLINE
+
+
+class Gpu(models.Model):
+    """One schedulable slot of a node: a GPU, or the single CPU slot of a node without GPUs."""
+
+    CPU_INDEX = -1
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="gpus")
+    index = models.IntegerField(help_text="nvidia-smi index; -1 is the CPU slot of a node without GPUs.")
+    name = models.CharField(max_length=128)
+    memory_total_mb = models.PositiveIntegerField(default=0)
+    memory_used_mb = models.PositiveIntegerField(default=0)
+    utilization_pct = models.PositiveSmallIntegerField(default=0)
+    present = models.BooleanField(default=True, help_text="False once a probe no longer finds it.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["node__name", "index"]
+        constraints = [models.UniqueConstraint(fields=["node", "index"], name="gpu_unique_index_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}:{self.label}"
+
+    @property
+    def is_cpu(self) -> bool:
+        return self.index == self.CPU_INDEX
+
+    @property
+    def label(self) -> str:
+        """The seed's ``--gpu`` spelling: ``GPU0``, ``GPU1`` … or ``CPU``."""
+        return "CPU" if self.is_cpu else f"GPU{self.index}"

@@ -1,0 +1,78 @@
+"""What each kind of job runs. A kind is a small function from a Job to an engine command and the parser
+that reads its console; the runner does everything else (placement, streaming, progress, lifecycle)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from avatars.engines.console import ConsoleParser
+from avatars.engines.gaussiantalker import TrainParser
+from gpu_nodes.runtime import Invocation, wrap
+
+from .models import Job
+
+DEMO_ENGINE_DIR = Path(__file__).resolve().parent.parent / "avatars" / "engines" / "demo"
+
+
+@dataclass(frozen=True)
+class Plan:
+    invocation: Invocation
+    parser: ConsoleParser
+    outputs: dict[str, str]  # what the job leaves on the node, by name
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    label: str
+    needs_gpu: bool
+    plan: Callable[[Job], Plan]
+
+
+def job_folder(job: Job) -> PurePosixPath:
+    return PurePosixPath(job.node.workdir) / "jobs" / str(job.pk)
+
+
+def _demo_train(job: Job) -> Plan:
+    params = job.params
+    folder = job_folder(job)
+    model_path = folder / "output" / "demo"
+    argv = [
+        sys.executable,
+        "-u",
+        str(DEMO_ENGINE_DIR / "train.py"),
+        "-s", str(folder / "data" / "demo"),
+        "--model_path", str(model_path),
+        "--configs", "arguments/64_dim_1_transformer.py",
+        "--iterations", str(params["iterations"]),
+        "--coarse_iterations", str(params["coarse_iterations"]),
+        "--seconds", str(params["seconds"]),
+        "--save_every", str(params["save_every"]),
+        # Parallel trainings on one node need their own viewer port (spec §1.1).
+        "--port", str(6009 + (job.gpu.index + 1 if job.gpu else 0)),
+    ]  # fmt: skip
+    if params.get("fail_at"):
+        argv += ["--fail_at", str(params["fail_at"])]
+    invocation = wrap(
+        node=job.node,
+        gpu=job.gpu,
+        argv=argv,
+        name=job.container_name,
+        mounts=[job.node.workdir],
+        cwd=str(folder),
+    )
+    parser = TrainParser(coarse_iterations=params["coarse_iterations"], iterations=params["iterations"])
+    return Plan(invocation=invocation, parser=parser, outputs={"model_path": str(model_path)})
+
+
+KINDS: dict[str, KindSpec] = {
+    Job.Kind.DEMO_TRAIN: KindSpec(
+        label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train
+    ),
+}
+
+
+def kind_spec(kind: str) -> KindSpec:
+    return KINDS[kind]

@@ -1,0 +1,38 @@
+"""Periodic upkeep: reconcile jobs, place waiting ones, probe nodes. ``manage.py housekeeping [--once]``."""
+
+import logging
+import signal
+import threading
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+
+from gpu_nodes.services import nodes_probe_all
+from jobs.reconcile import jobs_reconcile
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Reconcile jobs and probe nodes, every few seconds (or once)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true")
+
+    def handle(self, *args, once, **options):
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        last_probe = 0.0
+        while True:
+            close_old_connections()
+            try:
+                if time.monotonic() - last_probe >= settings.NODE_PROBE_INTERVAL:
+                    nodes_probe_all()
+                    last_probe = time.monotonic()
+                jobs_reconcile()
+            except Exception:
+                logger.exception("housekeeping round failed; trying again next round")
+            if once or stop.wait(settings.HOUSEKEEPING_INTERVAL):
+                return

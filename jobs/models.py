@@ -1,0 +1,123 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Job(models.Model):
+    """One unit of work on a node: the single source of truth for its state.
+
+    Life cycle: ``queued`` (waiting; once ``gpu`` is set it holds that slot and sits in the node's RQ
+    queue) → ``running`` → ``succeeded`` | ``failed`` | ``canceled``. A GPU slot is held exactly while a
+    job with that ``gpu`` is queued or running; a partial unique index makes two holders impossible.
+    Every transition is a conditional UPDATE on the expected current state, so a job is claimed, and
+    finished, at most once per attempt even when workers, the reconciler and users race.
+    """
+
+    class Kind(models.TextChoices):
+        DEMO_TRAIN = "demo_train", "Demo training"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    TERMINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELED)
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    params = models.JSONField(default=dict, blank=True)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    node = models.ForeignKey(
+        "gpu_nodes.Node", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    gpu = models.ForeignKey(
+        "gpu_nodes.Gpu", null=True, blank=True, on_delete=models.PROTECT, related_name="jobs"
+    )
+    # Chosen up front: django-rq may defer enqueue inside atomic blocks and return None.
+    rq_job_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    worker_name = models.CharField(max_length=255, blank=True)
+    pid = models.IntegerField(null=True, blank=True, help_text="Process-group id of the engine on its node.")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    max_attempts = models.PositiveSmallIntegerField(default=1)
+
+    stage = models.CharField(max_length=100, blank=True)
+    progress = models.FloatField(default=0.0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True, help_text="Latest figures the engine printed.")
+    log_line_count = models.PositiveIntegerField(default=0)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    placed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gpu"],
+                condition=Q(status__in=["queued", "running"], gpu__isnull=False),
+                name="job_one_active_per_gpu",
+            ),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=1), name="job_progress_0_1"),
+        ]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="job_status_created"),
+            models.Index(fields=["owner", "-created_at"], name="job_owner_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.get_kind_display()} ({self.status})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def marker(self) -> str:
+        """Tags every process of this attempt on the node (``TALKFORGE_JOB``), for safe killing."""
+        return f"{self.pk}.{self.attempts}"
+
+    @property
+    def container_name(self) -> str:
+        return f"talkforge-job-{self.pk}-{self.attempts}"
+
+
+class JobLogChunk(models.Model):
+    """A run of consecutive log lines of a job, written in one batch by the runner.
+
+    Lines are numbered from 1 across all chunks; chunks never overlap. Appending a row per batch keeps
+    writes cheap however long the log grows (rewriting one big text column would not)."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="log_chunks")
+    first_line = models.PositiveIntegerField()
+    line_count = models.PositiveIntegerField()
+    text = models.TextField()
+
+    class Meta:
+        ordering = ["job", "first_line"]
+        constraints = [models.UniqueConstraint(fields=["job", "first_line"], name="joblog_unique_first_line")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} lines {self.first_line}–{self.first_line + self.line_count - 1}"
+
+    @property
+    def lines(self) -> list[str]:
+        return self.text.split("\n")

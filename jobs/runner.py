@@ -1,0 +1,266 @@
+"""The runner: owns one job attempt from claim to finish, and captures every error on the way.
+
+RQ worker → ``run_job(job_id)`` → claim (queued → running, at most once) → the kind's plan (engine
+command + console parser) → start on the node's connection → read the output stream, split on ``\\r``
+and ``\\n`` → every line to the websocket at once, to the database in batches, through the parser into
+progress → exit code and parser decide the outcome → finish, which frees the slot and places the next
+waiting job. A watcher thread beats the heartbeat and stops the process tree when a cancel arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+
+from django.conf import settings
+from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
+
+from avatars.engines.console import Update
+from gpu_nodes.connections import NodeConnection, NodeError, connection_for
+
+from . import events, services
+from .kinds import kind_spec
+from .models import Job, JobLogChunk
+from .streams import LineSplitter
+
+logger = logging.getLogger(__name__)
+
+
+class Reporter:
+    """Keeps the whole log and the progress: every line goes live at once; the database gets batches."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.next_line = job.log_line_count + 1
+        self.pending: list[str] = []
+        self.state = {
+            "stage": job.stage,
+            "progress": job.progress,
+            "eta_seconds": None,
+            "metrics": dict(job.metrics),
+        }
+        self.dirty = False
+        self.last_flush = time.monotonic()
+        self.started = time.monotonic()
+        self.group = events.job_group(job.pk)
+
+    def lines(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        events.publish(
+            self.group, {"type": "job.log", "job": self.job.pk, "first": self.next_line, "lines": lines}
+        )
+        self.pending.extend(lines)
+        self.next_line += len(lines)
+
+    def update(self, update: Update) -> None:
+        state = self.state
+        if update.stage is not None:
+            state["stage"] = update.stage[:100]
+        if update.progress is not None:
+            state["progress"] = max(0.0, min(1.0, update.progress))
+            elapsed = time.monotonic() - self.started
+            if update.eta_seconds is not None:
+                state["eta_seconds"] = update.eta_seconds
+            elif 0.01 < state["progress"] < 1:
+                state["eta_seconds"] = round(elapsed * (1 - state["progress"]) / state["progress"], 1)
+        if update.metrics:
+            state["metrics"] = {**state["metrics"], **update.metrics}
+        self.dirty = True
+
+    def publish_progress(self) -> None:
+        message = {"type": "job.progress", "job": self.job.pk, **self.state}
+        events.publish(self.group, message)
+
+    def maybe_flush(self) -> None:
+        if time.monotonic() - self.last_flush >= settings.JOB_DB_FLUSH_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending and not self.dirty:
+            return
+        lines, self.pending = self.pending, []
+        with transaction.atomic():
+            if lines:
+                first = self.next_line - len(lines)
+                JobLogChunk.objects.create(
+                    job_id=self.job.pk, first_line=first, line_count=len(lines), text="\n".join(lines)
+                )
+            Job.objects.filter(pk=self.job.pk).update(
+                log_line_count=self.next_line - 1,
+                stage=self.state["stage"],
+                progress=self.state["progress"],
+                eta_seconds=self.state["eta_seconds"],
+                metrics=self.state["metrics"],
+            )
+        if self.dirty:
+            # The dashboard hears about progress at the database's pace, not at every bar redraw.
+            events.publish(
+                events.user_group(self.job.owner_id),
+                {"type": "job.progress", "job": self.job.pk, **self.state},
+            )
+        self.dirty = False
+        self.last_flush = time.monotonic()
+
+
+class Watcher(threading.Thread):
+    """Beats the heartbeat; on a cancel request (or if the job was settled elsewhere) stops the tree."""
+
+    POLL = 0.25
+
+    def __init__(self, job: Job, conn: NodeConnection, pid: int, container: str | None):
+        super().__init__(name=f"job-{job.pk}-watcher", daemon=True)
+        self.job, self.conn, self.pid, self.container = job, conn, pid, container
+        self.stop_event = threading.Event()
+        self.canceled = False
+        self.lost = False
+
+    def run(self) -> None:
+        last_beat = 0.0
+        try:
+            while not self.stop_event.wait(self.POLL):
+                row = (
+                    Job.objects.filter(pk=self.job.pk)
+                    .values("status", "attempts", "cancel_requested_at")
+                    .first()
+                )
+                if row is None or row["status"] != Job.Status.RUNNING or row["attempts"] != self.job.attempts:
+                    self.lost = True  # settled by the reconciler: this attempt must not keep running
+                    self.kill()
+                    return
+                if row["cancel_requested_at"] is not None:
+                    self.canceled = True
+                    self.kill()
+                    return
+                if time.monotonic() - last_beat >= settings.JOB_HEARTBEAT_INTERVAL:
+                    Job.objects.filter(
+                        pk=self.job.pk, status=Job.Status.RUNNING, attempts=self.job.attempts
+                    ).update(heartbeat_at=timezone.now())
+                    last_beat = time.monotonic()
+        except Exception:
+            logger.exception("watcher of job %s failed", self.job.pk)
+        finally:
+            connection.close()
+
+    def kill(self) -> None:
+        if self.container:
+            try:
+                self.conn.run(["docker", "rm", "-f", self.container], timeout=60)
+            except NodeError:
+                logger.exception("could not remove container %s", self.container)
+        self.conn.kill_tree(self.pid, marker=self.job.marker, grace=settings.JOB_KILL_GRACE)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=10)
+
+
+def _tail(lines: list[str], count: int = 8) -> str:
+    useful = [line for line in lines if line.strip()]
+    return "\n".join(useful[-count:])
+
+
+def run_job(job_id: int) -> str:
+    """RQ entry point. Returns a short word for RQ's own records; the Job row holds the real outcome."""
+    close_old_connections()
+    worker_name = f"{socket.gethostname()}:{threading.get_native_id()}"
+    job = services.job_claim(job_id=job_id, worker_name=worker_name)
+    if job is None:
+        return "skipped"
+    try:
+        return _run_claimed(job)
+    finally:
+        events.publisher.flush(timeout=5)
+        close_old_connections()
+
+
+def _run_claimed(job: Job) -> str:
+    reporter = Reporter(job)
+    recent: list[str] = []
+    try:
+        plan = kind_spec(job.kind).plan(job)
+        conn = connection_for(job.node)
+    except (NodeError, KeyError, ValueError) as error:
+        services.job_finish(job=job, status=Job.Status.FAILED, error=f"Could not start: {error}")
+        return "failed"
+    try:
+        try:
+            process = conn.start(
+                plan.invocation.argv, marker=job.marker, cwd=plan.invocation.cwd, env=plan.invocation.env
+            )
+        except NodeError as error:
+            services.job_finish(job=job, status=Job.Status.FAILED, error=str(error))
+            return "failed"
+        Job.objects.filter(pk=job.pk).update(pid=process.pid, stage="running")
+        watcher = Watcher(job, conn, process.pid, plan.invocation.container)
+        watcher.start()
+        splitter = LineSplitter(settings.JOB_MAX_LOG_LINE)
+
+        def handle(lines: list[str]) -> None:
+            reporter.lines(lines)
+            changed = False
+            for line in lines:
+                update = plan.parser.feed(line)
+                if update:
+                    reporter.update(update)
+                    changed = True
+            if changed:
+                reporter.publish_progress()
+            recent.extend(lines)
+            del recent[:-50]
+
+        exited_at = None
+        while True:
+            data = process.read(0.5)
+            if data:
+                handle(splitter.feed(data))
+                reporter.maybe_flush()
+                continue
+            if data == b"":
+                break
+            reporter.maybe_flush()
+            # A child that outlives the engine may hold the pipe open: stop waiting 2 s after the exit.
+            if exited_at is None and process.wait(0) is not None:
+                exited_at = time.monotonic()
+            elif exited_at is not None and time.monotonic() - exited_at > 2:
+                break
+        handle(splitter.close())
+        returncode = process.wait()
+        watcher.stop()
+        # Nothing of this attempt outlives it, whatever the engine left behind.
+        conn.kill_tree(process.pid, marker=job.marker, grace=1.0)
+        reporter.flush()
+
+        if watcher.lost:
+            return "lost"
+        result = {**plan.outputs, "exit_code": returncode, "metrics": reporter.state["metrics"]}
+        if watcher.canceled:
+            services.job_finish(
+                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
+            )
+            return "canceled"
+        error = plan.parser.outcome(returncode)
+        if error:
+            services.job_finish(
+                job=job, status=Job.Status.FAILED, error=f"{error}\n\n{_tail(recent)}".strip(), result=result
+            )
+            return "failed"
+        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+        return "succeeded"
+    except Exception as error:
+        logger.exception("job %s crashed in the runner", job.pk)
+        try:
+            reporter.flush()
+        except Exception:
+            logger.exception("could not save the log of job %s", job.pk)
+        services.job_finish(
+            job=job,
+            status=Job.Status.FAILED,
+            error=f"Internal error while running the job: {type(error).__name__}: {error}",
+        )
+        return "failed"
+    finally:
+        conn.close()

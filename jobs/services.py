@@ -1,0 +1,249 @@
+"""Everything that changes a job: submit, place, claim, finish, cancel, retry."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, OuterRef
+from django.utils import timezone
+
+from gpu_nodes.models import Gpu, Node
+from talkforge.errors import ServiceError
+
+from . import events, queue
+from .kinds import KINDS, kind_spec
+from .models import Job
+
+logger = logging.getLogger(__name__)
+
+
+# --- submit ---------------------------------------------------------------------------------------
+
+
+def _int_param(params: dict, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ServiceError(f"{name} must be a whole number between {minimum} and {maximum}.")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ServiceError(f"{name} must be a whole number between {minimum} and {maximum}.") from None
+    if not minimum <= number <= maximum:
+        raise ServiceError(f"{name} must be between {minimum} and {maximum}; got {number}.")
+    return number
+
+
+def _clean_demo_train(params: dict) -> dict:
+    seconds = params.get("seconds", 20)
+    try:
+        seconds = float(seconds)
+    except (TypeError, ValueError):
+        raise ServiceError("seconds must be a number of seconds between 0 and 86400.") from None
+    if not 0 <= seconds <= 86400:
+        raise ServiceError(f"seconds must be between 0 and 86400; got {seconds:g}.")
+    cleaned = {
+        "seconds": seconds,
+        "iterations": _int_param(params, "iterations", 1000, minimum=10, maximum=100_000),
+        "coarse_iterations": _int_param(params, "coarse_iterations", 500, minimum=10, maximum=100_000),
+        "save_every": _int_param(params, "save_every", 500, minimum=1, maximum=100_000),
+    }
+    if params.get("fail_at"):
+        cleaned["fail_at"] = _int_param(params, "fail_at", 0, minimum=1, maximum=100_000)
+    unknown = set(params) - set(cleaned) - {"fail_at", "node"}
+    if unknown:
+        raise ServiceError(f"Unknown parameter(s) for a demo training: {', '.join(sorted(unknown))}.")
+    return cleaned
+
+
+PARAM_CLEANERS = {Job.Kind.DEMO_TRAIN: _clean_demo_train}
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    owner,
+    kind: str,
+    params: dict | None = None,
+    node: Node | None = None,
+    parent: Job | None = None,
+    max_attempts: int = 1,
+) -> Job:
+    """Record a job and, once committed, place it on a free slot (or leave it waiting in line)."""
+    if kind not in KINDS:
+        raise ServiceError(f"Unknown job kind {kind!r}: choose one of {', '.join(KINDS)}.")
+    params = dict(params or {})
+    cleaned = PARAM_CLEANERS[kind](params)
+    if node is not None:
+        if not node.enabled:
+            raise ServiceError(
+                f"Node {node.name} is disabled: choose another node or leave it to the scheduler."
+            )
+        cleaned["node"] = node.name
+    job = Job.objects.create(
+        owner=owner,
+        kind=kind,
+        params=cleaned,
+        parent=parent,
+        max_attempts=max_attempts,
+        stage="waiting for a slot",
+    )
+    transaction.on_commit(jobs_dispatch)
+    events.job_status_publish(job)
+    return job
+
+
+# --- placement ------------------------------------------------------------------------------------
+
+
+def _free_slots(job: Job):
+    busy = Job.objects.filter(gpu=OuterRef("pk"), status__in=Job.ACTIVE_STATUSES)
+    slots = (
+        Gpu.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(present=True, node__enabled=True, node__status=Node.Status.ONLINE)
+        .exclude(Exists(busy))
+        .select_related("node")
+        .order_by("node__name", "index")
+    )
+    if kind_spec(job.kind).needs_gpu:
+        slots = slots.exclude(index=Gpu.CPU_INDEX)
+    if job.params.get("node"):
+        slots = slots.filter(node__name=job.params["node"])
+    return slots
+
+
+def _waiting_jobs():
+    """Jobs waiting for a slot, fairest first: owners with fewer jobs on slots go first, then oldest."""
+    holders = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, gpu__isnull=False).values("owner")
+    holding_by_owner = {row["owner"]: row["n"] for row in holders.annotate(n=Count("id"))}
+    waiting = list(
+        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True).order_by("created_at", "id")[:200]
+    )
+    return sorted(waiting, key=lambda job: (holding_by_owner.get(job.owner_id, 0), job.created_at, job.pk))
+
+
+def _place(job_id: int) -> Job | None:
+    """Give one waiting job a free slot. The row locks and the unique index keep a slot to one job."""
+    try:
+        with transaction.atomic():
+            job = (
+                Job.objects.select_for_update(skip_locked=True)
+                .filter(pk=job_id, status=Job.Status.QUEUED, gpu__isnull=True)
+                .first()
+            )
+            if job is None:
+                return None
+            slot = _free_slots(job).first()
+            if slot is None:
+                return None
+            job.node, job.gpu, job.placed_at = slot.node, slot, timezone.now()
+            job.stage = "placed"
+            job.save(update_fields=["node", "gpu", "placed_at", "stage"])
+            transaction.on_commit(lambda: queue.enqueue(job))
+            events.job_status_publish(job)
+            return job
+    except IntegrityError:
+        return None  # another dispatcher took that slot first; the next round retries
+
+
+def jobs_dispatch() -> list[Job]:
+    """Place as many waiting jobs as there are free slots."""
+    placed = []
+    for job in _waiting_jobs():
+        placed_job = _place(job.pk)
+        if placed_job is not None:
+            placed.append(placed_job)
+    return placed
+
+
+# --- the runner's transitions -----------------------------------------------------------------------
+
+
+def job_claim(*, job_id: int, worker_name: str) -> Job | None:
+    """queued+placed → running, at most once. None if the job is not (or no longer) for us to run."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = Job.objects.filter(
+            pk=job_id, status=Job.Status.QUEUED, gpu__isnull=False, cancel_requested_at__isnull=True
+        ).update(
+            status=Job.Status.RUNNING,
+            started_at=now,
+            heartbeat_at=now,
+            worker_name=worker_name[:255],
+            stage="starting",
+        )
+        if not claimed:
+            return None
+        Job.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
+        job = Job.objects.select_related("node", "gpu", "owner").get(pk=job_id)
+        events.job_status_publish(job)
+    return job
+
+
+def job_finish(*, job: Job, status: str, error: str = "", result: dict | None = None) -> bool:
+    """running → terminal for this attempt. False if someone else (the reconciler) settled it first."""
+    now = timezone.now()
+    fields = {"status": status, "finished_at": now, "error": error[:10000], "eta_seconds": None}
+    if status == Job.Status.SUCCEEDED:
+        fields |= {"progress": 1.0, "stage": "done"}
+    if result is not None:
+        fields["result"] = result
+    with transaction.atomic():
+        settled = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
+            **fields
+        )
+        if settled:
+            job.refresh_from_db()
+            events.job_status_publish(job)
+            transaction.on_commit(jobs_dispatch)
+    return bool(settled)
+
+
+def job_requeue(*, job: Job, reason: str) -> bool:
+    """running → queued without a slot, for another attempt under a fresh RQ id."""
+    with transaction.atomic():
+        moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
+            status=Job.Status.QUEUED,
+            node=None,
+            gpu=None,
+            pid=None,
+            placed_at=None,
+            heartbeat_at=None,
+            rq_job_id=uuid.uuid4(),
+            stage=f"waiting to retry: {reason}"[:100],
+        )
+        if moved:
+            job.refresh_from_db()
+            events.job_status_publish(job)
+            transaction.on_commit(jobs_dispatch)
+    return bool(moved)
+
+
+# --- cancel ---------------------------------------------------------------------------------------
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a job. A waiting job ends at once; a running one is stopped by its runner, which kills the
+    engine's whole process tree before the job is marked canceled and its slot freed."""
+    if job.is_terminal:
+        raise ServiceError(f"Job #{job.pk} has already {job.status}; there is nothing to cancel.")
+    now = timezone.now()
+    with transaction.atomic():
+        ended = Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(
+            status=Job.Status.CANCELED,
+            finished_at=now,
+            cancel_requested_at=now,
+            stage="canceled",
+            eta_seconds=None,
+        )
+        if not ended:
+            Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, cancel_requested_at__isnull=True).update(
+                cancel_requested_at=now, stage="canceling"
+            )
+        job.refresh_from_db()
+        events.job_status_publish(job)
+        if ended:
+            placed = job.node_id is not None
+            transaction.on_commit(lambda: (queue.remove(job) if placed else None, jobs_dispatch()))
+    return job
