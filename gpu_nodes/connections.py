@@ -89,6 +89,10 @@ class NodeConnection(ABC):
     @abstractmethod
     def exists(self, path: str) -> bool: ...
 
+    @abstractmethod
+    def make_dirs(self, path: str) -> None:
+        """Create ``path`` and its parents if missing."""
+
     def close(self) -> None:  # noqa: B027 - most connections have nothing to close
         pass
 
@@ -155,6 +159,8 @@ class LocalConnection(NodeConnection):
         return merged
 
     def start(self, argv, *, marker, cwd=None, env=None):
+        if cwd and not Path(cwd).is_dir():
+            raise NodeError(f"Working folder {cwd} does not exist on node {self._name}.")
         full_env = self._env(env) | {MARKER_VARIABLE: marker, "PYTHONUNBUFFERED": "1"}
         try:
             popen = subprocess.Popen(
@@ -232,6 +238,12 @@ class LocalConnection(NodeConnection):
 
     def exists(self, path):
         return Path(path).exists()
+
+    def make_dirs(self, path):
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise NodeError(f"Could not create {path} on node {self._name}: {error.strerror}.") from None
 
     @property
     def _name(self) -> str:

@@ -188,6 +188,8 @@ def _run_claimed(job: Job) -> str:
         return "failed"
     try:
         try:
+            if plan.invocation.cwd:
+                conn.make_dirs(plan.invocation.cwd)
             process = conn.start(
                 plan.invocation.argv, marker=job.marker, cwd=plan.invocation.cwd, env=plan.invocation.env
             )

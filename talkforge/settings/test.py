@@ -8,6 +8,14 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/talkforge")
+# A Redis database and channel prefix of this run's own; subprocesses (workers, the ASGI server) get the
+# same values passed explicitly by the fixtures.
+os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"tftest{os.getpid()}")
+os.environ.setdefault("JOB_HEARTBEAT_INTERVAL", "0.5")
+os.environ.setdefault("JOB_HEARTBEAT_TIMEOUT", "4")
+os.environ.setdefault("JOB_KILL_GRACE", "2")
+os.environ.setdefault("HOUSEKEEPING_INTERVAL", "0.5")
 
 from .base import *  # noqa: E402, F403
 

@@ -1,0 +1,187 @@
+"""Shared fixtures: real PostgreSQL (pytest-django's test database), real Redis (a database number of this
+run's own, emptied before each test that uses it), real RQ workers and a real ASGI server as
+subprocesses of the suite, and a local node whose GPUs are an ``nvidia-smi`` stand-in."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from accounts.models import User
+from gpu_nodes.models import Node
+from gpu_nodes.services import node_probe
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def alice(db):
+    return User.objects.create_user("alice", password="alice-password-1")
+
+
+@pytest.fixture
+def bob(db):
+    return User.objects.create_user("bob", password="bob-password-1")
+
+
+@pytest.fixture
+def staff(db):
+    return User.objects.create_user("staff", password="staff-password-1", is_staff=True)
+
+
+@pytest.fixture
+def redis_db():
+    """This run's Redis database, empty at the start of the test."""
+    from jobs.queue import redis_connection
+
+    client = redis_connection()
+    client.flushdb()
+    yield client
+    client.flushdb()
+
+
+def write_fake_nvidia_smi(folder: Path, gpus: list[tuple[str, int]]) -> Path:
+    """An ``nvidia-smi`` that prints the documented CSV for ``gpus`` ((name, MiB) pairs)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = "\n".join(f"{i}, {name}, {mem}, 0, 0" for i, (name, mem) in enumerate(gpus))
+    script = folder / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'CSV'\n{lines}\nCSV\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return script
+
+
+@pytest.fixture
+def make_node(db, tmp_path, monkeypatch):
+    """A local node probed through a stand-in nvidia-smi (``gpus=0``: no nvidia-smi → one CPU slot)."""
+
+    def make(name="local", gpus=0):
+        bin_dir = tmp_path / f"bin-{name}"
+        if gpus:
+            write_fake_nvidia_smi(bin_dir, [("NVIDIA H100 80GB HBM3", 81559)] * gpus)
+            monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+        else:
+            monkeypatch.setenv(
+                "PATH",
+                os.pathsep.join(
+                    p for p in os.environ["PATH"].split(os.pathsep) if not (Path(p) / "nvidia-smi").exists()
+                ),
+            )
+        workdir = tmp_path / f"work-{name}"
+        workdir.mkdir()
+        node = Node.objects.create(name=name, kind=Node.Kind.LOCAL, workdir=str(workdir))
+        node = node_probe(node=node)
+        assert node.status == Node.Status.ONLINE, node.last_error
+        return node
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def subprocess_env(**extra) -> dict[str, str]:
+    """The environment for a worker or server that must see this test's database and Redis."""
+    db = connection.settings_dict
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="talkforge.settings.test",
+        DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        REDIS_URL=settings.REDIS_URL,
+        CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYER_PREFIX,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update({key: str(value) for key, value in extra.items()})
+    return env
+
+
+class Processes:
+    """Subprocesses started by a test, stopped at its end (each in its own process group)."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], name: str, **env) -> subprocess.Popen:
+        log = open(self.tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=subprocess_env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log_path = self.tmp_path / f"{name}.log"
+        self.started.append(process)
+        return process
+
+    def worker(self, *nodes: str, name: str = "worker", **env) -> subprocess.Popen:
+        args = ["manage.py", "worker"]
+        for node in nodes:
+            args += ["--node", node]
+        return self.start(args, name, **env)
+
+    def stop_all(self) -> None:
+        for process in self.started:
+            if process.poll() is None:
+                with_suppress(os.killpg, process.pid, signal.SIGTERM)
+        for process in self.started:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with_suppress(os.killpg, process.pid, signal.SIGKILL)
+                process.wait(5)
+
+
+def with_suppress(func, *args):
+    with contextlib.suppress(ProcessLookupError):
+        func(*args)
+
+
+@pytest.fixture
+def processes(tmp_path):
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()
+
+
+@pytest.fixture
+def asgi_server(transactional_db, processes, redis_db):
+    """Daphne serving the whole project (HTTP and websockets) on a free loopback port."""
+    port = free_port()
+    processes.start(
+        ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "talkforge.asgi:application"],
+        "daphne",
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("daphne did not start; see daphne.log in the test's tmp_path")
+
+
+def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
