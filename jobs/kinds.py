@@ -55,6 +55,8 @@ def _demo_train(job: Job) -> Plan:
     ]  # fmt: skip
     if params.get("fail_at"):
         argv += ["--fail_at", str(params["fail_at"])]
+    if params.get("stamp_lines"):
+        argv.append("--stamp_lines")
     invocation = wrap(
         node=job.node,
         gpu=job.gpu,

@@ -51,7 +51,9 @@ def _clean_demo_train(params: dict) -> dict:
     }
     if params.get("fail_at"):
         cleaned["fail_at"] = _int_param(params, "fail_at", 0, minimum=1, maximum=100_000)
-    unknown = set(params) - set(cleaned) - {"fail_at", "node"}
+    if params.get("stamp_lines"):
+        cleaned["stamp_lines"] = True  # the demo appends the wall clock to bar lines (latency benchmarks)
+    unknown = set(params) - set(cleaned) - {"fail_at", "stamp_lines", "node"}
     if unknown:
         raise ServiceError(f"Unknown parameter(s) for a demo training: {', '.join(sorted(unknown))}.")
     return cleaned
