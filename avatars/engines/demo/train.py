@@ -20,6 +20,24 @@ import sys
 import time
 
 
+class Tee:
+    """Writes to a console stream and to the shared console log, flushing both."""
+
+    def __init__(self, stream, copy):
+        self.stream, self.copy = stream, copy
+
+    def write(self, text):
+        self.stream.write(text)
+        self.stream.flush()
+        self.copy.write(text)
+        self.copy.flush()
+        return len(text)
+
+    def flush(self):
+        self.stream.flush()
+        self.copy.flush()
+
+
 def stamp(message):
     print(f"{message} [{time.strftime('%d/%m %H:%M:%S')}]", flush=True)
 
@@ -111,8 +129,11 @@ def main():
     parser.add_argument("--fail_at", type=int, default=0, help="demo: exit 1 at this fine iteration")
     args = parser.parse_args()
 
-    print(f"Optimizing {args.model_path}", flush=True)
     os.makedirs(args.model_path, exist_ok=True)
+    # Like SyncTalk's log_ngp.txt: a byte-exact copy of everything printed, in the order printed.
+    console = open(os.path.join(args.model_path, "console.log"), "w", buffering=1)  # noqa: SIM115
+    sys.stdout, sys.stderr = Tee(sys.stdout, console), Tee(sys.stderr, console)
+    print(f"Optimizing {args.model_path}", flush=True)
     stamp(f"Output folder: {args.model_path}")
     with open(os.path.join(args.model_path, "cfg_args"), "w") as cfg:
         cfg.write(f"Namespace(source_path={args.source_path!r}, model_path={args.model_path!r}, demo=True)\n")
