@@ -3,6 +3,8 @@
 from channels.auth import AuthMiddlewareStack
 from channels.db import database_sync_to_async
 from channels.middleware import BaseMiddleware
+from channels.security.websocket import OriginValidator
+from django.conf import settings
 
 from .authentication import key_from_header
 from .services import user_for_api_key
@@ -28,3 +30,21 @@ class TokenAuthMiddleware(BaseMiddleware):
 def SessionOrTokenAuthStack(inner):  # noqa: N802 - named like Channels' own stacks
     # The session stack sets scope["user"] first; a valid token header then takes precedence.
     return AuthMiddlewareStack(TokenAuthMiddleware(inner))
+
+
+class BrowserOriginValidator(OriginValidator):
+    """Reject cross-site websocket handshakes from browsers; let non-browser clients in.
+
+    Browsers always send ``Origin`` on a websocket handshake, and it must name one of ALLOWED_HOSTS, so
+    another site cannot ride a signed-in user's session cookie. A handshake without ``Origin`` comes from a
+    program (which authenticates with its API token); Channels' own validator would refuse it."""
+
+    def valid_origin(self, parsed_origin):
+        return parsed_origin is None or self.validate_origin(parsed_origin)
+
+
+def BrowserOriginCheck(inner):  # noqa: N802 - named like Channels' AllowedHostsOriginValidator
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = ["localhost", "127.0.0.1", "[::1]"]
+    return BrowserOriginValidator(inner, allowed)

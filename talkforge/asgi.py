@@ -8,14 +8,13 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "talkforge.settings.production")
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-from accounts.websocket import SessionOrTokenAuthStack  # noqa: E402
+from accounts.websocket import BrowserOriginCheck, SessionOrTokenAuthStack  # noqa: E402
 from jobs.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(SessionOrTokenAuthStack(URLRouter(websocket_urlpatterns))),
+        "websocket": BrowserOriginCheck(SessionOrTokenAuthStack(URLRouter(websocket_urlpatterns))),
     }
 )
