@@ -1,15 +1,25 @@
-from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 from ..selectors import job_log_lines, jobs_visible_to
 from ..services import job_cancel, job_submit
 from .serializers import JobLogSerializer, JobSerializer, JobSubmitSerializer
 
 MAX_LOG_PAGE = 10_000
+
+
+class PlainTextRenderer(BaseRenderer):
+    media_type = "text/plain"
+    format = "txt"
+    charset = "utf-8"
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data.encode(self.charset) if isinstance(data, str) else str(data).encode(self.charset)
 
 
 class JobViewSet(
@@ -62,15 +72,19 @@ class JobViewSet(
             OpenApiParameter(
                 "limit", int, description=f"at most this many lines (default and max {MAX_LOG_PAGE})"
             ),
-            OpenApiParameter("format", str, description="'text' for the whole log as text/plain"),
+            OpenApiParameter("format", str, description="'txt' for the whole log as text/plain"),
         ],
         responses=JobLogSerializer,
     )
-    @action(detail=True, methods=["get"])
+    @action(
+        detail=True,
+        methods=["get"],
+        renderer_classes=[*api_settings.DEFAULT_RENDERER_CLASSES, PlainTextRenderer],
+    )
     def log(self, request, pk=None):
         job = self.get_object()
-        if request.query_params.get("format") == "text":
-            return HttpResponse("\n".join(job_log_lines(job)), content_type="text/plain; charset=utf-8")
+        if request.accepted_renderer.format == PlainTextRenderer.format:
+            return Response("\n".join(job_log_lines(job)))
         try:
             after = max(0, int(request.query_params.get("after", 0)))
             limit = min(MAX_LOG_PAGE, max(1, int(request.query_params.get("limit", MAX_LOG_PAGE))))
