@@ -22,7 +22,7 @@ from avatars.engines.console import Update
 from gpu_nodes.connections import NodeConnection, NodeError, connection_for
 
 from . import events, services
-from .kinds import kind_spec
+from .kinds import Plan, kind_spec
 from .models import Job, JobLogChunk
 from .streams import LineSplitter
 
@@ -178,86 +178,18 @@ def run_job(job_id: int) -> str:
 
 
 def _run_claimed(job: Job) -> str:
-    reporter = Reporter(job)
-    recent: list[str] = []
     try:
         plan = kind_spec(job.kind).plan(job)
         conn = connection_for(job.node)
     except (NodeError, KeyError, ValueError) as error:
         services.job_finish(job=job, status=Job.Status.FAILED, error=f"Could not start: {error}")
         return "failed"
+    attempt = Attempt(job, plan, conn)
     try:
-        try:
-            if plan.invocation.cwd:
-                conn.make_dirs(plan.invocation.cwd)
-            process = conn.start(
-                plan.invocation.argv, marker=job.marker, cwd=plan.invocation.cwd, env=plan.invocation.env
-            )
-        except NodeError as error:
-            services.job_finish(job=job, status=Job.Status.FAILED, error=str(error))
-            return "failed"
-        Job.objects.filter(pk=job.pk).update(pid=process.pid, stage="running")
-        watcher = Watcher(job, conn, process.pid, plan.invocation.container)
-        watcher.start()
-        splitter = LineSplitter(settings.JOB_MAX_LOG_LINE)
-
-        def handle(lines: list[str]) -> None:
-            reporter.lines(lines)
-            changed = False
-            for line in lines:
-                update = plan.parser.feed(line)
-                if update:
-                    reporter.update(update)
-                    changed = True
-            if changed:
-                reporter.publish_progress()
-            recent.extend(lines)
-            del recent[:-50]
-
-        exited_at = None
-        while True:
-            data = process.read(0.5)
-            if data:
-                handle(splitter.feed(data))
-                reporter.maybe_flush()
-                continue
-            if data == b"":
-                break
-            reporter.maybe_flush()
-            # A child that outlives the engine may hold the pipe open: stop waiting 2 s after the exit.
-            if exited_at is None and process.wait(0) is not None:
-                exited_at = time.monotonic()
-            elif exited_at is not None and time.monotonic() - exited_at > 2:
-                break
-        handle(splitter.close())
-        returncode = process.wait()
-        watcher.stop()
-        # Nothing of this attempt outlives it, whatever the engine left behind.
-        conn.kill_tree(process.pid, marker=job.marker, grace=1.0)
-        reporter.flush()
-
-        if watcher.lost:
-            return "lost"
-        result = {**plan.outputs, "exit_code": returncode, "metrics": reporter.state["metrics"]}
-        if watcher.canceled:
-            services.job_finish(
-                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
-            )
-            return "canceled"
-        error = plan.parser.outcome(returncode)
-        if error:
-            services.job_finish(
-                job=job, status=Job.Status.FAILED, error=f"{error}\n\n{_tail(recent)}".strip(), result=result
-            )
-            return "failed"
-        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
-        return "succeeded"
+        return attempt.run()
     except Exception as error:
         logger.exception("job %s crashed in the runner", job.pk)
-        try:
-            reporter.flush()
-        except Exception:
-            logger.exception("could not save the log of job %s", job.pk)
+        attempt.abandon()
         services.job_finish(
             job=job,
             status=Job.Status.FAILED,
@@ -266,3 +198,104 @@ def _run_claimed(job: Job) -> str:
         return "failed"
     finally:
         conn.close()
+
+
+class Attempt:
+    """One attempt at a job on its node: start the engine, stream its console, settle the outcome."""
+
+    # A child that outlives the engine may hold the pipe open: stop reading this long after the exit.
+    EXIT_DRAIN_SECONDS = 2.0
+
+    def __init__(self, job: Job, plan: Plan, conn: NodeConnection):
+        self.job, self.plan, self.conn = job, plan, conn
+        self.reporter = Reporter(job)
+        self.recent: list[str] = []
+        self.process = None
+        self.watcher: Watcher | None = None
+
+    def run(self) -> str:
+        invocation = self.plan.invocation
+        try:
+            if invocation.cwd:
+                self.conn.make_dirs(invocation.cwd)
+            self.process = self.conn.start(
+                invocation.argv, marker=self.job.marker, cwd=invocation.cwd, env=invocation.env
+            )
+        except NodeError as error:
+            services.job_finish(job=self.job, status=Job.Status.FAILED, error=str(error))
+            return "failed"
+        Job.objects.filter(pk=self.job.pk).update(pid=self.process.pid, stage="running")
+        self.watcher = Watcher(self.job, self.conn, self.process.pid, invocation.container)
+        self.watcher.start()
+        returncode = self._stream()
+        self._stop_everything(grace=1.0)
+        self.reporter.flush()
+        return self._settle(returncode)
+
+    def _stream(self) -> int:
+        splitter = LineSplitter(settings.JOB_MAX_LOG_LINE)
+        exited_at = None
+        while True:
+            data = self.process.read(0.5)
+            if data:
+                self._handle(splitter.feed(data))
+                self.reporter.maybe_flush()
+                continue
+            if data == b"":
+                break
+            self.reporter.maybe_flush()
+            if exited_at is None and self.process.wait(0) is not None:
+                exited_at = time.monotonic()
+            elif exited_at is not None and time.monotonic() - exited_at > self.EXIT_DRAIN_SECONDS:
+                break
+        self._handle(splitter.close())
+        return self.process.wait()
+
+    def _handle(self, lines: list[str]) -> None:
+        self.reporter.lines(lines)
+        changed = False
+        for line in lines:
+            update = self.plan.parser.feed(line)
+            if update:
+                self.reporter.update(update)
+                changed = True
+        if changed:
+            self.reporter.publish_progress()
+        self.recent.extend(lines)
+        del self.recent[:-50]
+
+    def _stop_everything(self, grace: float) -> None:
+        """Nothing of this attempt outlives it, whatever the engine left behind."""
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.process is not None:
+            self.conn.kill_tree(self.process.pid, marker=self.job.marker, grace=grace)
+
+    def _settle(self, returncode: int) -> str:
+        job, watcher = self.job, self.watcher
+        if watcher.lost:
+            return "lost"  # the reconciler settled this attempt already
+        result = {**self.plan.outputs, "exit_code": returncode, "metrics": self.reporter.state["metrics"]}
+        if watcher.canceled:
+            services.job_finish(
+                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
+            )
+            return "canceled"
+        error = self.plan.parser.outcome(returncode)
+        if error:
+            error = f"{error}\n\n{_tail(self.recent)}".strip()
+            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
+            return "failed"
+        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+        return "succeeded"
+
+    def abandon(self) -> None:
+        """After an internal error: stop the engine and keep what was logged."""
+        try:
+            self._stop_everything(grace=settings.JOB_KILL_GRACE)
+        except Exception:
+            logger.exception("could not stop the processes of job %s", self.job.pk)
+        try:
+            self.reporter.flush()
+        except Exception:
+            logger.exception("could not save the log of job %s", self.job.pk)
