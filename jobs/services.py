@@ -6,7 +6,7 @@ import logging
 import uuid
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, OuterRef
+from django.db.models import Count, Exists, F, Max, OuterRef
 from django.utils import timezone
 
 from gpu_nodes.models import Gpu, Node
@@ -115,14 +115,28 @@ def _free_slots(job: Job):
     return slots
 
 
-def _waiting_jobs():
-    """Jobs waiting for a slot, fairest first: owners with fewer jobs on slots go first, then oldest."""
-    holders = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, gpu__isnull=False).values("owner")
-    holding_by_owner = {row["owner"]: row["n"] for row in holders.annotate(n=Count("id"))}
+def _waiting_jobs() -> list[Job]:
+    """Jobs waiting for a slot, fairest first: round-robin between owners.
+
+    Owners holding fewer slots go first; between equals, the one whose last job was placed longest ago
+    (or never); then the oldest job. One person's batch of twenty cannot starve someone else's one."""
     waiting = list(
         Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True).order_by("created_at", "id")[:200]
     )
-    return sorted(waiting, key=lambda job: (holding_by_owner.get(job.owner_id, 0), job.created_at, job.pk))
+    owners = {job.owner_id for job in waiting}
+    holders = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, gpu__isnull=False, owner__in=owners)
+    holding = {row["owner"]: row["n"] for row in holders.values("owner").annotate(n=Count("id"))}
+    placed = Job.objects.filter(placed_at__isnull=False, owner__in=owners).values("owner")
+    last_placed = {row["owner"]: row["last"].timestamp() for row in placed.annotate(last=Max("placed_at"))}
+    return sorted(
+        waiting,
+        key=lambda job: (
+            holding.get(job.owner_id, 0),
+            last_placed.get(job.owner_id, 0.0),
+            job.created_at,
+            job.pk,
+        ),
+    )
 
 
 def _place(job_id: int) -> Job | None:
