@@ -33,6 +33,10 @@ class CommandNotFound(NodeError):
     pass
 
 
+class ConnectionLost(NodeError):
+    """The connection to the node broke; what runs there may still be running."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     returncode: int
@@ -95,6 +99,15 @@ class NodeConnection(ABC):
 
     def close(self) -> None:  # noqa: B027 - most connections have nothing to close
         pass
+
+    def free_bytes(self, path: str) -> int:
+        result = self.run(["df", "-Pk", path], timeout=30)
+        try:
+            return int(result.output.strip().splitlines()[-1].split()[3]) * 1024
+        except (IndexError, ValueError):
+            raise NodeError(
+                f"Could not read the free space of {path}: {result.output.strip()[:200]}"
+            ) from None
 
 
 class LocalProcess(RunningProcess):
@@ -251,10 +264,9 @@ class LocalConnection(NodeConnection):
 
 
 def connection_for(node: Node) -> NodeConnection:
-    """The connection to ``node``. SSH nodes raise NodeError until the SSH transport is installed."""
+    """The connection to ``node``: this machine, or SSH (pooled transport per node per process)."""
     if node.kind == Node.Kind.LOCAL:
         return LocalConnection(node)
-    raise NodeError(
-        f"Node {node.name} is an SSH node, and this version of Talkforge runs jobs only on local nodes. "
-        "Register a local node, or upgrade to a version with SSH nodes."
-    )
+    from .ssh import SSHConnection
+
+    return SSHConnection(node)

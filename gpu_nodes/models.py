@@ -31,6 +31,23 @@ class Node(models.Model):
         default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)], help_text="SSH nodes."
     )
     username = models.CharField(max_length=64, blank=True, help_text="SSH nodes: login user.")
+    # Credentials, encrypted at rest (gpu_nodes.secrets); never sent out by the API or shown again.
+    password_encrypted = models.TextField(blank=True, editable=False)
+    private_key_encrypted = models.TextField(blank=True, editable=False)
+    key_passphrase_encrypted = models.TextField(blank=True, editable=False)
+    jump = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="jumped_nodes",
+        help_text="SSH nodes: reach this node through that SSH node (a bastion / jump host).",
+    )
+    # The server's host key, pinned at registration once a staff user confirmed its fingerprint.
+    host_key_type = models.CharField(max_length=64, blank=True, editable=False)
+    host_key = models.TextField(blank=True, editable=False, help_text="base64 of the pinned host key")
+    host_key_fingerprint = models.CharField(max_length=100, blank=True, editable=False)
+    host_key_confirmed_at = models.DateTimeField(null=True, blank=True, editable=False)
     workdir = models.CharField(
         max_length=500, help_text="Absolute folder on the node that holds datasets, models and job files."
     )
@@ -47,6 +64,9 @@ class Node(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OFFLINE)
     last_seen_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    facts = models.JSONField(
+        default=dict, blank=True, help_text="What the last probe found (OS, disk, docker …)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -59,6 +79,14 @@ class Node(models.Model):
     def queue_name(self) -> str:
         """The RQ queue whose workers run this node's jobs."""
         return f"node-{self.name}"
+
+    @property
+    def host_key_pinned(self) -> bool:
+        return bool(self.host_key and self.host_key_confirmed_at)
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.password_encrypted or self.private_key_encrypted)
 
     @property
     def accepts_jobs(self) -> bool:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from talkforge.errors import ServiceError
 
+from . import secrets
 from .connections import CommandNotFound, NodeError, connection_for
 from .models import Gpu, Node
 
@@ -57,17 +59,6 @@ def parse_nvidia_smi(output: str) -> list[GpuReading]:
     return readings
 
 
-@transaction.atomic
-def node_create(*, name: str, workdir: str, kind: str = Node.Kind.LOCAL, **fields) -> Node:
-    node = Node(name=name, workdir=workdir, kind=kind, **fields)
-    try:
-        node.full_clean()
-    except Exception as error:  # ValidationError → one readable message
-        raise ServiceError(_validation_message(error)) from error
-    node.save()
-    return node
-
-
 def _validation_message(error) -> str:
     if hasattr(error, "message_dict"):
         return "; ".join(f"{field}: {' '.join(messages)}" for field, messages in error.message_dict.items())
@@ -75,7 +66,8 @@ def _validation_message(error) -> str:
 
 
 def node_probe(*, node: Node) -> Node:
-    """Ask the node what GPUs it has and mark it online or offline.
+    """Reach the node and find out what it has: OS, free disk in the workdir, the runtime (docker, or the
+    bare environment), and its GPUs. Marks it online, or offline with the reason and what to do.
 
     A node without ``nvidia-smi`` is a CPU node with one slot (the seed's ``--gpu CPU``)."""
     if not node.enabled:
@@ -83,26 +75,62 @@ def node_probe(*, node: Node) -> Node:
     try:
         connection = connection_for(node)
         try:
-            result = connection.run(NVIDIA_SMI_QUERY, timeout=30)
-            if result.returncode == 127:
-                raise CommandNotFound("nvidia-smi not found")
-            if result.returncode != 0:
-                raise NodeError(
-                    f"nvidia-smi failed (exit {result.returncode}): {result.output.strip()[:500]}"
-                )
-            readings = parse_nvidia_smi(result.output)
-        except CommandNotFound:
-            readings = []
+            facts = _node_facts(node, connection)
+            readings = _gpu_readings(connection)
         finally:
             connection.close()
     except (NodeError, ValueError) as error:
         return _node_mark_offline(node=node, error=str(error))
-    return _node_record_probe(node=node, readings=readings)
+    return _node_record_probe(node=node, readings=readings, facts=facts)
+
+
+def _gpu_readings(connection) -> list[GpuReading]:
+    try:
+        result = connection.run(NVIDIA_SMI_QUERY, timeout=30)
+    except CommandNotFound:
+        return []
+    if result.returncode == 127:
+        return []
+    if result.returncode != 0:
+        raise NodeError(
+            f"nvidia-smi failed (exit {result.returncode}): {result.output.strip()[:500]}. "
+            "Check the NVIDIA driver on the node."
+        )
+    return parse_nvidia_smi(result.output)
+
+
+def _node_facts(node: Node, connection) -> dict:
+    facts = {"os": connection.run(["uname", "-srm"], timeout=30).output.strip()}
+    connection.make_dirs(node.workdir)
+    facts["workdir_free_bytes"] = connection.free_bytes(node.workdir)
+    if node.runtime == Node.Runtime.DOCKER:
+        try:
+            result = connection.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=30)
+        except CommandNotFound:
+            raise NodeError(
+                f"Docker is not installed on node {node.name}, whose runtime is docker: install Docker with "
+                "the NVIDIA container toolkit, or switch the node to the bare runtime."
+            ) from None
+        if result.returncode != 0:
+            raise NodeError(
+                f"Docker on node {node.name} does not answer: {result.output.strip()[:300]}. "
+                "Start the Docker daemon and make sure the node's user may use it (the docker group)."
+            )
+        facts["docker"] = result.output.strip()
+    elif node.environment:
+        if not connection.exists(node.environment):
+            raise NodeError(
+                f"The environment {node.environment} does not exist on node {node.name}: create it there, "
+                "or correct the node's environment folder."
+            )
+        facts["environment"] = node.environment
+    return facts
 
 
 @transaction.atomic
-def _node_record_probe(*, node: Node, readings: list[GpuReading]) -> Node:
+def _node_record_probe(*, node: Node, readings: list[GpuReading], facts: dict) -> Node:
     node = Node.objects.select_for_update().get(pk=node.pk)
+    node.facts = facts
     seen = set()
     for reading in readings:
         Gpu.objects.update_or_create(
@@ -128,7 +156,7 @@ def _node_record_probe(*, node: Node, readings: list[GpuReading]) -> Node:
         node.status = Node.Status.ONLINE
     node.last_seen_at = timezone.now()
     node.last_error = ""
-    node.save(update_fields=["status", "last_seen_at", "last_error"])
+    node.save(update_fields=["status", "last_seen_at", "last_error", "facts"])
     return node
 
 
@@ -143,11 +171,140 @@ def nodes_probe_all() -> list[Node]:
     return [node_probe(node=node) for node in Node.objects.filter(enabled=True)]
 
 
+# --- SSH nodes ---------------------------------------------------------------------------------------
+
+
+def _clean_credentials(*, password: str, private_key: str, key_passphrase: str) -> dict:
+    from .ssh import load_private_key
+
+    if private_key:
+        load_private_key(private_key, key_passphrase)  # refuses a bad key or passphrase now, not at first use
+        return {
+            "private_key_encrypted": secrets.encrypt(private_key),
+            "key_passphrase_encrypted": secrets.encrypt(key_passphrase),
+            "password_encrypted": "",
+        }
+    if password:
+        return {"password_encrypted": secrets.encrypt(password), "private_key_encrypted": "",
+                "key_passphrase_encrypted": ""}  # fmt: skip
+    raise ServiceError("Give a password or a private key for the SSH login.")
+
+
+def node_register_ssh(
+    *,
+    name: str,
+    host: str,
+    username: str,
+    workdir: str,
+    port: int = 22,
+    password: str = "",
+    private_key: str = "",
+    key_passphrase: str = "",
+    runtime: str = Node.Runtime.BARE,
+    docker_image: str = "",
+    environment: str = "",
+    jump: Node | None = None,
+) -> Node:
+    """Register an SSH node and fetch its host key. It takes no jobs until a staff user confirms the key's
+    fingerprint (``node_confirm_host_key``); nothing about the server is trusted before that."""
+    from .ssh import host_key_fetch
+
+    if not host:
+        raise ServiceError("Give the SSH node's host name or address.")
+    if not username:
+        raise ServiceError("Give the user name to log in as.")
+    if jump is not None and jump.kind != Node.Kind.SSH:
+        raise ServiceError(f"Jump host {jump.name} must be an SSH node.")
+    try:
+        credentials = _clean_credentials(
+            password=password, private_key=private_key, key_passphrase=key_passphrase
+        )
+    except NodeError as error:
+        raise ServiceError(str(error)) from None
+    node = Node(
+        name=name, kind=Node.Kind.SSH, host=host, port=port, username=username, workdir=workdir,
+        runtime=runtime, docker_image=docker_image, environment=environment, jump=jump,
+        status=Node.Status.OFFLINE, **credentials,
+    )  # fmt: skip
+    _validate(node)
+    try:
+        node.host_key_type, node.host_key, node.host_key_fingerprint = host_key_fetch(
+            host=host, port=port, via=jump
+        )
+    except NodeError as error:
+        raise ServiceError(str(error)) from None
+    node.save()
+    return node
+
+
+def _validate(node: Node) -> None:
+    try:
+        node.full_clean()
+    except ValidationError as error:
+        raise ServiceError(_validation_message(error)) from error
+    if not node.workdir.startswith("/"):
+        raise ServiceError(f"workdir: {node.workdir!r} must be an absolute path on the node.")
+    if node.runtime == Node.Runtime.DOCKER and not node.docker_image:
+        raise ServiceError("docker_image: the docker runtime needs the engine image's name.")
+
+
+def node_set_credentials(
+    *, node: Node, password: str = "", private_key: str = "", key_passphrase: str = ""
+) -> Node:
+    try:
+        credentials = _clean_credentials(
+            password=password, private_key=private_key, key_passphrase=key_passphrase
+        )
+    except NodeError as error:
+        raise ServiceError(str(error)) from None
+    Node.objects.filter(pk=node.pk).update(**credentials)
+    node.refresh_from_db()
+    return node
+
+
+def node_fetch_host_key(*, node: Node) -> Node:
+    """Read the server's current host key again (after a reinstall); it needs a new confirmation."""
+    from .ssh import host_key_fetch
+
+    try:
+        key_type, key, fingerprint = host_key_fetch(host=node.host, port=node.port, via=node.jump)
+    except NodeError as error:
+        raise ServiceError(str(error)) from None
+    Node.objects.filter(pk=node.pk).update(
+        host_key_type=key_type, host_key=key, host_key_fingerprint=fingerprint, host_key_confirmed_at=None,
+        status=Node.Status.OFFLINE, last_error="Host key fetched again: confirm its fingerprint.",
+    )  # fmt: skip
+    node.refresh_from_db()
+    return node
+
+
+def node_confirm_host_key(*, node: Node, fingerprint: str) -> Node:
+    """A staff user checked the fingerprint (e.g. with ``ssh-keygen -lf`` on the server) and confirms it."""
+    if not node.host_key:
+        raise ServiceError(f"Node {node.name} has no fetched host key to confirm: fetch it first.")
+    if fingerprint.strip() != node.host_key_fingerprint:
+        raise ServiceError(
+            f"The fingerprint you confirmed ({fingerprint.strip()}) is not the one the server presented "
+            f"({node.host_key_fingerprint}). Check it again on the server: "
+            "ssh-keygen -lf /etc/ssh/ssh_host_*.pub"
+        )
+    Node.objects.filter(pk=node.pk).update(host_key_confirmed_at=timezone.now())
+    node.refresh_from_db()
+    return node_probe(node=node)
+
+
 def node_drain(*, node: Node) -> Node:
     """Running jobs finish; no new ones are placed here."""
     Node.objects.filter(pk=node.pk).update(status=Node.Status.DRAINING)
     node.refresh_from_db()
     return node
+
+
+def node_resume(*, node: Node) -> Node:
+    """End draining: the node takes new jobs again once a probe finds it well."""
+    Node.objects.filter(pk=node.pk, status=Node.Status.DRAINING).update(status=Node.Status.OFFLINE)
+    node.refresh_from_db()
+    return node_probe(node=node)
 
 
 def node_set_enabled(*, node: Node, enabled: bool) -> Node:

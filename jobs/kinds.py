@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from avatars.engines.console import ConsoleParser
 from avatars.engines.gaussiantalker import TrainParser
+from gpu_nodes.models import Node
 from gpu_nodes.runtime import Invocation, wrap
 
 from .models import Job
@@ -22,6 +23,7 @@ class Plan:
     invocation: Invocation
     parser: ConsoleParser
     outputs: dict[str, str]  # what the job leaves on the node, by name
+    uploads: tuple[tuple[Path, str], ...] = ()  # (local file, path on the node) put there before the start
 
 
 @dataclass(frozen=True)
@@ -35,14 +37,23 @@ def job_folder(job: Job) -> PurePosixPath:
     return PurePosixPath(job.node.workdir) / "jobs" / str(job.pk)
 
 
+def _demo_engine(job: Job) -> tuple[list[str], tuple[tuple[Path, str], ...]]:
+    """How to run the demo engine on the job's node: in place on this machine, or copied to an SSH node
+    (it is one standard-library file) and run by the node's ``python3``."""
+    script = DEMO_ENGINE_DIR / "train.py"
+    if job.node.kind == Node.Kind.LOCAL:
+        return [sys.executable, "-u", str(script)], ()
+    remote = str(PurePosixPath(job.node.workdir) / "engines" / "demo" / "train.py")
+    return ["python3", "-u", remote], ((script, remote),)
+
+
 def _demo_train(job: Job) -> Plan:
     params = job.params
     folder = job_folder(job)
     model_path = folder / "output" / "demo"
+    engine, uploads = _demo_engine(job)
     argv = [
-        sys.executable,
-        "-u",
-        str(DEMO_ENGINE_DIR / "train.py"),
+        *engine,
         "-s", str(folder / "data" / "demo"),
         "--model_path", str(model_path),
         "--configs", "arguments/64_dim_1_transformer.py",
@@ -66,7 +77,9 @@ def _demo_train(job: Job) -> Plan:
         cwd=str(folder),
     )
     parser = TrainParser(coarse_iterations=params["coarse_iterations"], iterations=params["iterations"])
-    return Plan(invocation=invocation, parser=parser, outputs={"model_path": str(model_path)})
+    return Plan(
+        invocation=invocation, parser=parser, outputs={"model_path": str(model_path)}, uploads=uploads
+    )
 
 
 KINDS: dict[str, KindSpec] = {

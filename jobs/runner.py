@@ -19,7 +19,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from avatars.engines.console import Update
-from gpu_nodes.connections import NodeConnection, NodeError, connection_for
+from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, connection_for
 
 from . import events, services
 from .kinds import Plan, kind_spec
@@ -187,6 +187,18 @@ def _run_claimed(job: Job) -> str:
     attempt = Attempt(job, plan, conn)
     try:
         return attempt.run()
+    except ConnectionLost as error:
+        # The node may still be running the engine: stop it over a fresh connection, then retry or fail.
+        attempt.abandon()
+        reason = f"the connection to node {job.node.name} was lost ({error})"
+        if job.attempts < job.max_attempts and services.job_requeue(job=job, reason=reason):
+            return "requeued"
+        error = (
+            f"The job stopped because {reason}. Its processes on the node were stopped. "
+            "Check the node's network, then submit the job again."
+        )
+        services.job_finish(job=job, status=Job.Status.FAILED, error=error)
+        return "failed"
     except Exception as error:
         logger.exception("job %s crashed in the runner", job.pk)
         attempt.abandon()
@@ -218,6 +230,8 @@ class Attempt:
         try:
             if invocation.cwd:
                 self.conn.make_dirs(invocation.cwd)
+            for local_path, remote_path in self.plan.uploads:
+                self.conn.put(local_path, remote_path)
             self.process = self.conn.start(
                 invocation.argv, marker=self.job.marker, cwd=invocation.cwd, env=invocation.env
             )

@@ -146,6 +146,11 @@ JOB_DB_FLUSH_INTERVAL = env_float("JOB_DB_FLUSH_INTERVAL", 0.5, minimum=0.01)
 # Seconds between SIGTERM and SIGKILL when a job's process tree is stopped.
 JOB_KILL_GRACE = env_float("JOB_KILL_GRACE", 5.0, minimum=0.0)
 JOB_MAX_LOG_LINE = env_int("JOB_MAX_LOG_LINE", 4000, minimum=80)
+# --- GPU nodes ------------------------------------------------------------------------------------
+# Fernet key that encrypts node passwords and private keys; derived from SECRET_KEY when unset.
+NODE_SECRETS_KEY = env_str("NODE_SECRETS_KEY", "")
+SSH_CONNECT_TIMEOUT = env_float("SSH_CONNECT_TIMEOUT", 10.0, minimum=0.5)
+SSH_KEEPALIVE_INTERVAL = env_int("SSH_KEEPALIVE_INTERVAL", 15, minimum=1)
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 5.0, minimum=0.2)
 NODE_PROBE_INTERVAL = env_float("NODE_PROBE_INTERVAL", 60.0, minimum=1.0)
 

@@ -24,3 +24,5 @@ WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = True
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Concurrent test runs on one machine must not share (and destroy) each other's test database.
+DATABASES["default"]["TEST"] = {"NAME": f"test_talkforge_{os.getpid()}"}  # noqa: F405
