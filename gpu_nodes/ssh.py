@@ -465,12 +465,14 @@ class SSHConnection(NodeConnection):
         redirect = ">>" if offset else ">"
         channel = self._channel()
         try:
+            channel.set_combine_stderr(True)
             channel.exec_command(f"cat {redirect} {shlex.quote(partial)}")
             with open(local_path, "rb") as source:
                 source.seek(offset)
                 while chunk := source.read(CHUNK):
                     channel.sendall(chunk)
             channel.shutdown_write()
+            output = b"".join(iter(lambda: channel.recv(65536), b"")).decode("utf-8", "replace").strip()
             status = channel.recv_exit_status()
         except (paramiko.SSHException, OSError, EOFError) as error:
             pool.drop(self.node)
@@ -482,7 +484,7 @@ class SSHConnection(NodeConnection):
             channel.close()
         if status != 0:
             raise NodeError(
-                f"Writing {partial} on node {self.node.name} failed (exit {status}): is the disk full?"
+                f"Writing {partial} on node {self.node.name} failed (exit {status}): {output[:300]}"
             )
 
     def get(self, remote_path, local_path):

@@ -185,3 +185,46 @@ def wait_for(predicate, timeout: float = 30, interval: float = 0.05, message: st
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+@pytest.fixture(scope="session")
+def ssh_server():
+    """One OpenSSH server for the whole run (see tests/ssh_server.py). Its folder is outside pytest's
+    root-only tmp tree: sshd reads authorized_keys as the logging-in user."""
+    import shutil
+    import tempfile
+
+    from .ssh_server import start_server
+
+    folder = Path(tempfile.mkdtemp(prefix="talkforge-sshd-"))
+    server = start_server(folder)
+    yield server
+    server.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def make_ssh_node(db, ssh_server):
+    """An SSH node on the loopback sshd, registered and confirmed like a staff user would, with a stand-in
+    nvidia-smi first on the remote PATH (the node's environment folder)."""
+    from gpu_nodes.services import node_confirm_host_key, node_register_ssh
+
+    def make(name="remote", gpus=1, login="key", **overrides):
+        folder = ssh_server.user_folder(name)
+        bin_dir = folder / "env-bin"
+        if gpus:
+            write_fake_nvidia_smi(bin_dir, [("NVIDIA A100-SXM4-80GB", 81920)] * gpus)
+        else:
+            bin_dir.mkdir()
+        os.chown(bin_dir, ssh_server.home.stat().st_uid, ssh_server.home.stat().st_gid)
+        credentials = (
+            {"private_key": ssh_server.private_key} if login == "key" else {"password": ssh_server.password}
+        )
+        fields = {
+            "name": name, "host": ssh_server.host, "port": ssh_server.port, "username": ssh_server.user,
+            "workdir": str(folder / "work"), "environment": str(bin_dir), **credentials, **overrides,
+        }  # fmt: skip
+        node = node_register_ssh(**fields)
+        return node_confirm_host_key(node=node, fingerprint=ssh_server.host_fingerprint)
+
+    return make
