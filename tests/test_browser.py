@@ -1,0 +1,199 @@
+"""The portal in a real browser (Chromium through Playwright) against a real server and worker: log in,
+start a demo job, watch it finish live over the websocket without reloading the page."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from urllib.parse import urlparse
+
+import pytest
+
+from jobs.models import Job
+
+CHROMIUM = "/usr/bin/chromium"
+JOB_PAGE = re.compile(r"/jobs/(\d+)/$")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM} (apt install chromium)"
+)
+
+
+@pytest.fixture
+def chromium_page(asgi_server, tmp_path):
+    """Opens a fresh Chromium page that may talk to the test server only; any other request is recorded
+    and refused (assets must be served locally).
+
+    Playwright's sync API keeps an event loop in this thread while it is open, and Django refuses ORM
+    calls under a running loop: tests touch the database before opening the page and after closing it."""
+
+    @contextlib.contextmanager
+    def open_page():
+        from playwright.sync_api import sync_playwright
+
+        server = urlparse(asgi_server).netloc
+        outside: list[str] = []
+
+        def only_local(route):
+            url = urlparse(route.request.url)
+            if url.scheme in ("http", "https", "ws", "wss") and url.netloc != server:
+                outside.append(route.request.url)
+                route.abort()
+            else:
+                route.continue_()
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                context = browser.new_context(base_url=asgi_server)
+                context.route("**/*", only_local)
+                page = context.new_page()
+                page.set_default_timeout(30_000)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.outside_requests = outside
+                page.errors = errors
+                try:
+                    yield page
+                finally:
+                    page.screenshot(path=str(tmp_path / "last-page.png"), full_page=True)
+            finally:
+                browser.close()
+
+    return open_page
+
+
+def log_in(page, username: str, password: str) -> None:
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("form.card button[type=submit]")
+    page.wait_for_url("**/")
+
+
+def test_demo_job_runs_live_in_the_browser_without_reloading(
+    chromium_page, make_node, processes, alice, tmp_path
+):
+    make_node()
+    worker = processes.worker("local")
+
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        assert page.locator("h1").inner_text() == "Dashboard"
+        page.fill("#id_seconds", "4")
+        page.fill("#id_iterations", "60")
+        page.fill("#id_coarse_iterations", "30")
+        page.click("#start-demo")
+        page.wait_for_url(re.compile(r"/jobs/\d+/$|/$"))
+        page.wait_for_load_state()
+        if not JOB_PAGE.search(page.url):
+            # Known product bug (test_starting_a_demo_job_lands_on_its_page): the dashboard's own socket
+            # can reload it before the redirect lands. Go to the job from the dashboard then.
+            page.click("#active-jobs a")
+        page.wait_for_url(JOB_PAGE)
+        job_id = int(JOB_PAGE.search(page.url).group(1))
+
+        # From here on the page must update itself: mark this document, record every progress value shown.
+        page.evaluate(
+            """() => {
+                window.__marker = 1;
+                window.__progress = [];
+                const bar = document.querySelector('[data-progress-for]');
+                new MutationObserver(() => window.__progress.push(Number(bar.getAttribute('aria-valuenow'))))
+                    .observe(bar, {attributes: true, attributeFilter: ['aria-valuenow']});
+            }"""
+        )
+        navigations = []
+        page.on("framenavigated", lambda frame: navigations.append(frame.url))
+
+        page.wait_for_function(
+            """() => document.querySelector('[data-progress-for]').getAttribute('aria-valuenow') === '100'
+                     && document.querySelector('[data-field="status"]').textContent.trim() === 'succeeded'""",
+            timeout=90_000,
+        )
+        page.wait_for_function(
+            "() => document.getElementById('log').textContent.includes('Training complete.')", timeout=10_000
+        )
+
+        assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+        assert navigations == []
+        seen = page.evaluate("window.__progress")
+        assert seen == sorted(seen), seen
+        assert any(0 < value < 100 for value in seen), f"no intermediate progress was shown: {seen}"
+        assert page.locator('[data-field="status"]').get_attribute("class") == "status status-succeeded"
+        assert page.locator(".progress .pct").inner_text() == "100%"
+        assert page.locator("#cancel-form").is_hidden()
+
+        log = page.locator("#log").inner_text().splitlines()
+        assert log[0].startswith("Optimizing ")
+        # Every line exactly once: 3 coarse and 6 fine bar redraws (one every 10 iterations), one ending.
+        assert len([line for line in log if line.startswith("Training progress")]) == 9
+        assert len([line for line in log if line.startswith("Training complete.")]) == 1
+        assert page.locator("#log-count").inner_text() == f"({len(log)} lines)"
+        metrics = page.locator('[data-field="metrics"]').inner_text()
+        assert "loss=" in metrics and "psnr=" in metrics
+        page.screenshot(path=str(tmp_path / "job-succeeded.png"), full_page=True)
+        outside, errors = page.outside_requests, page.errors
+
+    assert (tmp_path / "job-succeeded.png").stat().st_size > 0
+    assert outside == []
+    assert errors == []
+    assert worker.poll() is None, worker.log_path.read_text()[-2000:]
+    # The browser showed what the database says.
+    job = Job.objects.get(pk=job_id)
+    assert (job.status, job.progress, job.owner.username) == (Job.Status.SUCCEEDED, 1.0, "alice")
+    assert (job.params["seconds"], job.params["iterations"], job.params["coarse_iterations"]) == (4, 60, 30)
+    assert job.log_line_count == len(log)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="product bug: static/js/jobs.js watchDashboard reloads the dashboard on the new job's first "
+    "status event, which cancels the form's redirect to the job page (see report)",
+)
+def test_starting_a_demo_job_lands_on_its_page_even_when_its_first_event_is_quicker(
+    chromium_page, make_node, alice
+):
+    # No worker: the job stays queued; only the submit and its redirect matter here.
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+
+        def slow_redirect(route):
+            # The server has created the job (and announced it on the dashboard's socket) before the browser
+            # gets the redirect: hold the response a moment, as a slow network would.
+            response = route.fetch(max_redirects=0)
+            time.sleep(1.5)
+            # If the page navigated elsewhere meanwhile, fulfilling fails; the assertion below says so.
+            with contextlib.suppress(Exception):
+                route.fulfill(response=response)
+
+        page.route("**/jobs/new/", slow_redirect)
+        page.fill("#id_seconds", "1")
+        page.click("#start-demo")
+        page.wait_for_timeout(3000)
+        page.wait_for_load_state()
+        landed = page.url
+    assert JOB_PAGE.search(landed), f"landed on {landed}, not on the job's page"
+
+
+def test_log_in_failure_and_api_docs_render_offline(chromium_page, alice):
+    with chromium_page() as page:
+        page.goto("/accounts/login/")
+        page.fill("#id_username", "alice")
+        page.fill("#id_password", "wrong")
+        page.click("form.card button[type=submit]")
+        assert "Please enter a correct username and password" in page.locator("form.card").inner_text()
+
+        log_in(page, "alice", "alice-password-1")
+        page.goto("/api/docs/")
+        # Swagger UI comes from static files and renders the schema it fetched from this server.
+        page.wait_for_selector(".swagger-ui .info .title")
+        assert "Talkforge API" in page.locator(".swagger-ui .info .title").inner_text()
+        page.wait_for_selector("text=/api/jobs/")
+        outside, errors = page.outside_requests, page.errors
+    assert outside == []
+    assert errors == []
