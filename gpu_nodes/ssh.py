@@ -212,11 +212,12 @@ def _authenticate(node: Node, transport: paramiko.Transport) -> None:
 
 # --- remote shell snippets ---------------------------------------------------------------------------
 
-# Members of process group $g carrying marker $m (both set before this snippet runs).
+# Members of process group $g carrying marker $m (both set before this snippet runs). POSIX sh: dash's
+# kill takes no "--", so a group is signalled as "kill -TERM -<pgid>".
 _MEMBERS = r"""
 members() {
   for d in /proc/[0-9]*; do
-    read -r line < "$d/stat" 2>/dev/null || continue
+    { read -r line < "$d/stat"; } 2>/dev/null || continue
     rest=${line##*) }
     set -- $rest
     [ "$3" = "$g" ] && [ "$1" != Z ] || continue
@@ -229,11 +230,11 @@ _KILL = (
     _MEMBERS
     + r"""
 [ -n "$(members)" ] || { echo gone; exit 0; }
-kill -TERM -- "-$g" 2>/dev/null
+kill -TERM "-$g" 2>/dev/null
 i=0
 while [ -n "$(members)" ] && [ "$i" -lt "$ticks" ]; do sleep 0.1; i=$((i+1)); done
 if [ -n "$(members)" ]; then
-  kill -KILL -- "-$g" 2>/dev/null
+  kill -KILL "-$g" 2>/dev/null
   i=0
   while [ -n "$(members)" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 fi
@@ -303,6 +304,10 @@ class SSHProcess(RunningProcess):
             if deadline is not None and time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)
+        if self._channel.exit_status == -1:
+            # Closed without an exit status (setsid -w turns even a signal death into one): sshd went
+            # away, not the engine.
+            raise ConnectionLost(f"The connection to node {self._node.name} was lost while the job ran.")
         return self._channel.recv_exit_status()
 
 

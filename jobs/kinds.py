@@ -24,6 +24,7 @@ class Plan:
     parser: ConsoleParser
     outputs: dict[str, str]  # what the job leaves on the node, by name
     uploads: tuple[tuple[Path, str], ...] = ()  # (local file, path on the node) put there before the start
+    collect: tuple[tuple[str, str], ...] = ()  # (path on the node, file name) brought back after success
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,11 @@ def _demo_train(job: Job) -> Plan:
     )
     parser = TrainParser(coarse_iterations=params["coarse_iterations"], iterations=params["iterations"])
     return Plan(
-        invocation=invocation, parser=parser, outputs={"model_path": str(model_path)}, uploads=uploads
+        invocation=invocation,
+        parser=parser,
+        outputs={"model_path": str(model_path)},
+        uploads=uploads,
+        collect=((str(model_path / "console.log"), "console.log"),),
     )
 
 

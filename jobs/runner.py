@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from pathlib import Path
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -300,8 +301,23 @@ class Attempt:
             error = f"{error}\n\n{_tail(self.recent)}".strip()
             services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
             return "failed"
+        try:
+            result["files"] = self._collect()
+        except NodeError as error:
+            error = f"Could not fetch the results: {error}"
+            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
+            return "failed"
         services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
         return "succeeded"
+
+    def _collect(self) -> dict[str, str]:
+        """Bring the job's result files to this platform's media folder; paths relative to MEDIA_ROOT."""
+        files = {}
+        for remote_path, name in self.plan.collect:
+            relative = f"jobs/{self.job.pk}/{name}"
+            self.conn.get(remote_path, Path(settings.MEDIA_ROOT) / relative)
+            files[name] = relative
+        return files
 
     def abandon(self) -> None:
         """After an internal error: stop the engine and keep what was logged."""

@@ -102,6 +102,7 @@ def subprocess_env(**extra) -> dict[str, str]:
         DATABASE_URL=f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
         REDIS_URL=settings.REDIS_URL,
         CHANNEL_LAYER_PREFIX=settings.CHANNEL_LAYER_PREFIX,
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
         PYTHONUNBUFFERED="1",
     )
     env.update({key: str(value) for key, value in extra.items()})

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from gpu_nodes import secrets
-from gpu_nodes.connections import CommandNotFound, NodeError, connection_for
+from gpu_nodes.connections import CommandNotFound, NodeError, _group_members, connection_for
 from gpu_nodes.models import Node
 from gpu_nodes.services import (
     node_confirm_host_key,
@@ -206,3 +206,22 @@ def test_a_full_disk_on_the_node_is_reported_before_sending(make_ssh_node, ssh_s
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", str(small)], check=False)
+
+
+def test_kill_tree_stops_the_whole_remote_group_and_only_with_the_right_marker(make_ssh_node):
+    node = make_ssh_node(name="killer")
+    conn = connection_for(node)
+    process = conn.start(
+        ["sh", "-c", "sleep 60 & sleep 60 & echo started; wait"], marker="7.1", cwd=node.workdir
+    )
+    assert process.read(5) == b"started\n"
+    members = _group_members(process.pid, "7.1")  # same machine: the remote tree is visible here
+    assert len(members) == 3 and conn.is_running(process.pid, marker="7.1")
+
+    assert conn.kill_tree(process.pid, marker="8.1", grace=1) is False  # not that job's processes
+    assert _group_members(process.pid, "7.1") == members
+
+    assert conn.kill_tree(process.pid, marker="7.1", grace=2) is True
+    assert _group_members(process.pid, "7.1") == []
+    assert not conn.is_running(process.pid, marker="7.1")
+    assert process.wait(10) is not None

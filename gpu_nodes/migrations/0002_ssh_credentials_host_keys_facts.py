@@ -5,55 +5,63 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('gpu_nodes', '0001_initial'),
+        ("gpu_nodes", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='node',
-            name='facts',
-            field=models.JSONField(blank=True, default=dict, help_text='What the last probe found (OS, disk, docker …).'),
+            model_name="node",
+            name="facts",
+            field=models.JSONField(
+                blank=True, default=dict, help_text="What the last probe found (OS, disk, docker …)."
+            ),
         ),
         migrations.AddField(
-            model_name='node',
-            name='host_key',
-            field=models.TextField(blank=True, editable=False, help_text='base64 of the pinned host key'),
+            model_name="node",
+            name="host_key",
+            field=models.TextField(blank=True, editable=False, help_text="base64 of the pinned host key"),
         ),
         migrations.AddField(
-            model_name='node',
-            name='host_key_confirmed_at',
+            model_name="node",
+            name="host_key_confirmed_at",
             field=models.DateTimeField(blank=True, editable=False, null=True),
         ),
         migrations.AddField(
-            model_name='node',
-            name='host_key_fingerprint',
+            model_name="node",
+            name="host_key_fingerprint",
             field=models.CharField(blank=True, editable=False, max_length=100),
         ),
         migrations.AddField(
-            model_name='node',
-            name='host_key_type',
+            model_name="node",
+            name="host_key_type",
             field=models.CharField(blank=True, editable=False, max_length=64),
         ),
         migrations.AddField(
-            model_name='node',
-            name='jump',
-            field=models.ForeignKey(blank=True, help_text='SSH nodes: reach this node through that SSH node (a bastion / jump host).', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='jumped_nodes', to='gpu_nodes.node'),
+            model_name="node",
+            name="jump",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="SSH nodes: reach this node through that SSH node (a bastion / jump host).",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="jumped_nodes",
+                to="gpu_nodes.node",
+            ),
         ),
         migrations.AddField(
-            model_name='node',
-            name='key_passphrase_encrypted',
+            model_name="node",
+            name="key_passphrase_encrypted",
             field=models.TextField(blank=True, editable=False),
         ),
         migrations.AddField(
-            model_name='node',
-            name='password_encrypted',
+            model_name="node",
+            name="password_encrypted",
             field=models.TextField(blank=True, editable=False),
         ),
         migrations.AddField(
-            model_name='node',
-            name='private_key_encrypted',
+            model_name="node",
+            name="private_key_encrypted",
             field=models.TextField(blank=True, editable=False),
         ),
     ]
