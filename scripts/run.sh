@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PY=${PYTHON:-$ROOT/.venv/bin/python}
 PORT=${PORT:-8000}
+REDIS_PORT=${RUN_REDIS_PORT:-6379} # the settings' default Redis is 127.0.0.1:6379
 STOP_GRACE=${STOP_GRACE:-30} # seconds the worker gets to finish its running job on Ctrl-C
 
 export DJANGO_SETTINGS_MODULE=talkforge.settings.dev
@@ -80,8 +81,10 @@ stop_all() {
     fi
     if ((!waiting_said && SECONDS - began >= 2)); then
       waiting_said=1
-      echo "Waiting for ${names[${left[0]}]} to stop (a running job finishes first, at most ${STOP_GRACE} s);" \
-        "press Ctrl-C again to stop now." >&2
+      local waiting_for=()
+      for i in "${left[@]}"; do waiting_for+=("${names[$i]}"); done
+      echo "Waiting for ${waiting_for[*]} to stop (a worker first finishes its running job, at most" \
+        "${STOP_GRACE} s); press Ctrl-C again to stop now." >&2
     fi
     nap 0.2
   done
@@ -92,22 +95,26 @@ stop_all() {
   fi
 }
 
-redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null) == PONG ]]; }
+redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 
 # A Redis of our own when the default one is not there (and REDIS_URL does not name another).
-if [[ -z ${REDIS_URL:-} ]] && ! redis_answers; then
-  echo "No Redis on 127.0.0.1:6379: starting one for this run (data in $VAR, not saved)."
-  redis-server --bind 127.0.0.1 --port 6379 --save "" --appendonly no --dir "$VAR" --loglevel warning &
-  redis_pid=$!
-  for _ in $(seq 100); do
-    redis_answers && break
-    alive "$redis_pid" || break
-    nap 0.1
-  done
+if [[ -z ${REDIS_URL:-} ]]; then
+  export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
   if ! redis_answers; then
-    echo "Redis did not start; see the lines above." >&2
-    stop_all
-    exit 1
+    echo "No Redis on 127.0.0.1:$REDIS_PORT: starting one for this run (nothing saved)."
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$VAR" \
+      --loglevel warning &
+    redis_pid=$!
+    for _ in $(seq 100); do
+      redis_answers && break
+      alive "$redis_pid" || break
+      nap 0.1
+    done
+    if ! redis_answers; then
+      echo "Redis did not start; see the lines above." >&2
+      stop_all
+      exit 1
+    fi
   fi
 fi
 
