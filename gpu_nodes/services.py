@@ -171,6 +171,31 @@ def nodes_probe_all() -> list[Node]:
     return [node_probe(node=node) for node in Node.objects.filter(enabled=True)]
 
 
+def node_register_local(*, name: str, workdir: str, **fields) -> Node:
+    """Register a node on the machine of the workers that serve its queue, and probe it."""
+    node = Node(name=name, workdir=workdir, kind=Node.Kind.LOCAL, **fields)
+    _validate(node)
+    node.save()
+    return node_probe(node=node)
+
+
+CONNECTION_FIELDS = ("host", "port", "username", "jump")
+
+
+def node_update(*, node: Node, **fields) -> Node:
+    """Change a node's settings. A new address means a new server: its host key must be confirmed again."""
+    moved = node.kind == Node.Kind.SSH and any(
+        key in fields and fields[key] != getattr(node, key) for key in CONNECTION_FIELDS
+    )
+    for key, value in fields.items():
+        setattr(node, key, value)
+    _validate(node)
+    node.save()
+    if moved:
+        return node_fetch_host_key(node=node)
+    return node
+
+
 # --- SSH nodes ---------------------------------------------------------------------------------------
 
 

@@ -55,12 +55,6 @@ def test_schema_is_an_openapi_document_listing_jobs_nodes_and_tokens(api, alice)
     assert {"after", "limit"} <= log_parameters
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: ApiTokenAuthentication has no drf-spectacular OpenApiAuthenticationExtension, so "
-    "the schema declares no Token scheme and Swagger UI's Authorize cannot send it (see report)",
-)
 def test_schema_declares_the_token_header_scheme(api, alice):
     schema = api(alice).get("/api/schema/?format=json").json()
     schemes = schema.get("components", {}).get("securitySchemes", {})
@@ -148,12 +142,6 @@ def test_staff_creates_a_node_through_the_api_and_it_is_probed(api, staff, tmp_p
     assert [gpu["label"] for gpu in response.json()["gpus"]] == ["GPU0", "GPU1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: NodeViewSet.perform_create probes the node but the response serializes the "
-    "instance from before the probe, so it says offline / never seen (see report)",
-)
 def test_node_create_response_shows_the_probed_status(api, staff, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     write_fake_nvidia_smi(bin_dir, [("NVIDIA H100 80GB HBM3", 81559)])
