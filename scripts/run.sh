@@ -101,9 +101,11 @@ redis_answers() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)
 if [[ -z ${REDIS_URL:-} ]]; then
   export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
   if ! redis_answers; then
-    echo "No Redis on 127.0.0.1:$REDIS_PORT: starting one for this run (nothing saved)."
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$VAR" \
-      --loglevel warning &
+    echo "No Redis on 127.0.0.1:$REDIS_PORT: starting one for this run (nothing saved, log in $VAR/redis.log)."
+    # In a session of its own, so a Ctrl-C in the terminal does not stop it before the worker is done
+    # with it; it is stopped last.
+    setsid redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no --dir "$VAR" \
+      --logfile "$VAR/redis.log" &
     redis_pid=$!
     for _ in $(seq 100); do
       redis_answers && break
