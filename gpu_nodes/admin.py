@@ -1,7 +1,12 @@
+from django import forms
 from django.contrib import admin, messages
 
+from talkforge.errors import ServiceError
+
+from . import secrets
+from .connections import NodeError
 from .models import Gpu, Node
-from .services import node_drain, node_probe, node_set_enabled
+from .services import node_confirm_host_key, node_drain, node_probe, node_resume, node_set_enabled
 
 
 class GpuInline(admin.TabularInline):
@@ -22,16 +27,109 @@ class GpuInline(admin.TabularInline):
         return False  # slots come from probing the node
 
 
+class NodeAdminForm(forms.ModelForm):
+    """Credentials are write-only: typed or uploaded here, stored encrypted, never shown again.
+
+    A new SSH node (or one whose address changed) gets its host key fetched while the form is checked;
+    the fingerprint then shows on the page and a staff user confirms it by pasting the fingerprint they
+    checked on the server (``ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub``)."""
+
+    password = forms.CharField(required=False, widget=forms.PasswordInput, help_text="Leave empty to keep.")
+    private_key = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        strip=False,
+        help_text="Paste a private key (OpenSSH or PEM), or upload it below.",
+    )
+    private_key_file = forms.FileField(required=False, label="Private key file")
+    key_passphrase = forms.CharField(required=False, widget=forms.PasswordInput)
+    confirm_fingerprint = forms.CharField(
+        required=False,
+        help_text="Paste the SHA256 fingerprint you checked on the server to trust its host key.",
+    )
+
+    class Meta:
+        model = Node
+        fields = ["name", "kind", "host", "port", "username", "jump", "workdir", "runtime", "docker_image",
+                  "environment", "enabled"]  # fmt: skip
+
+    def clean(self):
+        from .ssh import host_key_fetch, load_private_key
+
+        data = super().clean()
+        upload = data.get("private_key_file")
+        if upload:
+            if upload.size > 64 * 1024:
+                raise forms.ValidationError("That file is too large to be an SSH private key.")
+            data["private_key"] = upload.read().decode("utf-8", "replace")
+        if data.get("kind") != Node.Kind.SSH:
+            return data
+        if not data.get("host") or not data.get("username"):
+            raise forms.ValidationError("An SSH node needs a host and a user name.")
+        has_stored = self.instance.pk and self.instance.has_credentials
+        if not (data.get("password") or data.get("private_key") or has_stored):
+            raise forms.ValidationError("Give a password or a private key for the SSH login.")
+        if data.get("private_key"):
+            try:
+                load_private_key(data["private_key"], data.get("key_passphrase", ""))
+            except NodeError as error:
+                raise forms.ValidationError(str(error)) from None
+        moved = not self.instance.pk or any(
+            data.get(field) != getattr(self.instance, field) for field in ("host", "port", "jump")
+        )
+        if moved:
+            try:
+                self.fetched_host_key = host_key_fetch(
+                    host=data["host"], port=data["port"], via=data.get("jump")
+                )
+            except NodeError as error:
+                raise forms.ValidationError(str(error)) from None
+        return data
+
+
 @admin.register(Node)
 class NodeAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "runtime", "status", "enabled", "last_seen_at")
+    form = NodeAdminForm
+    list_display = ("name", "kind", "runtime", "status", "enabled", "host_key_ok", "last_seen_at")
     list_filter = ("kind", "runtime", "status", "enabled")
     search_fields = ("name", "host")
-    readonly_fields = ("status", "last_seen_at", "last_error", "created_at")
+    readonly_fields = ("status", "last_seen_at", "last_error", "facts", "host_key_fingerprint",
+                       "host_key_confirmed_at", "created_at")  # fmt: skip
     inlines = [GpuInline]
-    actions = ["probe_now", "drain", "enable", "disable"]
+    actions = ["probe_now", "drain", "resume", "enable", "disable"]
 
-    @admin.action(description="Probe now (reachability and GPUs)")
+    @admin.display(boolean=True, description="Host key confirmed")
+    def host_key_ok(self, node):
+        return node.host_key_pinned if node.kind == Node.Kind.SSH else None
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        fetched = getattr(form, "fetched_host_key", None)
+        if fetched:
+            obj.host_key_type, obj.host_key, obj.host_key_fingerprint = fetched
+            obj.host_key_confirmed_at = None
+            notice = (
+                f"{obj.name}: the server presents host key {fetched[2]}. Check it on the server, then "
+                "paste it into 'Confirm fingerprint' to trust it."
+            )
+            self.message_user(request, notice, messages.WARNING)
+        if data.get("private_key"):
+            obj.private_key_encrypted = secrets.encrypt(data["private_key"])
+            obj.key_passphrase_encrypted = secrets.encrypt(data.get("key_passphrase", ""))
+            obj.password_encrypted = ""
+        elif data.get("password"):
+            obj.password_encrypted = secrets.encrypt(data["password"])
+            obj.private_key_encrypted = obj.key_passphrase_encrypted = ""
+        super().save_model(request, obj, form, change)
+        if data.get("confirm_fingerprint"):
+            try:
+                node_confirm_host_key(node=obj, fingerprint=data["confirm_fingerprint"])
+            except ServiceError as error:
+                self.message_user(request, str(error), messages.ERROR)
+        elif obj.kind == Node.Kind.LOCAL or obj.host_key_pinned:
+            node_probe(node=obj)
+
+    @admin.action(description="Probe now (reachability, runtime and GPUs)")
     def probe_now(self, request, queryset):
         for node in queryset:
             node = node_probe(node=node)
@@ -43,6 +141,11 @@ class NodeAdmin(admin.ModelAdmin):
     def drain(self, request, queryset):
         for node in queryset:
             node_drain(node=node)
+
+    @admin.action(description="Resume (end draining)")
+    def resume(self, request, queryset):
+        for node in queryset:
+            node_resume(node=node)
 
     @admin.action(description="Enable")
     def enable(self, request, queryset):

@@ -225,3 +225,72 @@ def test_kill_tree_stops_the_whole_remote_group_and_only_with_the_right_marker(m
     assert _group_members(process.pid, "7.1") == []
     assert not conn.is_running(process.pid, marker="7.1")
     assert process.wait(10) is not None
+
+
+@pytest.fixture
+def superuser(django_user_model):
+    return django_user_model.objects.create_superuser("root", password="root-password-1")
+
+
+def test_staff_registers_an_ssh_node_in_the_admin_and_the_password_is_never_shown_again(
+    ssh_server, superuser, client
+):
+    folder = ssh_server.user_folder("admin")
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/gpu_nodes/node/add/",
+        {
+            "name": "admin-ssh", "kind": "ssh", "host": ssh_server.host, "port": ssh_server.port,
+            "username": ssh_server.user, "password": ssh_server.password, "workdir": str(folder / "work"),
+            "runtime": "bare", "environment": "", "enabled": "on",
+            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0",
+        },
+        follow=True,
+    )  # fmt: skip
+    assert response.status_code == 200, (response.redirect_chain, response.content[:500])
+    node = Node.objects.get(name="admin-ssh")
+    assert node.host_key_fingerprint == ssh_server.host_fingerprint and not node.host_key_pinned
+    assert ssh_server.host_fingerprint in response.content.decode()  # shown for the staff user to check
+    page = client.get(f"/admin/gpu_nodes/node/{node.pk}/change/").content.decode()
+    assert ssh_server.host_fingerprint in page
+    assert ssh_server.password not in page and node.password_encrypted not in page
+
+
+def test_admin_refuses_an_unreachable_ssh_node_with_the_reason(superuser, client):
+    client.force_login(superuser)
+    response = client.post(
+        "/admin/gpu_nodes/node/add/",
+        {
+            "name": "gone", "kind": "ssh", "host": "127.0.0.1", "port": free_port(), "username": "x",
+            "password": "x", "workdir": "/srv/x", "runtime": "bare", "enabled": "on",
+            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0",
+        },
+    )  # fmt: skip
+    assert response.status_code == 200
+    assert "Cannot reach 127.0.0.1" in response.content.decode()
+    assert not Node.objects.exists()
+
+
+def test_the_api_registers_confirms_and_never_returns_credentials(ssh_server, staff, client):
+    client.force_login(staff)
+    folder = ssh_server.user_folder("api")
+    response = client.post(
+        "/api/nodes/",
+        {"name": "api-ssh", "kind": "ssh", "host": ssh_server.host, "port": ssh_server.port,
+         "username": ssh_server.user, "private_key": ssh_server.private_key, "workdir": str(folder / "work")},
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["host_key_fingerprint"] == ssh_server.host_fingerprint and body["host_key_confirmed"] is False
+    node = Node.objects.get(name="api-ssh")
+    for text in (response.content.decode(), client.get("/api/nodes/").content.decode()):
+        assert "PRIVATE KEY" not in text and node.private_key_encrypted not in text
+        assert "private_key" not in text and "password" not in text
+
+    wrong = client.post(f"/api/nodes/{node.pk}/confirm_host_key/", {"fingerprint": "SHA256:nope"})
+    assert wrong.status_code == 400 and "not the one the server presented" in wrong.json()["detail"]
+    right = client.post(
+        f"/api/nodes/{node.pk}/confirm_host_key/", {"fingerprint": ssh_server.host_fingerprint}
+    )
+    assert right.status_code == 200 and right.json()["status"] == "online", right.json()

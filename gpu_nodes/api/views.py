@@ -41,10 +41,10 @@ class NodeViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         data.pop("enabled", None)
-        if data.get("kind") == Node.Kind.SSH:
+        if data.pop("kind", Node.Kind.LOCAL) == Node.Kind.SSH:
             node = node_register_ssh(**data)
         else:
-            for field in (*CREDENTIALS, "kind", "host", "username", "jump"):
+            for field in (*CREDENTIALS, "host", "username", "jump"):
                 data.pop(field, None)
             node = node_register_local(**data)
         return Response(NodeSerializer(node).data, status=status.HTTP_201_CREATED)
