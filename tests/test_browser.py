@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from avatars.engines.console import parse_bar
 from jobs.models import Job
 
 CHROMIUM = "/usr/bin/chromium"
@@ -129,8 +130,10 @@ def test_demo_job_runs_live_in_the_browser_without_reloading(
 
         log = page.locator("#log").inner_text().splitlines()
         assert log[0].startswith("Optimizing ")
-        # Every line exactly once: 3 coarse and 6 fine bar redraws (one every 10 iterations), one ending.
-        assert len([line for line in log if line.startswith("Training progress")]) == 9
+        # Every line exactly once: each bar redraw (one every 10 iterations of each stage), one ending.
+        bars = [parse_bar(line) for line in log if line.startswith("Training progress")]
+        redraws = sorted((bar.total, bar.n) for bar in bars if bar.n > 0)
+        assert redraws == [(30, n) for n in (10, 20, 30)] + [(60, n) for n in range(10, 61, 10)]
         assert len([line for line in log if line.startswith("Training complete.")]) == 1
         assert page.locator("#log-count").inner_text() == f"({len(log)} lines)"
         metrics = page.locator('[data-field="metrics"]').inner_text()
