@@ -107,6 +107,9 @@ def run_stage(args, stage, total, seconds, started_all):
         psnr = -10 * math.log10(loss)
         if iteration % 10 == 0 or iteration == total:
             postfix = f"Loss={loss:.7f}, psnr={psnr:.2f}, point={34650 + iteration}"
+            if args.stamp_lines:
+                # The wall clock as the line leaves, for measuring engine line → browser latency.
+                postfix += f", t={time.time():.6f}"
             sys.stderr.write(bar(iteration, total, started, postfix))
             sys.stderr.flush()
         if iteration == 1 or iteration % args.save_every == 0 or iteration == total:
@@ -127,6 +130,9 @@ def main():
     parser.add_argument("--ip", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=6009)
     parser.add_argument("--fail_at", type=int, default=0, help="demo: exit 1 at this fine iteration")
+    parser.add_argument(
+        "--stamp_lines", action="store_true", help="demo: append t=<epoch seconds> to each bar's postfix"
+    )
     args = parser.parse_args()
 
     os.makedirs(args.model_path, exist_ok=True)

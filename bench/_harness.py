@@ -1,0 +1,286 @@
+"""What the benchmarks share: an isolated world (a fresh PostgreSQL database, a Redis database of their
+own, a temp folder), real subprocesses (workers, daphne) with the same environment, and a cleanup that
+runs even when the benchmark fails or is interrupted.
+
+Import this module before Django: ``Bench.__enter__`` sets the environment, then calls
+``django.setup()`` and migrates the fresh database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+REDIS_HOST = "redis://127.0.0.1:6379"
+# Every process a benchmark starts (and the engines those start) carries this variable, so cleanup can
+# find engines that left their worker's process group without touching anything else.
+RUN_TAG_VARIABLE = "TALKFORGE_BENCH_RUN"
+OWNER_KEY = "talkforge-bench:owner"
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * pct / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rq_floor_probe(key: str) -> None:
+    """The RQ floor's job: note when it started running, first thing, then hand the time back."""
+    started = time.time()
+    import redis
+
+    redis.Redis.from_url(os.environ["REDIS_URL"]).rpush(key, repr(started))
+
+
+def _claim_redis_db() -> int:
+    """An empty Redis database number (1–15) of our own; marked so a second benchmark picks another."""
+    import redis
+
+    for number in range(15, 0, -1):
+        client = redis.Redis.from_url(f"{REDIS_HOST}/{number}")
+        try:
+            if client.dbsize() == 0 and client.set(OWNER_KEY, str(os.getpid()), nx=True):
+                return number
+        finally:
+            client.close()
+    raise RuntimeError("no empty Redis database (1-15) is free for the benchmark")
+
+
+class Bench:
+    """An isolated run: ``with Bench("name") as bench: ...``; everything is removed on the way out."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.tag = f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.db_name = f"talkforge_bench_{os.getpid()}"
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"talkforge-bench-{name}-"))
+        self.processes: list[subprocess.Popen] = []
+        self.redis_db: int | None = None
+        self.db_created = False
+        self._old_handlers = {}
+        # Other work on the machine (a test suite, a browser) shows up here: read the numbers with it.
+        self.load_at_start = round(os.getloadavg()[0], 2)
+
+    # --- setup ------------------------------------------------------------------------------------
+
+    def __enter__(self) -> Bench:
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            self._setup()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self
+
+    @staticmethod
+    def _on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def _setup(self) -> None:
+        import psycopg
+
+        self.redis_db = _claim_redis_db()
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{self.db_name}"')
+        self.db_created = True
+        os.environ.update(
+            DJANGO_SETTINGS_MODULE="talkforge.settings.test",
+            SECRET_KEY=os.environ.get("SECRET_KEY") or "bench-only-secret-key-not-for-production-0123456789",
+            DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{self.db_name}",
+            REDIS_URL=f"{REDIS_HOST}/{self.redis_db}",
+            CHANNEL_LAYER_PREFIX=f"tfbench{os.getpid()}",
+            TALKFORGE_VAR_DIR=str(self.tmp / "var"),
+            LOG_LEVEL="WARNING",
+            PYTHONUNBUFFERED="1",
+            PYTHONPATH=os.pathsep.join(
+                [str(ROOT), str(BENCH_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
+            **{RUN_TAG_VARIABLE: self.tag},
+        )
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        started = time.monotonic()
+        call_command("migrate", verbosity=0, interactive=False)
+        log(
+            f"database {self.db_name} migrated in {time.monotonic() - started:.1f} s; "
+            f"Redis db {self.redis_db}; tmp {self.tmp}"
+        )
+
+    # --- subprocesses -----------------------------------------------------------------------------
+
+    def start(self, args: list[str], name: str, *, service: bool = True) -> subprocess.Popen:
+        """``python <args>`` from the repository root with this run's environment, in its own group.
+
+        A ``service`` (worker, server) must keep running: ``check_alive`` fails once one has ended."""
+        log_file = open(self.tmp / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        process = subprocess.Popen(
+            [sys.executable, *args],
+            cwd=ROOT,
+            env=dict(os.environ),
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        process.log_path = self.tmp / f"{name}.log"
+        process.log_file = log_file
+        process.service = service
+        self.processes.append(process)
+        return process
+
+    def worker(self, node_name: str, name: str) -> subprocess.Popen:
+        return self.start(["manage.py", "worker", "--node", node_name, "--name", name], name)
+
+    def wait_workers(self, queue_name: str, count: int, timeout: float = 60) -> None:
+        """Until ``count`` RQ workers listen on ``queue_name``."""
+        from rq import Queue, Worker
+
+        from jobs.queue import redis_connection
+
+        queue = Queue(queue_name, connection=redis_connection())
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if Worker.count(queue=queue) >= count:
+                return
+            self.check_alive()
+            time.sleep(0.05)
+        raise RuntimeError(f"{count} workers for {queue_name} did not start within {timeout:.0f} s")
+
+    def daphne(self) -> str:
+        port = free_port()
+        self.start(
+            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "talkforge.asgi:application"], "daphne"
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    return f"127.0.0.1:{port}"
+            except OSError:
+                self.check_alive()
+                time.sleep(0.1)
+        raise RuntimeError("daphne did not start within 60 s")
+
+    def check_alive(self) -> None:
+        for process in self.processes:
+            if process.service and process.poll() is not None:
+                tail = process.log_path.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{process.args[1:]} exited with {process.returncode}:\n{tail}")
+
+    @staticmethod
+    def cpu_seconds(process: subprocess.Popen) -> tuple[float, float]:
+        """CPU time (user + system) of a running process, and of the children it has waited for."""
+        with open(f"/proc/{process.pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[1].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        utime, stime, cutime, cstime = (int(value) / tick for value in fields[11:15])
+        return utime + stime, cutime + cstime
+
+    def log_tail(self, name: str, chars: int = 3000) -> str:
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
+
+    # --- teardown ---------------------------------------------------------------------------------
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self._stop_processes()
+            self._kill_tagged()
+        finally:
+            try:
+                self._drop_database()
+            finally:
+                self._free_redis()
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                for sig, handler in self._old_handlers.items():
+                    signal.signal(sig, handler)
+
+    def _stop_processes(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(5)
+            process.log_file.close()
+
+    def _kill_tagged(self) -> None:
+        """Engines run in sessions of their own: find ours by the run tag in their environment."""
+        needle = f"{RUN_TAG_VARIABLE}={self.tag}".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
+    def _drop_database(self) -> None:
+        if not self.db_created:
+            return
+        with contextlib.suppress(Exception):
+            from django.db import connections
+
+            connections.close_all()
+        import psycopg
+
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def _free_redis(self) -> None:
+        if self.redis_db is None:
+            return
+        import redis
+
+        client = redis.Redis.from_url(f"{REDIS_HOST}/{self.redis_db}")
+        try:
+            client.flushdb()  # our own database number, claimed empty at the start
+        finally:
+            client.close()
+
+
+def report(**fields) -> None:
+    """The benchmark's last line: one JSON object."""
+    print(json.dumps(fields), flush=True)
