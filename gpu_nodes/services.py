@@ -238,8 +238,10 @@ def node_register_ssh(
         raise ServiceError("Give the SSH node's host name or address.")
     if not username:
         raise ServiceError("Give the user name to log in as.")
-    if jump is not None and jump.kind != Node.Kind.SSH:
-        raise ServiceError(f"Jump host {jump.name} must be an SSH node.")
+    if jump is not None and (jump.kind != Node.Kind.SSH or jump.jump_id is not None):
+        raise ServiceError(
+            f"Jump host {jump.name} must be an SSH node reached directly (no jump of its own)."
+        )
     try:
         credentials = _clean_credentials(
             password=password, private_key=private_key, key_passphrase=key_passphrase

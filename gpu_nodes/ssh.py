@@ -128,17 +128,25 @@ def load_private_key(text: str, passphrase: str = "") -> paramiko.PKey:
 
 
 class _TransportPool:
+    """One transport per node in this process. Each node has its own lock, so connecting to one node
+    (which may first connect to its jump host) never waits on another node's slow handshake."""
+
     def __init__(self):
         self._lock = threading.Lock()
+        self._node_locks: dict[int, threading.Lock] = {}
         self._transports: dict[int, tuple[paramiko.Transport, tuple]] = {}
         self._pid = os.getpid()
+
+    def _node_lock(self, node: Node) -> threading.Lock:
+        with self._lock:
+            if self._pid != os.getpid():  # a forked child must not share its parent's sockets
+                self._transports, self._node_locks, self._pid = {}, {}, os.getpid()
+            return self._node_locks.setdefault(node.pk, threading.Lock())
 
     def get(self, node: Node) -> paramiko.Transport:
         identity = (node.host, node.port, node.username, node.host_key, node.password_encrypted,
                     node.private_key_encrypted, node.jump_id)  # fmt: skip
-        with self._lock:
-            if self._pid != os.getpid():  # a forked child must not share its parent's sockets
-                self._transports, self._pid = {}, os.getpid()
+        with self._node_lock(node):
             cached = self._transports.get(node.pk)
             if cached and cached[0].is_active() and cached[1] == identity:
                 return cached[0]
@@ -149,7 +157,7 @@ class _TransportPool:
             return transport
 
     def drop(self, node: Node) -> None:
-        with self._lock:
+        with self._node_lock(node):
             cached = self._transports.pop(node.pk, None)
         if cached:
             cached[0].close()

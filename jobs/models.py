@@ -50,6 +50,11 @@ class Job(models.Model):
     pid = models.IntegerField(null=True, blank=True, help_text="Process-group id of the engine on its node.")
     attempts = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=1)
+    timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Stop the job (its whole process tree) after this many seconds of running.",
+    )
 
     stage = models.CharField(max_length=100, blank=True)
     progress = models.FloatField(default=0.0)

@@ -118,11 +118,17 @@ class Watcher(threading.Thread):
         self.stop_event = threading.Event()
         self.canceled = False
         self.lost = False
+        self.timed_out = False
 
     def run(self) -> None:
         last_beat = 0.0
+        started = time.monotonic()
         try:
             while not self.stop_event.wait(self.POLL):
+                if self.job.timeout_seconds and time.monotonic() - started > self.job.timeout_seconds:
+                    self.timed_out = True
+                    self.kill()
+                    return
                 row = (
                     Job.objects.filter(pk=self.job.pk)
                     .values("status", "attempts", "cancel_requested_at")
@@ -291,6 +297,13 @@ class Attempt:
         if watcher.lost:
             return "lost"  # the reconciler settled this attempt already
         result = {**self.plan.outputs, "exit_code": returncode, "metrics": self.reporter.state["metrics"]}
+        if watcher.timed_out:
+            error = (
+                f"The job ran past its time limit of {job.timeout_seconds} s; its processes were stopped. "
+                "Submit it again with a longer timeout if it needs more time."
+            )
+            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
+            return "timed out"
         if watcher.canceled:
             services.job_finish(
                 job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result

@@ -71,10 +71,13 @@ def job_submit(
     node: Node | None = None,
     parent: Job | None = None,
     max_attempts: int = 1,
+    timeout_seconds: int | None = None,
 ) -> Job:
     """Record a job and, once committed, place it on a free slot (or leave it waiting in line)."""
     if kind not in KINDS:
         raise ServiceError(f"Unknown job kind {kind!r}: choose one of {', '.join(KINDS)}.")
+    if timeout_seconds is not None and not 1 <= timeout_seconds <= 30 * 86400:
+        raise ServiceError(f"timeout_seconds must be between 1 and {30 * 86400}; got {timeout_seconds}.")
     params = dict(params or {})
     cleaned = PARAM_CLEANERS[kind](params)
     if node is not None:
@@ -89,6 +92,7 @@ def job_submit(
         params=cleaned,
         parent=parent,
         max_attempts=max_attempts,
+        timeout_seconds=timeout_seconds,
         stage="waiting for a slot",
     )
     transaction.on_commit(jobs_dispatch)

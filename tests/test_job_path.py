@@ -258,3 +258,19 @@ def test_engine_failure_fails_the_job_with_the_engine_s_last_words(alice, make_n
     assert "exited with code 1" in job.error
     assert "demo failure requested" in job.error
     assert job.gpu.jobs.filter(status__in=Job.ACTIVE_STATUSES).count() == 0
+
+
+def test_a_job_past_its_time_limit_is_stopped_with_its_whole_tree(alice, make_node, processes, redis_db):
+    make_node()
+    processes.worker("local")
+    client, _ = api_for(alice)
+    response = client.post(
+        "/api/jobs/", {"kind": "demo_train", "params": LONG, "timeout_seconds": 3}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    running = running_with_output(response.json()["id"])
+    job = finished(running.pk, timeout=20)
+    assert job.status == Job.Status.FAILED
+    assert "time limit of 3 s" in job.error
+    assert (job.finished_at - job.started_at).total_seconds() < 10
+    assert _group_members(running.pid, running.marker) == []

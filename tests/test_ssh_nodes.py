@@ -294,3 +294,25 @@ def test_the_api_registers_confirms_and_never_returns_credentials(ssh_server, st
         f"/api/nodes/{node.pk}/confirm_host_key/", {"fingerprint": ssh_server.host_fingerprint}
     )
     assert right.status_code == 200 and right.json()["status"] == "online", right.json()
+
+
+def test_a_node_behind_a_jump_host_is_reached_through_it(make_ssh_node, ssh_server):
+    jump = make_ssh_node(name="bastion", gpus=0)
+    inner = make_ssh_node(name="inner", gpus=1, jump=jump)
+    assert inner.status == Node.Status.ONLINE, inner.last_error
+    assert inner.jump == jump
+    assert connection_for(inner).run(["echo", "through"]).output == "through\n"
+
+
+def test_a_node_that_goes_down_is_marked_offline_and_gets_work_again_when_back(make_ssh_node, ssh_server):
+    node = make_ssh_node(name="flaky")
+    ssh_server.stop()
+    try:
+        pool.drop(node)
+        node = node_probe(node=node)
+        assert node.status == Node.Status.OFFLINE
+        assert "Cannot reach" in node.last_error
+    finally:
+        ssh_server.start()
+    node = node_probe(node=node)
+    assert node.status == Node.Status.ONLINE, node.last_error

@@ -15,7 +15,8 @@ class JobSerializer(serializers.ModelSerializer):
         model = Job
         fields = [
             "id", "kind", "owner", "status", "stage", "progress", "eta_seconds", "metrics", "params",
-            "result", "error", "node", "gpu", "attempts", "max_attempts", "parent", "log_line_count",
+            "result", "error", "node", "gpu", "attempts", "max_attempts", "timeout_seconds", "parent",
+            "log_line_count",
             "created_at", "placed_at", "started_at", "finished_at", "heartbeat_at", "cancel_requested_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -24,6 +25,9 @@ class JobSerializer(serializers.ModelSerializer):
 class JobSubmitSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=list(KINDS))
     params = serializers.DictField(required=False, default=dict)
+    timeout_seconds = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Stop the job after this many seconds of running."
+    )
     node = serializers.SlugRelatedField(
         slug_field="name",
         queryset=Node.objects.all(),

@@ -57,6 +57,7 @@ class JobViewSet(
             kind=submit.validated_data["kind"],
             params=submit.validated_data["params"],
             node=submit.validated_data.get("node"),
+            timeout_seconds=submit.validated_data.get("timeout_seconds"),
         )
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
