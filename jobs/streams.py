@@ -24,27 +24,42 @@ class LineSplitter:
                     start = position + 1
                     self._after_cr = False
                     continue
-                lines.append(self._decode(buffer[start:position]))
+                lines.extend(self._pieces(buffer[start:position]))
                 start = position + 1
                 self._after_cr = False
             elif byte == 0x0D:  # \r
-                lines.append(self._decode(buffer[start:position]))
+                lines.extend(self._pieces(buffer[start:position]))
                 start = position + 1
                 self._after_cr = True
             else:
                 self._after_cr = False
         self._pending = buffer[start:]
-        if len(self._pending) > self._max_line:
-            lines.append(self._decode(self._pending))
-            self._pending = b""
+        while len(self._pending) > self._max_line:
+            cut = self._boundary(self._pending)
+            lines.append(self._pending[:cut].decode("utf-8", "replace"))
+            self._pending = self._pending[cut:]
         return lines
 
     def close(self) -> list[str]:
         rest, self._pending = self._pending, b""
-        return [self._decode(rest)] if rest else []
+        return self._pieces(rest) if rest else []
 
-    def _decode(self, raw: bytes) -> str:
-        return raw[: self._max_line].decode("utf-8", "replace")
+    def _boundary(self, raw: bytes) -> int:
+        """Where to cut ``raw`` at most ``max_line`` bytes in, without splitting a UTF-8 character."""
+        cut = self._max_line
+        while cut > 0 and (raw[cut] & 0xC0) == 0x80:  # a continuation byte: back up to the lead byte
+            cut -= 1
+        return cut or self._max_line
+
+    def _pieces(self, raw: bytes) -> list[str]:
+        """One line, cut into pieces of at most ``max_line`` bytes (the log keeps every byte)."""
+        pieces = []
+        while len(raw) > self._max_line:
+            cut = self._boundary(raw)
+            pieces.append(raw[:cut].decode("utf-8", "replace"))
+            raw = raw[cut:]
+        pieces.append(raw.decode("utf-8", "replace"))
+        return pieces
 
 
 def split_lines(chunks: list[bytes]) -> Iterator[str]:

@@ -213,12 +213,6 @@ def test_token_endpoint_refuses_bad_credentials_with_a_message(client, alice, da
     assert not ApiToken.objects.exists()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: TokenObtainView uses AnonRateThrottle but no 'anon' rate is configured, so the "
-    "password endpoint is never throttled (see report)",
-)
 def test_token_endpoint_throttles_password_guessing(client, alice):
     codes = [
         client.post("/api/token/", {"username": "alice", "password": f"guess-{n}"}).status_code

@@ -152,12 +152,6 @@ def test_demo_job_runs_live_in_the_browser_without_reloading(
     assert job.log_line_count == len(log)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: static/js/jobs.js watchDashboard reloads the dashboard on the new job's first "
-    "status event, which cancels the form's redirect to the job page (see report)",
-)
 def test_starting_a_demo_job_lands_on_its_page_even_when_its_first_event_is_quicker(
     chromium_page, make_node, alice
 ):

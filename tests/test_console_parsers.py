@@ -252,12 +252,6 @@ def test_train_parser_failed_run_keeps_its_progress_and_fails():
     assert parser.outcome(0) is not None  # no "Training complete.": even exit 0 is a failure
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: TrainParser passes nan/inf from the bar into metrics; PostgreSQL jsonb and the "
-    "browser's JSON.parse reject NaN, so the runner's DB update fails (see report)",
-)
 def test_train_parser_metrics_are_always_valid_json():
     parser = TrainParser()
     update = parser.feed(
@@ -268,12 +262,6 @@ def test_train_parser_metrics_are_always_valid_json():
     json.dumps(update.metrics, allow_nan=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: when the engine's config overrides --iterations (spec §1.5) the fine total seen "
-    "on the console differs from the parser's, and progress jumps backwards at the fine stage (see report)",
-)
 def test_train_parser_progress_stays_monotonic_when_the_config_overrides_iterations():
     # The platform asked for 1000 fine iterations; the mmcv config made it 10000 (spec §1.5).
     parser = TrainParser(coarse_iterations=7999, iterations=1000)
@@ -359,12 +347,6 @@ def test_demo_engine_writes_the_gaussiantalker_folder_layout(tmp_path):
     assert (model_path / "console.log").read_bytes() == output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: demo/train.py --fail_at shrinks the fine bar's total to fail_at, so the bar "
-    "reaches 100% (progress 1.0) before the engine fails (see report)",
-)
 def test_demo_engine_fail_at_exits_nonzero_and_the_parser_reports_failure(tmp_path):
     returncode, output, _ = run_demo(
         tmp_path, "--iterations", "40", "--coarse_iterations", "20", "--seconds", "0", "--fail_at", "30"
@@ -377,13 +359,6 @@ def test_demo_engine_fail_at_exits_nonzero_and_the_parser_reports_failure(tmp_pa
     assert parser.outcome(returncode) is not None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: the demo engine prints no initial 0/N bar (real tqdm does), so with equal stage "
-    "totals TrainParser never sees the fine stage, and each stage's [ITER 1] save is attributed to the "
-    "stage before (see report)",
-)
 def test_demo_engine_equal_stage_totals_still_show_the_fine_stage(tmp_path):
     returncode, output, _ = run_demo(
         tmp_path, "--iterations", "10", "--coarse_iterations", "10", "--seconds", "0", "--save_every", "5"

@@ -110,12 +110,6 @@ def test_env_float_enforces_its_minimum(setting):
         env_float(VARIABLE, 2.0, minimum=0.1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="product bug: env_float accepts 'nan' and 'inf' (NaN also slips past the minimum check), so "
-    "e.g. JOB_HEARTBEAT_TIMEOUT=nan starts up (see report)",
-)
 @pytest.mark.parametrize("raw", ["nan", "inf"])
 def test_env_float_rejects_values_that_are_not_finite(setting, raw):
     setting(raw)
@@ -178,12 +172,6 @@ def test_database_from_sqlite_url_names_the_file(tmp_path):
     assert (tmp_path / "db.sqlite3").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: database_from_url keeps both leading slashes of sqlite:////abs/path (NAME "
-    "'//abs/path'), and reads sqlite:///relative.db as the absolute /relative.db (see report)",
-)
 def test_database_from_sqlite_url_follows_the_usual_slash_convention():
     assert (
         database_from_url("sqlite:////var/lib/talkforge/db.sqlite3")["NAME"]

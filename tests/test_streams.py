@@ -153,12 +153,6 @@ def test_endless_line_does_not_grow_the_buffer_without_bound():
     assert all(len(line) <= 100 for line in emitted)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: LineSplitter cuts overlong lines at a byte count, which can split a UTF-8 "
-    "character and leave U+FFFD in the log (see report)",
-)
 def test_overlong_multibyte_line_is_cut_at_a_character_boundary():
     # max_line=100 bytes falls inside the 34th three-byte character.
     lines = feed_all(["你".encode() * 60 + b"\n"], max_line=100)
@@ -166,12 +160,6 @@ def test_overlong_multibyte_line_is_cut_at_a_character_boundary():
     assert "\ufffd" not in "".join(lines)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: LineSplitter drops the part of an overlong line beyond max_line, and how much "
-    "it drops depends on how the bytes were chunked (see report)",
-)
 def test_overlong_line_is_kept_whole_in_pieces_whatever_the_chunking():
     text = "".join(chr(ord("a") + i % 26) for i in range(1050))
     stream = text.encode() + b"\nafter\n"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from .console import BANNER, ConsoleParser, Update, parse_bar, strip_timestamp
 
 COARSE_ITERATIONS = 7999  # what the shipped configs set; the fine stage defaults to 10000
@@ -22,6 +24,7 @@ class TrainParser(ConsoleParser):
         self.coarse_done = False
         self.completed = False
         self.restarts = 0
+        self.best_progress = 0.0
 
     def feed(self, line: str) -> Update | None:
         line = strip_timestamp(line.strip())
@@ -37,6 +40,7 @@ class TrainParser(ConsoleParser):
         if "loss is nan" in line:
             self.restarts += 1
             self.stage, self.last_n, self.coarse_done = "coarse", 0, False
+            self.best_progress = 0.0
             return Update(stage="coarse", progress=0.0, event={"restart": "NaN loss; the engine restarts"})
         if line.startswith("Training complete."):
             self.completed = True
@@ -60,7 +64,10 @@ class TrainParser(ConsoleParser):
         self.last_n = bar.n
         done = bar.n if self.stage == "coarse" else self.coarse_total + bar.n
         progress = min(1.0, done / max(1, self.coarse_total + self.fine_total))
-        metrics = {key.lower(): value for key, value in bar.postfix.items()}
+        # A total learnt late (the config overrode --iterations) must not move the bar backwards.
+        progress = self.best_progress = max(progress, self.best_progress)
+        # nan/inf are not JSON: PostgreSQL jsonb and browsers reject them.
+        metrics = {key.lower(): value for key, value in bar.postfix.items() if math.isfinite(value)}
         return Update(stage=self.stage, progress=progress, metrics=metrics)
 
     def outcome(self, returncode: int) -> str | None:

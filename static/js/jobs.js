@@ -89,10 +89,12 @@
   }
 
   function watchDashboard(table) {
+    var leaving = false;  // a form submit or a link is already taking this page elsewhere
+    window.addEventListener("beforeunload", function () { leaving = true; });
     connect("/ws/jobs/", function (msg) {
       var row = table.querySelector('tr[data-job="' + msg.job + '"]');
       if (!row) {
-        if (msg.type === "status" && !TERMINAL[msg.status]) location.reload();  // a job started elsewhere
+        if (!leaving && msg.type === "status" && !TERMINAL[msg.status]) location.reload();  // a job started elsewhere
         return;
       }
       applyState(row, msg.job, msg);

@@ -125,6 +125,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "talkforge.api.exception_handler",
+    # /api/token/ takes passwords: limit guessing per client address.
+    "DEFAULT_THROTTLE_RATES": {"anon": env_str("API_ANON_THROTTLE_RATE", "20/min")},
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Talkforge API",

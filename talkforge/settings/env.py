@@ -4,6 +4,7 @@ Modelled on healthchecks' ``envbool``/``envint``: a typo in a deployment's envir
 process at start-up with a message naming the variable, not surface later as odd behaviour.
 """
 
+import math
 import os
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -47,6 +48,8 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not a number.") from None
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a finite number.")
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name}={value} is below its minimum of {minimum}.")
     return value
@@ -63,8 +66,9 @@ def database_from_url(url: str) -> dict:
     """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
     parsed = urlparse(url)
     if parsed.scheme == "sqlite":
-        path = unquote(parsed.path)
-        if not path or path == "/":
+        # sqlite:///relative.db and sqlite:////absolute.db, as dj-database-url reads them
+        path = unquote(parsed.path)[1:]
+        if not path:
             raise ImproperlyConfigured(
                 f"DATABASE_URL={url!r} names no SQLite file: use sqlite:////abs/path.db"
             )

@@ -5,6 +5,7 @@ runs never touch another's keys.
 """
 
 import os
+import tempfile
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/talkforge")
@@ -12,7 +13,9 @@ os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/talkfo
 # same values passed explicitly by the fixtures.
 os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"tftest{os.getpid()}")
-os.environ.setdefault("MEDIA_ROOT", f"/tmp/talkforge-test-{os.getpid()}/media")
+os.environ.setdefault(
+    "MEDIA_ROOT", os.path.join(tempfile.gettempdir(), f"talkforge-test-{os.getpid()}", "media")
+)
 os.environ.setdefault("JOB_HEARTBEAT_INTERVAL", "0.5")
 os.environ.setdefault("JOB_HEARTBEAT_TIMEOUT", "4")
 os.environ.setdefault("JOB_KILL_GRACE", "2")

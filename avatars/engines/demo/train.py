@@ -95,12 +95,15 @@ def save_iteration(model_path, folder, iteration, points):
     stamp(f"\n[ITER {iteration}] Saving Gaussians")
 
 
-def run_stage(args, stage, total, seconds, started_all):
+def run_stage(args, stage, total, seconds, started_all, stop_at=0):
     folder_prefix = "coarse_iteration_" if stage == "coarse" else "iteration_"
     started = time.monotonic()
     delay = seconds / total if total else 0
     loss = 0.2
-    for iteration in range(1, total + 1):
+    # tqdm draws the empty bar when it is created.
+    sys.stderr.write(f"\rTraining progress:   0%|          | 0/{total} [00:00<?, ?it/s]")
+    sys.stderr.flush()
+    for iteration in range(1, (stop_at or total) + 1):
         if delay:
             time.sleep(delay)
         loss = max(0.001, loss * 0.999 + random.uniform(-0.0005, 0.0005))
@@ -154,9 +157,8 @@ def main():
         args, "coarse", args.coarse_iterations, args.seconds * args.coarse_iterations / total, started_all
     )
     stamp("reset dataloader into random dataloader.")
-    if args.fail_at:
-        args.iterations = min(args.iterations, args.fail_at)
-    run_stage(args, "fine", args.iterations, args.seconds * args.iterations / total, started_all)
+    stop_at = min(args.iterations, args.fail_at) if args.fail_at else 0
+    run_stage(args, "fine", args.iterations, args.seconds * args.iterations / total, started_all, stop_at)
     if args.fail_at:
         print("RuntimeError: demo failure requested with --fail_at", file=sys.stderr, flush=True)
         return 1
