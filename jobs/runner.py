@@ -215,6 +215,14 @@ def _run_claimed(job: Job) -> str:
             error=f"Internal error while running the job: {type(error).__name__}: {error}",
         )
         return "failed"
+    except BaseException:
+        # The worker itself is being stopped (a second Ctrl-C or SIGTERM makes RQ raise SystemExit here):
+        # leave nothing running on the node that no one watches, and let the job run again elsewhere.
+        attempt.abandon()
+        reason = "its worker was stopped"
+        if not (job.attempts < job.max_attempts and services.job_requeue(job=job, reason=reason)):
+            services.job_finish(job=job, status=Job.Status.FAILED, error=f"The job stopped because {reason}.")
+        raise
     finally:
         conn.close()
 

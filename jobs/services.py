@@ -192,10 +192,10 @@ def job_claim(*, job_id: int, worker_name: str) -> Job | None:
             heartbeat_at=now,
             worker_name=worker_name[:255],
             stage="starting",
+            attempts=F("attempts") + 1,
         )
         if not claimed:
             return None
-        Job.objects.filter(pk=job_id).update(attempts=F("attempts") + 1)
         job = Job.objects.select_related("node", "gpu", "owner").get(pk=job_id)
         events.job_status_publish(job)
     return job

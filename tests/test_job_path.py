@@ -274,3 +274,22 @@ def test_a_job_past_its_time_limit_is_stopped_with_its_whole_tree(alice, make_no
     assert "time limit of 3 s" in job.error
     assert (job.finished_at - job.started_at).total_seconds() < 10
     assert _group_members(running.pid, running.marker) == []
+
+
+def test_a_worker_stopped_by_force_stops_its_engine_and_settles_the_job(
+    alice, make_node, processes, redis_db
+):
+    make_node()
+    worker = processes.worker("local")
+    job = job_submit(owner=alice, kind="demo_train", params=LONG)
+    running = running_with_output(job.pk)
+
+    os.kill(worker.pid, signal.SIGTERM)  # warm shutdown: RQ would wait for the job …
+    time.sleep(1.5)  # (RQ ignores a second signal within 1 s)
+    os.kill(worker.pid, signal.SIGTERM)  # … a second one forces it
+    worker.wait(30)
+
+    job = Job.objects.get(pk=job.pk)
+    assert job.status == Job.Status.FAILED
+    assert "its worker was stopped" in job.error
+    assert _group_members(running.pid, running.marker) == []
