@@ -1,3 +1,5 @@
+import socket
+
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
@@ -26,7 +28,11 @@ class Node(models.Model):
 
     name = models.CharField(max_length=63, unique=True, validators=[slug_validator])
     kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.LOCAL)
-    host = models.CharField(max_length=255, blank=True, help_text="SSH nodes: host name or address.")
+    host = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="SSH nodes: host name or address. Local nodes: their machine's host name (blank: any).",
+    )
     port = models.PositiveIntegerField(
         default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)], help_text="SSH nodes."
     )
@@ -79,6 +85,12 @@ class Node(models.Model):
     def queue_name(self) -> str:
         """The RQ queue whose workers run this node's jobs."""
         return f"node-{self.name}"
+
+    @property
+    def reachable_here(self) -> bool:
+        """Whether this process can act on the node: SSH nodes from anywhere, a local node only on its own
+        machine (its GPUs and job processes exist only there)."""
+        return self.kind == self.Kind.SSH or self.host in ("", socket.gethostname())
 
     @property
     def host_key_pinned(self) -> bool:

@@ -72,6 +72,12 @@ def node_probe(*, node: Node) -> Node:
     A node without ``nvidia-smi`` is a CPU node with one slot (the seed's ``--gpu CPU``)."""
     if not node.enabled:
         return node
+    if not node.reachable_here:
+        # A local node of another machine: its own worker probes it (gpu_nodes.tasks.node_probe_task).
+        from jobs.queue import queue_named
+
+        queue_named(node.queue_name).enqueue("gpu_nodes.tasks.node_probe_task", node.pk, job_timeout=120)
+        return node
     try:
         connection = connection_for(node)
         try:
@@ -168,7 +174,8 @@ def _node_mark_offline(*, node: Node, error: str) -> Node:
 
 
 def nodes_probe_all() -> list[Node]:
-    return [node_probe(node=node) for node in Node.objects.filter(enabled=True)]
+    """Probe every enabled node this process can reach (SSH nodes, and local nodes of this machine)."""
+    return [node_probe(node=node) for node in Node.objects.filter(enabled=True) if node.reachable_here]
 
 
 def node_register_local(*, name: str, workdir: str, **fields) -> Node:

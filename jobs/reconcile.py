@@ -65,6 +65,8 @@ def jobs_reconcile() -> ReconcileReport:
         .filter(Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale))
     )
     for job in dead:
+        if job.node_id and not job.node.reachable_here:
+            continue  # a local node of another machine: its own housekeeping settles it
         _stop_remains(job)
         silence = (now - (job.heartbeat_at or job.started_at)).total_seconds()
         reason = f"its worker stopped responding (no heartbeat for {silence:.0f} s)"

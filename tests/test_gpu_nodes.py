@@ -464,3 +464,25 @@ def test_node_page_lists_nodes_and_slots_for_signed_in_users(client, alice, make
     assert response.status_code == 200
     assert b"GPU0 NVIDIA H100 80GB HBM3" in response.content
     assert b"Manage nodes in the admin" not in response.content
+
+
+def test_a_local_node_of_another_machine_is_probed_by_its_own_worker_not_here(db, redis_db, tmp_path):
+    from jobs.queue import queue_named
+
+    node = Node.objects.create(name="far", kind=Node.Kind.LOCAL, workdir=str(tmp_path), host="gpu-box-7")
+    assert not node.reachable_here
+    probed = node_probe(node=node)
+    assert probed.status == Node.Status.OFFLINE and probed.last_seen_at is None  # nothing ran here
+    queued = queue_named(node.queue_name).jobs
+    assert [(job.func_name, job.args) for job in queued] == [("gpu_nodes.tasks.node_probe_task", (node.pk,))]
+
+
+def test_register_local_node_binds_the_node_to_this_machine(db, tmp_path):
+    import socket
+
+    from django.core.management import call_command
+
+    call_command("register_local_node", "--name", "here", "--workdir", str(tmp_path / "work"))
+    node = Node.objects.get(name="here")
+    assert node.host == socket.gethostname() and node.reachable_here
+    assert node.status == Node.Status.ONLINE

@@ -1,5 +1,6 @@
 """Register (or update) this machine as a local node and probe it: ``manage.py register_local_node``."""
 
+import socket
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -26,7 +27,13 @@ class Command(BaseCommand):
         try:
             node, created = Node.objects.update_or_create(
                 name=name,
-                defaults={"kind": Node.Kind.LOCAL, "workdir": str(path), "runtime": Node.Runtime.BARE},
+                defaults={
+                    "kind": Node.Kind.LOCAL,
+                    "workdir": str(path),
+                    "runtime": Node.Runtime.BARE,
+                    # Bound to this machine: only processes here probe it and stop its jobs' processes.
+                    "host": socket.gethostname(),
+                },
             )
             node.full_clean()
         except (ServiceError, Exception) as error:
