@@ -2,42 +2,58 @@
 
 Progress bars redraw with a bare ``\\r`` and tqdm writes to stderr, so a line ends at ``\\n``, ``\\r`` or
 ``\\r\\n``; every redraw becomes its own line, which is what the parsers want.
+
+A redraw has no terminator of its own until the next one arrives (tqdm writes ``\\r<bar>``), which would
+hold every bar back by a whole redraw interval. So a pending line that began after a ``\\r`` and already
+ends like a complete tqdm bar (``| n/total [… ]``) is sent at once; the terminator that later closes it
+ends nothing new.
 """
 
+import re
 from collections.abc import Iterator
+
+_TERMINATOR = re.compile(rb"\r\n|\r|\n")
+# How a tqdm bar ends: "| 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds no "]").
+_COMPLETE_BAR = re.compile(rb"\|\s*\d+/\d+\s*\[[^\]\[]*\]\s*$")
 
 
 class LineSplitter:
     def __init__(self, max_line: int = 4000):
         self._pending = b""
         self._max_line = max_line
-        self._after_cr = False
+        self._skip_lf = False  # the previous read ended with \r: a \n starting this one is its pair
+        self._redraw = False  # the pending line began right after a \r
+        self._sent_early = False  # the pending line was already sent; its terminator is still to come
 
     def feed(self, data: bytes) -> list[str]:
-        lines: list[str] = []
         buffer = self._pending + data
         start = 0
-        for position, byte in enumerate(buffer):
-            if byte == 0x0A:  # \n
-                if self._after_cr and position == start:
-                    # the \n of a \r\n pair: the line already ended at the \r
-                    start = position + 1
-                    self._after_cr = False
-                    continue
-                lines.extend(self._pieces(buffer[start:position]))
-                start = position + 1
-                self._after_cr = False
-            elif byte == 0x0D:  # \r
-                lines.extend(self._pieces(buffer[start:position]))
-                start = position + 1
-                self._after_cr = True
-            else:
-                self._after_cr = False
-        self._pending = buffer[start:]
-        while len(self._pending) > self._max_line:
-            cut = self._boundary(self._pending)
-            lines.append(self._pending[:cut].decode("utf-8", "replace"))
-            self._pending = self._pending[cut:]
+        if self._sent_early and buffer:
+            self._sent_early = False
+            first = _TERMINATOR.match(buffer)
+            if first is not None:
+                start = first.end()
+                self._redraw = first.group() == b"\r"
+                self._skip_lf = self._redraw and start == len(buffer)
+        elif self._skip_lf and buffer[:1] == b"\n":
+            start, self._redraw = 1, False
+        if start == 0 or not self._skip_lf:
+            self._skip_lf = False
+        lines: list[str] = []
+        for match in _TERMINATOR.finditer(buffer, start):
+            lines.extend(self._pieces(buffer[start : match.start()]))
+            start = match.end()
+            self._redraw = match.group() == b"\r"
+            self._skip_lf = self._redraw and start == len(buffer)
+        rest = buffer[start:]
+        while len(rest) > self._max_line:
+            cut = self._boundary(rest)
+            lines.append(rest[:cut].decode("utf-8", "replace"))
+            rest = rest[cut:]
+        if self._redraw and _COMPLETE_BAR.search(rest):
+            lines.extend(self._pieces(rest))
+            rest, self._sent_early = b"", True
+        self._pending = rest
         return lines
 
     def close(self) -> list[str]:

@@ -173,3 +173,19 @@ def test_overlong_line_is_kept_whole_in_pieces_whatever_the_chunking():
 
 def test_split_lines_yields_every_line_including_the_unterminated_last():
     assert list(split_lines([b"a\r", b"\nb\rc", b"\nd"])) == ["a", "b", "c", "d"]
+
+
+def test_a_complete_bar_redraw_is_sent_at_once_not_held_until_the_next_one():
+    splitter = LineSplitter()
+    first = "Training progress:  10%|█         | 10/100 [00:01<00:09, 10.0it/s, Loss=0.1000000, psnr=10.00]"
+    second = "Training progress:  20%|██        | 20/100 [00:02<00:08, 10.0it/s, Loss=0.0900000, psnr=10.46]"
+    assert splitter.feed(f"data loading done\n\r{first}".encode()) == ["data loading done", "", first]
+    assert splitter.feed(f"\r{second}".encode()) == [second]  # the \r closing `first` ends nothing new
+    assert splitter.feed(b"\n[ITER 20] Saving Gaussians\n") == ["[ITER 20] Saving Gaussians"]
+    # A redraw still being written (no closing bracket yet) waits for the rest. (The "" is the empty line
+    # that tqdm's leading \r ends right after a \n, as in the whole-stream split.)
+    assert splitter.feed(b"\rTraining progress:  30%|###  | 30/100 [00:03<00:07, 10.0it/s, Lo") == [""]
+    assert splitter.feed(b"ss=0.08]") == [
+        "Training progress:  30%|###  | 30/100 [00:03<00:07, 10.0it/s, Loss=0.08]"
+    ]
+    assert splitter.close() == []
