@@ -67,16 +67,17 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def job_log(self, event):
+        """New lines, and with them the progress they moved (sent as its own message)."""
         first, lines = event["first"], event["lines"]
         if first > self.sent_lines + 1:
             await self._fill_gap(first)
-        skip = self.sent_lines + 1 - first
-        if skip >= len(lines):
-            return
-        if skip > 0:
+        skip = max(0, self.sent_lines + 1 - first)
+        if skip < len(lines):
             first, lines = first + skip, lines[skip:]
-        await self.send_json({"type": "log", "first": first, "lines": lines})
-        self.sent_lines = first + len(lines) - 1
+            await self.send_json({"type": "log", "first": first, "lines": lines})
+            self.sent_lines = first + len(lines) - 1
+        if event.get("progress"):
+            await self.send_json({"type": "progress", "job": event["job"], **event["progress"]})
 
     async def _fill_gap(self, before: int) -> None:
         deadline = asyncio.get_running_loop().time() + GAP_WAIT_SECONDS
@@ -88,9 +89,6 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         if missing:
             await self.send_json({"type": "log", "first": self.sent_lines + 1, "lines": missing})
             self.sent_lines += len(missing)
-
-    async def job_progress(self, event):
-        await self.send_json({**event, "type": "progress"})
 
     async def job_status(self, event):
         await self.send_json({**event, "type": "status"})

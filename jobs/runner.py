@@ -48,12 +48,14 @@ class Reporter:
         self.started = time.monotonic()
         self.group = events.job_group(job.pk)
 
-    def lines(self, lines: list[str]) -> None:
+    def lines(self, lines: list[str], *, progress_changed: bool = False) -> None:
+        """Publish a batch of lines, with the progress they moved (one message per read, not two)."""
         if not lines:
             return
-        events.publish(
-            self.group, {"type": "job.log", "job": self.job.pk, "first": self.next_line, "lines": lines}
-        )
+        message = {"type": "job.log", "job": self.job.pk, "first": self.next_line, "lines": lines}
+        if progress_changed:
+            message["progress"] = self.state
+        events.publish(self.group, message)
         self.pending.extend(lines)
         self.next_line += len(lines)
 
@@ -71,10 +73,6 @@ class Reporter:
         if update.metrics:
             state["metrics"] = {**state["metrics"], **update.metrics}
         self.dirty = True
-
-    def publish_progress(self) -> None:
-        message = {"type": "job.progress", "job": self.job.pk, **self.state}
-        events.publish(self.group, message)
 
     def maybe_flush(self) -> None:
         if time.monotonic() - self.last_flush >= settings.JOB_DB_FLUSH_INTERVAL:
@@ -281,15 +279,13 @@ class Attempt:
         return self.process.wait()
 
     def _handle(self, lines: list[str]) -> None:
-        self.reporter.lines(lines)
         changed = False
         for line in lines:
             update = self.plan.parser.feed(line)
             if update:
                 self.reporter.update(update)
                 changed = True
-        if changed:
-            self.reporter.publish_progress()
+        self.reporter.lines(lines, progress_changed=changed)
         self.recent.extend(lines)
         del self.recent[:-50]
 
