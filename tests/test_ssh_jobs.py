@@ -78,3 +78,18 @@ def test_a_connection_lost_mid_job_fails_it_frees_the_slot_and_leaves_nothing_ru
     assert _group_members(running.pid, running.marker) == []
     follow_up = job_submit(owner=alice, kind="demo_train", params=QUICK)
     assert finished(follow_up.pk).status == Job.Status.SUCCEEDED
+
+
+def test_a_connection_lost_mid_job_with_retries_left_runs_the_job_again(
+    alice, make_ssh_node, processes, redis_db, ssh_server
+):
+    node = make_ssh_node()
+    processes.worker(node.name)
+    job = job_submit(owner=alice, kind="demo_train", params={**QUICK, "seconds": 6}, max_attempts=2)
+    first = running_with_output(job.pk)
+    subprocess.run(["pkill", "-f", f"sshd: {ssh_server.user}"], check=False)
+
+    job = finished(job.pk, timeout=60)
+    assert job.status == Job.Status.SUCCEEDED, job.error
+    assert job.attempts == 2
+    assert _group_members(first.pid, first.marker) == []

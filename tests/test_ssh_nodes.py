@@ -316,3 +316,15 @@ def test_a_node_that_goes_down_is_marked_offline_and_gets_work_again_when_back(m
         ssh_server.start()
     node = node_probe(node=node)
     assert node.status == Node.Status.ONLINE, node.last_error
+
+
+def test_a_key_the_server_does_not_accept_is_refused_with_what_to_do(make_ssh_node, tmp_path):
+    from .ssh_server import keygen
+
+    node = make_ssh_node(name="wrongkey")
+    keygen(tmp_path / "stranger")
+    node = node_set_credentials(node=node, private_key=(tmp_path / "stranger").read_text())
+    pool.drop(node)
+    node = node_probe(node=node)
+    assert node.status == Node.Status.OFFLINE
+    assert "refused the login" in node.last_error
