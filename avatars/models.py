@@ -1,0 +1,98 @@
+from django.conf import settings
+from django.db import models
+
+from gpu_nodes.models import SLUG_PATTERN, slug_validator  # noqa: F401 - same rules for every name in paths
+
+
+class Avatar(models.Model):
+    """A person-specific talking-head model in the making: their video, consent, checks and training."""
+
+    class Engine(models.TextChoices):
+        GAUSSIANTALKER = "gaussiantalker", "GaussianTalker"
+        SYNCTALK = "synctalk", "SyncTalk"
+        DEMO = "demo", "Demo (CPU stand-in, not a real model)"
+
+    class Status(models.TextChoices):
+        NEEDS_ATTENTION = "needs_attention", "Video needs attention"
+        READY_TO_TRAIN = "ready_to_train", "Ready to train"
+        TRAINING = "training", "Training"
+        TRAINED = "trained", "Trained"
+        FAILED = "failed", "Failed"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="avatars")
+    name = models.CharField(max_length=100)
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator], editable=False)
+    engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.GAUSSIANTALKER)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    training_settings = models.JSONField(default=dict, blank=True, help_text="Iterations, config, …")
+    preferred_node = models.ForeignKey(
+        "gpu_nodes.Node", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    video = models.CharField(
+        max_length=300, help_text="The normalised training video, relative to MEDIA_ROOT."
+    )
+    video_info = models.JSONField(default=dict, blank=True)
+    au_csv = models.CharField(max_length=300, blank=True, help_text="Uploaded OpenFace au.csv, if any.")
+    quality = models.JSONField(default=dict, blank=True, help_text="The quality gate's report.")
+    quality_override_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the owner chose to train despite failed checks."
+    )
+
+    consent_given_at = models.DateTimeField()
+    consent_given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    consent_statement = models.TextField(help_text="The statement the uploader confirmed, word for word.")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="avatar_unique_name_per_owner")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_engine_display()})"
+
+    @property
+    def folder(self) -> str:
+        return f"avatars/{self.slug}"
+
+
+class DatasetCopy(models.Model):
+    """The avatar's preprocessed dataset on one node, and how far preprocessing got there."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="datasets")
+    node = models.ForeignKey("gpu_nodes.Node", on_delete=models.CASCADE, related_name="datasets")
+    path = models.CharField(max_length=500)
+    stages = models.JSONField(
+        default=dict, blank=True, help_text="Preprocessing stage → done / failed / pending."
+    )
+    complete = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["avatar", "node"], name="dataset_one_copy_per_node")]
+
+    def __str__(self) -> str:
+        return f"{self.avatar.slug} on {self.node.name}"
+
+
+class Checkpoint(models.Model):
+    """A saved model state on a node (GaussianTalker point_cloud/iteration_N, SyncTalk ngp_epNNNN.pth)."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="checkpoints")
+    node = models.ForeignKey("gpu_nodes.Node", on_delete=models.CASCADE, related_name="checkpoints")
+    iteration = models.IntegerField()
+    stage = models.CharField(max_length=20, blank=True)
+    path = models.CharField(max_length=500)
+    size_bytes = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["avatar", "-iteration"]
+        constraints = [
+            models.UniqueConstraint(fields=["avatar", "node", "stage", "iteration"], name="checkpoint_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.avatar.slug} {self.stage} {self.iteration}"

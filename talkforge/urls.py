@@ -6,6 +6,7 @@ from accounts.api.views import TokenObtainView
 
 api_patterns = [
     path("", include("jobs.api.urls")),
+    path("", include("avatars.api.urls")),
     path("", include("gpu_nodes.api.urls")),
     path("token/", TokenObtainView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -18,5 +19,6 @@ urlpatterns = [
     path("api/", include((api_patterns, "api"))),
     path("accounts/", include("accounts.urls")),
     path("nodes/", include("gpu_nodes.urls")),
+    path("avatars/", include("avatars.urls")),
     path("", include("jobs.urls")),
 ]

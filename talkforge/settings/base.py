@@ -148,6 +148,21 @@ JOB_DB_FLUSH_INTERVAL = env_float("JOB_DB_FLUSH_INTERVAL", 0.5, minimum=0.01)
 # Seconds between SIGTERM and SIGKILL when a job's process tree is stopped.
 JOB_KILL_GRACE = env_float("JOB_KILL_GRACE", 5.0, minimum=0.0)
 JOB_MAX_LOG_LINE = env_int("JOB_MAX_LOG_LINE", 4000, minimum=80)
+# --- Uploads and avatars -----------------------------------------------------------------------------
+# Files are streamed to disk as they arrive (never held whole in memory) and cut off past the limit.
+FILE_UPLOAD_HANDLERS = [
+    "avatars.uploads.SizeLimitedUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 2 * 1024**3, minimum=1)
+AVATAR_MIN_SECONDS = env_float("AVATAR_MIN_SECONDS", 60.0, minimum=1.0)
+AVATAR_MAX_SECONDS = env_float("AVATAR_MAX_SECONDS", 20 * 60.0, minimum=1.0)
+AVATAR_MIN_SIDE_PIXELS = env_int("AVATAR_MIN_SIDE_PIXELS", 256, minimum=16)
+QUALITY_SAMPLE_FRAMES = env_int("QUALITY_SAMPLE_FRAMES", 40, minimum=1)
+QUALITY_MIN_FACE_PIXELS = env_int("QUALITY_MIN_FACE_PIXELS", 96, minimum=8)
+QUALITY_MAX_FAILED_FRACTION = env_float("QUALITY_MAX_FAILED_FRACTION", 0.05, minimum=0.0)
+QUALITY_SILENCE_DB = env_float("QUALITY_SILENCE_DB", -45.0)
+
 # --- GPU nodes ------------------------------------------------------------------------------------
 # Fernet key that encrypts node passwords and private keys; derived from SECRET_KEY when unset.
 NODE_SECRETS_KEY = env_str("NODE_SECRETS_KEY", "")

@@ -1,0 +1,18 @@
+from django.contrib import admin
+
+from .models import Avatar, Checkpoint, DatasetCopy
+
+
+@admin.register(Avatar)
+class AvatarAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "engine", "status", "created_at")
+    list_filter = ("engine", "status")
+    search_fields = ("name", "slug", "owner__username")
+    readonly_fields = (
+        "slug", "video", "video_info", "au_csv", "quality", "quality_override_at", "consent_given_at",
+        "consent_given_by", "consent_statement", "created_at", "updated_at",
+    )  # fmt: skip
+
+
+admin.site.register(DatasetCopy)
+admin.site.register(Checkpoint)

@@ -1,0 +1,48 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from ..selectors import avatars_visible_to
+from ..services import avatar_create, avatar_delete, avatar_proceed_anyway
+from ..uploads import upload_too_large_message
+from .serializers import AvatarCreateSerializer, AvatarSerializer
+
+
+class AvatarViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):  # fmt: skip
+    """Your avatars. Create one with a multipart upload: name, engine, video, optional au_csv, consent."""
+
+    serializer_class = AvatarSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        return avatars_visible_to(self.request.user)
+
+    @extend_schema(request={"multipart/form-data": AvatarCreateSerializer}, responses={201: AvatarSerializer})
+    def create(self, request, *args, **kwargs):
+        body = AvatarCreateSerializer(data=request.data)
+        valid = body.is_valid()
+        if getattr(request._request, "upload_too_large", False):
+            raise ValidationError({"video": [upload_too_large_message()]})
+        if not valid:
+            raise ValidationError(body.errors)
+        data = body.validated_data
+        avatar = avatar_create(
+            owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
+            au_csv=data.get("au_csv"), consent=data["consent"],
+        )  # fmt: skip
+        return Response(AvatarSerializer(avatar).data, status=status.HTTP_201_CREATED)
+
+    def perform_destroy(self, instance):
+        avatar_delete(avatar=instance)
+
+    @extend_schema(request=None, responses=AvatarSerializer)
+    @action(detail=True, methods=["post"])
+    def proceed(self, request, pk=None):
+        """Train although the video failed quality checks (the owner has read the report)."""
+        return Response(AvatarSerializer(avatar_proceed_anyway(avatar=self.get_object())).data)

@@ -1,0 +1,16 @@
+from django import forms
+
+from .models import Avatar
+from .services import CONSENT_STATEMENT
+
+
+class AvatarCreateForm(forms.Form):
+    name = forms.CharField(max_length=100)
+    engine = forms.ChoiceField(choices=Avatar.Engine.choices, initial=Avatar.Engine.GAUSSIANTALKER)
+    video = forms.FileField(help_text="3–5 minutes of one person talking to the camera, with sound.")
+    au_csv = forms.FileField(
+        required=False,
+        label="au.csv (optional)",
+        help_text="OpenFace's blink output for GaussianTalker. Without it the platform estimates blinks.",
+    )
+    consent = forms.BooleanField(label=CONSENT_STATEMENT)

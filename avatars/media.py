@@ -1,0 +1,138 @@
+"""ffprobe and ffmpeg, the one place the platform reads and rewrites media files.
+
+Every call has a time limit and turns ffmpeg's failures into messages a person can act on."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkforge.errors import ServiceError
+
+ENGINE_FPS = 25  # both engines extract frames at 25 fps and align one audio window per frame (spec §0)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    duration: float
+    width: int
+    height: int
+    fps: float
+    has_audio: bool
+    video_codec: str
+    audio_codec: str | None
+
+    @property
+    def frames_at_engine_fps(self) -> int:
+        return int(round(self.duration * ENGINE_FPS))
+
+
+def _run(command: list[str], *, timeout: float, what: str) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(
+            command, capture_output=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL
+        )
+    except FileNotFoundError:
+        raise ServiceError(
+            f"{command[0]} is not installed on the platform: install ffmpeg (make install)."
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise ServiceError(f"{what} took longer than {timeout:.0f} s; the file may be damaged.") from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        numerator, _, denominator = text.partition("/")
+        return float(numerator) / float(denominator or 1)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+
+
+def probe(path: Path) -> VideoInfo:
+    """What the file holds; ServiceError when it is not a readable video."""
+    result = _run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        timeout=60, what="Reading the video",
+    )  # fmt: skip
+    if result.returncode != 0:
+        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise ServiceError(
+            f"The file could not be read as a video ({reason[0]}). Upload an MP4, MOV, MKV or WebM file."
+        )
+    data = json.loads(result.stdout or b"{}")
+    streams = data.get("streams", [])
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video" and s.get("disposition", {}).get("attached_pic") != 1
+        ),
+        None,
+    )
+    audio = next((s for s in streams if s.get("codec_type") == "audio"), None)
+    if video is None:
+        raise ServiceError("The file has no video stream. Upload a video of the person speaking.")
+    duration = float(data.get("format", {}).get("duration") or video.get("duration") or 0)
+    return VideoInfo(
+        duration=duration,
+        width=int(video.get("width") or 0),
+        height=int(video.get("height") or 0),
+        fps=_fraction(video.get("avg_frame_rate") or video.get("r_frame_rate") or "0/1"),
+        has_audio=audio is not None,
+        video_codec=video.get("codec_name", ""),
+        audio_codec=audio.get("codec_name") if audio else None,
+    )
+
+
+def normalise(source: Path, target: Path) -> None:
+    """Re-encode to what the engines expect: 25 fps constant frame rate, H.264 + AAC, in an MP4.
+
+    (The engines extract 16 kHz audio themselves.) Written under a temporary name, then renamed."""
+    partial = target.with_name(f".{target.name}.part.mp4")
+    command = [
+        "ffmpeg", "-nostdin", "-y", "-v", "error", "-i", str(source),
+        "-map", "0:v:0", "-map", "0:a:0", "-r", str(ENGINE_FPS), "-vsync", "cfr",
+        "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+        "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(partial),
+    ]  # fmt: skip
+    result = _run(command, timeout=3600, what="Converting the video")
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        reason = result.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise ServiceError(f"The video could not be converted to 25 fps H.264 ({reason}).")
+    partial.replace(target)
+
+
+def grab_gray_frame(path: Path, at_seconds: float, height: int = 360) -> np.ndarray | None:
+    """One frame near ``at_seconds`` as an 8-bit grayscale array ``height`` pixels high."""
+    result = _run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-ss", f"{at_seconds:.3f}", "-i", str(path), "-frames:v", "1",
+         "-vf", f"scale=-2:{height},format=gray", "-f", "rawvideo", "-"],
+        timeout=60, what="Reading a frame",
+    )  # fmt: skip
+    if result.returncode != 0 or not result.stdout:
+        return None
+    width = len(result.stdout) // height
+    if width == 0 or width * height != len(result.stdout):
+        return None
+    return np.frombuffer(result.stdout, dtype=np.uint8).reshape(height, width)
+
+
+def audio_levels(path: Path) -> tuple[float, float] | None:
+    """(mean, max) volume in dBFS of the first audio stream, or None without audio."""
+    result = _run(
+        ["ffmpeg", "-nostdin", "-v", "info", "-i", str(path), "-map", "0:a:0", "-af", "volumedetect",
+         "-f", "null", "-"],
+        timeout=600, what="Measuring the audio",
+    )  # fmt: skip
+    text = result.stderr.decode("utf-8", "replace")
+    mean = re.search(r"mean_volume: (-?[\d.]+|-inf) dB", text)
+    peak = re.search(r"max_volume: (-?[\d.]+|-inf) dB", text)
+    if not mean or not peak:
+        return None
+    return float(mean.group(1)), float(peak.group(1))

@@ -1,0 +1,155 @@
+"""Avatars: creation from an uploaded video (validated, normalised, checked), and what follows."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from talkforge.errors import ServiceError
+
+from .aucsv import validate_au_csv
+from .media import VideoInfo, normalise, probe
+from .models import Avatar
+from .quality import quality_report
+
+CONSENT_STATEMENT = (
+    "The person shown in this video has agreed that their likeness and voice are used to train a "
+    "talking-head model on Talkforge, and I may upload it on their behalf."
+)
+
+
+def _slug_for(name: str) -> str:
+    base = slugify(name)[:40].strip("-") or "avatar"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def _local_path(upload: UploadedFile, folder: Path) -> Path:
+    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
+    if hasattr(upload, "temporary_file_path"):
+        return Path(upload.temporary_file_path())
+    path = folder / "upload.bin"
+    with open(path, "wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
+def check_video(info: VideoInfo) -> None:
+    """Refuse what the engines cannot use, naming the problem and what to do."""
+    if not info.has_audio:
+        raise ServiceError(
+            "The video has no audio track. The model learns lip motion from the voice: upload it with sound."
+        )
+    if info.duration < settings.AVATAR_MIN_SECONDS:
+        raise ServiceError(
+            f"The video is {info.duration:.0f} s long; at least {settings.AVATAR_MIN_SECONDS:.0f} s are "
+            "needed (3–5 minutes train best)."
+        )
+    if info.duration > settings.AVATAR_MAX_SECONDS:
+        raise ServiceError(
+            f"The video is {info.duration / 60:.1f} minutes long; the limit is "
+            f"{settings.AVATAR_MAX_SECONDS / 60:.0f} minutes. Trim it to the best few minutes."
+        )
+    if min(info.width, info.height) < settings.AVATAR_MIN_SIDE_PIXELS:
+        raise ServiceError(
+            f"The video is {info.width}×{info.height}; its shorter side must be at least "
+            f"{settings.AVATAR_MIN_SIDE_PIXELS} px. Upload a higher-resolution video."
+        )
+
+
+def avatar_create(
+    *,
+    owner,
+    name: str,
+    video: UploadedFile,
+    consent: bool,
+    engine: str = Avatar.Engine.GAUSSIANTALKER,
+    au_csv: UploadedFile | None = None,
+    training_settings: dict | None = None,
+) -> Avatar:
+    """Validate and store a training video and make the avatar. On any error nothing is left behind."""
+    name = (name or "").strip()
+    if not consent:
+        raise ServiceError("Confirm that the person in the video agreed to have their likeness trained.")
+    if not name or len(name) > 100:
+        raise ServiceError("Give the avatar a name of 1 to 100 characters.")
+    if engine not in Avatar.Engine.values:
+        raise ServiceError(f"Unknown engine {engine!r}: choose one of {', '.join(Avatar.Engine.values)}.")
+    if Avatar.objects.filter(owner=owner, name=name).exists():
+        raise ServiceError(f"You already have an avatar named {name!r}: choose another name.")
+
+    slug = _slug_for(name)
+    folder = Path(settings.MEDIA_ROOT) / "avatars" / slug
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            source = _local_path(video, Path(scratch))
+            check_video(probe(source))
+            target = folder / f"{slug}.mp4"
+            normalise(source, target)
+        info = probe(target)
+        au_path = ""
+        if au_csv is not None:
+            text = au_csv.read().decode("utf-8-sig", "replace")
+            validate_au_csv(text, frames=info.frames_at_engine_fps)
+            (folder / "au.csv").write_text(text)
+            au_path = f"avatars/{slug}/au.csv"
+        report = quality_report(target, info)
+        with transaction.atomic():
+            return Avatar.objects.create(
+                owner=owner,
+                name=name,
+                slug=slug,
+                engine=engine,
+                status=Avatar.Status.READY_TO_TRAIN if report["passed"] else Avatar.Status.NEEDS_ATTENTION,
+                training_settings=training_settings or {},
+                video=f"avatars/{slug}/{slug}.mp4",
+                video_info={
+                    "duration": info.duration,
+                    "width": info.width,
+                    "height": info.height,
+                    "fps": info.fps,
+                    "frames": info.frames_at_engine_fps,
+                    "source_codec": info.video_codec,
+                },  # fmt: skip
+                au_csv=au_path,
+                quality=report,
+                consent_given_at=timezone.now(),
+                consent_given_by=owner,
+                consent_statement=CONSENT_STATEMENT,
+            )
+    except IntegrityError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ServiceError(f"You already have an avatar named {name!r}: choose another name.") from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def avatar_proceed_anyway(*, avatar: Avatar) -> Avatar:
+    """The owner read the failed checks and wants to train regardless."""
+    if avatar.status != Avatar.Status.NEEDS_ATTENTION:
+        raise ServiceError(
+            "Only an avatar whose video failed a check needs this; this one can be trained as it is."
+        )
+    Avatar.objects.filter(pk=avatar.pk).update(
+        status=Avatar.Status.READY_TO_TRAIN, quality_override_at=timezone.now()
+    )
+    avatar.refresh_from_db()
+    return avatar
+
+
+def avatar_delete(*, avatar: Avatar) -> None:
+    if avatar.status == Avatar.Status.TRAINING:
+        raise ServiceError("The avatar is training: cancel its jobs first.")
+    folder = Path(settings.MEDIA_ROOT) / avatar.folder
+    avatar.delete()
+    shutil.rmtree(folder, ignore_errors=True)

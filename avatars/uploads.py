@@ -1,0 +1,29 @@
+"""Uploads go to disk as they arrive (never whole into memory) and stop at the configured size."""
+
+from django.conf import settings
+from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+
+
+class SizeLimitedUploadHandler(FileUploadHandler):
+    """Stops reading a file past MAX_UPLOAD_BYTES and marks the request, so the view can say so.
+
+    It passes every chunk on to the next handler (TemporaryFileUploadHandler writes them to disk)."""
+
+    def new_file(self, *args, **kwargs):
+        super().new_file(*args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received = start + len(raw_data)
+        if self.received > settings.MAX_UPLOAD_BYTES:
+            self.request.upload_too_large = True
+            raise StopUpload(connection_reset=True)
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None
+
+
+def upload_too_large_message() -> str:
+    limit = settings.MAX_UPLOAD_BYTES
+    return f"The file is larger than the limit of {limit / 2**20:.0f} MiB: trim or compress it and try again."

@@ -1,0 +1,105 @@
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from talkforge.errors import ServiceError
+
+from .forms import AvatarCreateForm
+from .selectors import avatars_visible_to
+from .services import avatar_create, avatar_delete, avatar_proceed_anyway
+from .uploads import upload_too_large_message
+
+
+@login_required
+def avatar_list(request):
+    return render(request, "avatars/avatar_list.html", {"avatars": avatars_visible_to(request.user)})
+
+
+def _wants_json(request) -> bool:
+    return request.headers.get("x-requested-with") == "XMLHttpRequest"
+
+
+@login_required
+def avatar_new(request):
+    """The upload form. The page's script sends it with XMLHttpRequest to show upload progress, and gets
+    JSON back; without script it is an ordinary form post."""
+    form = AvatarCreateForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if getattr(request, "upload_too_large", False):
+            form.add_error("video", upload_too_large_message())
+        elif form.is_valid():
+            data = form.cleaned_data
+            try:
+                avatar = avatar_create(
+                    owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
+                    au_csv=data["au_csv"], consent=data["consent"],
+                )  # fmt: skip
+            except ServiceError as error:
+                form.add_error(None, str(error))
+            else:
+                url = reverse("avatar-detail", args=[avatar.pk])
+                if _wants_json(request):
+                    return JsonResponse({"redirect": url}, status=201)
+                return redirect(url)
+        if _wants_json(request):
+            errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
+            return JsonResponse({"errors": errors}, status=400)
+    return render(request, "avatars/avatar_new.html", {"form": form, "max_bytes": settings.MAX_UPLOAD_BYTES})
+
+
+@login_required
+def avatar_detail(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    return render(request, "avatars/avatar_detail.html", {"avatar": avatar})
+
+
+@login_required
+@require_POST
+def avatar_proceed_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    try:
+        avatar_proceed_anyway(avatar=avatar)
+        messages.warning(request, "Noted: this avatar will be trained although its video failed checks.")
+    except ServiceError as error:
+        messages.error(request, str(error))
+    return redirect("avatar-detail", avatar_id=avatar.pk)
+
+
+@login_required
+@require_POST
+def avatar_delete_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    try:
+        avatar_delete(avatar=avatar)
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("avatar-detail", avatar_id=avatar.pk)
+    messages.success(request, f"Avatar {avatar.name} and its files were deleted.")
+    return redirect("avatar-list")
+
+
+MEDIA_FILES = {"video": "video", "au_csv": "au_csv"}
+
+
+@login_required
+def avatar_media(request, avatar_id: int, what: str):
+    """An avatar's files, to its owner only (people's faces and voices are never public URLs).
+
+    In production the proxy sends the bytes (X-Accel-Redirect to an internal location)."""
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    relative = getattr(avatar, MEDIA_FILES.get(what, ""), "") if what in MEDIA_FILES else ""
+    if not relative:
+        raise Http404("No such file.")
+    if getattr(settings, "MEDIA_ACCEL_REDIRECT", False):
+        response = HttpResponse()
+        response["X-Accel-Redirect"] = f"/protected-media/{relative}"
+        response["Content-Type"] = ""
+        return response
+    path = settings.MEDIA_ROOT / relative
+    if not path.is_file():
+        raise Http404("The file is missing on the server.")
+    return FileResponse(open(path, "rb"), as_attachment=what != "video")  # noqa: SIM115 - closed by Django

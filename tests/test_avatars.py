@@ -1,0 +1,287 @@
+"""Avatars from an uploaded video: validation with ffprobe, normalisation, consent, the quality gate
+(OpenCV's bundled face detector on real frames), au.csv, and ownership. The face is scikit-image's bundled
+astronaut photo, so nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from avatars.aucsv import au45_from_ear, au_csv_from_landmarks, eye_aspect_ratio, validate_au_csv
+from avatars.models import Avatar
+from talkforge.errors import ServiceError
+
+FACE = Path(skimage.__file__).parent / "data" / "astronaut.png"
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    """Small test videos, made once: a good one and one for each problem."""
+    folder = tmp_path_factory.mktemp("videos")
+    face = ["-loop", "1", "-i", str(FACE)]
+    voice = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100"]
+    moving = "scale=720:720,zoompan=z='1+0.02*sin(on/8)':d=1:s=720x720:fps=30"
+    encode = ["-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
+    made = {
+        "good": [*face, *voice, "-vf", moving, *encode],
+        "no_face": ["-f", "lavfi", "-i", "testsrc2=size=512x512:rate=30", *voice, *encode],
+        "two_faces": [
+            *face,
+            *voice,
+            "-filter_complex",
+            "[0:v]scale=400:400,split[a][b];[a][b]hstack",
+            *encode,
+        ],
+        # 256×256 passes the resolution rule, but the face is only ~47 px high.
+        "tiny_face": [*face, *voice, "-vf", "scale=256:256", *encode],
+        "silent": [*face, "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono", "-vf", moving, *encode],
+        "no_audio": [*face, "-vf", moving, "-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
+        "short": [
+            *face,
+            *voice,
+            "-vf",
+            moving,
+            "-t",
+            "1",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-shortest",
+        ],
+        "small": [*face, *voice, "-vf", "scale=128:128", *encode],
+    }
+    paths = {}
+    for name, args in made.items():
+        paths[name] = folder / f"{name}.mp4"
+        ffmpeg(*args, str(paths[name]))
+    paths["text"] = folder / "notes.mp4"
+    paths["text"].write_text("this is not a video\n")
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def short_videos_allowed(settings, tmp_path):
+    settings.AVATAR_MIN_SECONDS = 2
+    settings.QUALITY_SAMPLE_FRAMES = 8
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+def upload(path: Path, name: str | None = None) -> SimpleUploadedFile:
+    return SimpleUploadedFile(name or path.name, path.read_bytes(), content_type="video/mp4")
+
+
+def api(user) -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+def create(client, video: Path, **fields):
+    data = {"name": "Anna", "engine": "demo", "consent": "true", "video": upload(video), **fields}
+    return client.post("/api/avatars/", data, format="multipart")
+
+
+def avatar_folders() -> list[Path]:
+    root = Path(settings.MEDIA_ROOT) / "avatars"
+    return sorted(p for p in root.iterdir() if not p.name.startswith("tmp")) if root.exists() else []
+
+
+def ffprobe(path: Path) -> dict:
+    output = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_streams", "-show_format", str(path)],
+        check=True, capture_output=True,
+    ).stdout  # fmt: skip
+    return json.loads(output)
+
+
+def test_a_good_video_becomes_an_avatar_ready_to_train(alice, videos):
+    response = create(api(alice), videos["good"])
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "ready_to_train", body["quality"]
+    assert body["quality"]["passed"] is True
+    assert {c["key"]: c["passed"] for c in body["quality"]["checks"]} == {
+        "readable": True, "one_face": True, "face_size": True, "audio": True,
+    }  # fmt: skip
+
+    avatar = Avatar.objects.get(pk=body["id"])
+    assert avatar.consent_given_by == alice and avatar.consent_given_at is not None
+    assert "agreed" in avatar.consent_statement
+    stored = Path(settings.MEDIA_ROOT) / avatar.video
+    streams = {s["codec_type"]: s for s in ffprobe(stored)["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and streams["video"]["avg_frame_rate"] == "25/1"
+    assert streams["audio"]["codec_name"] == "aac"
+    assert avatar.video_info["frames"] == pytest.approx(100, abs=2)  # 4 s at 25 fps
+    assert avatar.slug.startswith("anna-")
+
+
+@pytest.mark.parametrize(
+    ("video", "message"),
+    [
+        ("text", "could not be read as a video"),
+        ("no_audio", "no audio track"),
+        ("short", "at least 2 s are needed"),
+        ("small", "shorter side must be at least 256 px"),
+    ],
+)
+def test_each_bad_upload_is_refused_with_its_reason_and_nothing_is_left(alice, videos, video, message):
+    response = create(api(alice), videos[video])
+    assert response.status_code == 400
+    assert message in response.json()["detail"]
+    assert not Avatar.objects.exists()
+    assert avatar_folders() == []
+
+
+def test_an_upload_without_consent_is_refused(alice, videos):
+    response = create(api(alice), videos["good"], consent="false")
+    assert response.status_code == 400
+    assert "agreed to have their likeness trained" in response.json()["detail"]
+    assert not Avatar.objects.exists() and avatar_folders() == []
+
+
+def test_a_file_over_the_size_limit_is_refused_while_it_arrives(alice, videos, settings):
+    settings.MAX_UPLOAD_BYTES = 50_000
+    client = api(alice)
+    response = create(client, videos["good"])
+    assert response.status_code == 400
+    assert "larger than the limit of 0 MiB" in json.dumps(response.json())
+    assert not Avatar.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("video", "failed_check"),
+    [("no_face", "one_face"), ("two_faces", "one_face"), ("tiny_face", "face_size"), ("silent", "audio")],
+)
+def test_the_quality_gate_names_the_failed_check_and_frames(alice, videos, video, failed_check):
+    response = create(api(alice), videos[video])
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["status"] == "needs_attention"
+    checks = {c["key"]: c for c in body["quality"]["checks"]}
+    assert checks[failed_check]["passed"] is False
+    assert checks[failed_check]["detail"]
+    if failed_check != "audio":
+        assert len(checks[failed_check]["failed_frames"]) == body["quality"]["sampled_frames"]
+        assert {"seconds", "frame"} <= set(checks[failed_check]["failed_frames"][0])
+    assert [key for key, check in checks.items() if not check["passed"]] == [failed_check]
+
+
+def test_the_owner_may_train_anyway_after_reading_the_report(alice, videos):
+    client = api(alice)
+    avatar_id = create(client, videos["no_face"]).json()["id"]
+    response = client.post(f"/api/avatars/{avatar_id}/proceed/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "ready_to_train"
+    assert response.json()["quality_override_at"] is not None
+    again = client.post(f"/api/avatars/{avatar_id}/proceed/")
+    assert again.status_code == 400
+
+
+def test_another_user_cannot_see_use_or_fetch_an_avatar(alice, bob, videos, client):
+    avatar_id = create(api(alice), videos["good"]).json()["id"]
+    intruder = api(bob)
+    assert intruder.get(f"/api/avatars/{avatar_id}/").status_code == 404
+    assert intruder.post(f"/api/avatars/{avatar_id}/proceed/").status_code == 404
+    assert intruder.delete(f"/api/avatars/{avatar_id}/").status_code == 404
+    assert intruder.get("/api/avatars/").json()["results"] == []
+    client.force_login(bob)
+    for url in (f"/avatars/{avatar_id}/", f"/avatars/{avatar_id}/media/video/"):
+        assert client.get(url).status_code == 404
+    assert client.post(f"/avatars/{avatar_id}/delete/").status_code == 404
+    assert Avatar.objects.filter(pk=avatar_id).exists()
+
+    client.force_login(alice)
+    video = client.get(f"/avatars/{avatar_id}/media/video/")
+    assert video.status_code == 200
+    assert b"".join(video.streaming_content)[4:8] == b"ftyp"  # an MP4
+    page = client.get(f"/avatars/{avatar_id}/").content.decode()
+    assert "Anna" in page and "Consent" in page
+
+
+def test_deleting_an_avatar_removes_its_files(alice, videos):
+    client = api(alice)
+    avatar_id = create(client, videos["good"]).json()["id"]
+    assert len(avatar_folders()) == 1
+    assert client.delete(f"/api/avatars/{avatar_id}/").status_code == 204
+    assert not Avatar.objects.exists() and avatar_folders() == []
+
+
+def test_the_upload_page_answers_its_script_with_json(alice, videos, client):
+    client.force_login(alice)
+    data = {"name": "Bea", "engine": "demo", "consent": "on", "video": upload(videos["good"])}
+    response = client.post("/avatars/new/", data, headers={"x-requested-with": "XMLHttpRequest"})
+    assert response.status_code == 201
+    assert response.json()["redirect"] == f"/avatars/{Avatar.objects.get(name='Bea').pk}/"
+    bad = {"name": "Cy", "engine": "demo", "consent": "on", "video": upload(videos["no_audio"])}
+    response = client.post("/avatars/new/", bad, headers={"x-requested-with": "XMLHttpRequest"})
+    assert response.status_code == 400
+    assert "no audio track" in response.json()["errors"]["__all__"][0]
+
+
+def au_csv(rows: int, column: str = " AU45_r") -> SimpleUploadedFile:
+    lines = [f"frame, timestamp, confidence, success,{column}"]
+    lines += [f"{i + 1}, {i / 25:.2f}, 0.98, 1, 0.5" for i in range(rows)]
+    return SimpleUploadedFile("au.csv", "\n".join(lines).encode(), content_type="text/csv")
+
+
+def test_an_uploaded_au_csv_is_checked_for_what_gaussiantalker_reads(alice, videos):
+    client = api(alice)
+    ok = create(client, videos["good"], au_csv=au_csv(110))
+    assert ok.status_code == 201, ok.json()
+    assert (Path(settings.MEDIA_ROOT) / Avatar.objects.get().au_csv).read_text().startswith("frame,")
+
+    no_space = create(client, videos["good"], name="B", au_csv=au_csv(110, column="AU45_r"))
+    assert no_space.status_code == 400 and "without the leading space" in no_space.json()["detail"]
+    too_few = create(client, videos["good"], name="C", au_csv=au_csv(40))
+    assert too_few.status_code == 400 and "one row per frame" in too_few.json()["detail"]
+    assert Avatar.objects.count() == 1 and len(avatar_folders()) == 1
+
+
+def test_au_csv_validation_reports_bad_values():
+    with pytest.raises(ServiceError, match="line 3"):
+        validate_au_csv("frame, AU45_c, AU45_r\n1, 0, 0.1\n2, 0, x\n", frames=2)
+    with pytest.raises(ServiceError, match="no ' AU45_r' column"):
+        validate_au_csv("frame, timestamp\n1, 0\n", frames=1)
+
+
+def eye_landmarks(openness: float) -> np.ndarray:
+    """68 landmarks whose eyes have the given aspect ratio (width 1, lids ± openness/2)."""
+    points = np.zeros((68, 2))
+    for start, x0 in ((36, 0.0), (42, 2.0)):
+        points[start + 0] = (x0, 0)
+        points[start + 3] = (x0 + 1, 0)
+        points[start + 1] = (x0 + 0.33, openness / 2)
+        points[start + 2] = (x0 + 0.66, openness / 2)
+        points[start + 5] = (x0 + 0.33, -openness / 2)
+        points[start + 4] = (x0 + 0.66, -openness / 2)
+    return points
+
+
+def test_blinks_are_estimated_from_the_eye_aspect_ratio_like_the_seed():
+    assert eye_aspect_ratio(eye_landmarks(0.25)) == pytest.approx(0.25)
+    assert au45_from_ear(0.10) == 5.0 and au45_from_ear(0.40) == 0.0
+    assert au45_from_ear(0.24) == pytest.approx(2.5)
+    text = au_csv_from_landmarks([eye_landmarks(0.4), eye_landmarks(0.1), eye_landmarks(0.24)])
+    assert text.splitlines()[0] == "frame, timestamp, confidence, success, AU45_r"
+    assert validate_au_csv(text, frames=3) == 3
+    assert [line.split(", ")[-1] for line in text.splitlines()[1:]] == ["0.0000", "5.0000", "2.5000"]
+
+
+def test_no_upload_stays_in_memory(settings):
+    assert settings.FILE_UPLOAD_HANDLERS[-1] == "django.core.files.uploadhandler.TemporaryFileUploadHandler"
+    assert not any("Memory" in handler for handler in settings.FILE_UPLOAD_HANDLERS)
+    assert os.path.isdir(settings.FILE_UPLOAD_TEMP_DIR or "/tmp")
