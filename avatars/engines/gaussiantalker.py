@@ -217,7 +217,7 @@ def missing_artifacts(
     tasks: Iterable[int],
     table: Sequence[PreprocessTask] = GAUSSIANTALKER_TASKS,
 ) -> list[str]:
-    """The expected patterns of ``tasks`` that match nothing under ``dataset_dir`` (a folder on this machine)."""
+    """The patterns of ``tasks`` that match nothing under ``dataset_dir`` (a folder on this machine)."""
     missing = []
     for task in tasks:
         for pattern in _task_table(table, task).produces:
@@ -319,8 +319,8 @@ class PreprocessParser(ConsoleParser):
         if self.watch.exception:
             where = self._describe(self.watch.exception_stage)
             return (
-                f"{self.program} failed{where}: {self.watch.exception}. The traceback in the log shows where; "
-                "fix the cause and run that task again."
+                f"{self.program} failed{where}: {self.watch.exception}. The traceback in the log shows "
+                "where; fix the cause and run that task again."
             )
         if returncode != 0:
             return returncode_message(self.program, returncode)
@@ -332,9 +332,9 @@ class PreprocessParser(ConsoleParser):
             entry = _task_table(self.table, unfinished[0])
             closing = f"'[INFO] ===== {entry.end} ====='" if entry.end else "its banner"
             return (
-                f"{self.program} stopped before finishing task {entry.number} ({entry.stage}): it never printed "
-                f"{closing}. Its exit code cannot be trusted, so the run counts as failed; the log shows "
-                "what happened."
+                f"{self.program} stopped before finishing task {entry.number} ({entry.stage}): it never "
+                f"printed {closing}. Its exit code cannot be trusted, so the run counts as failed; the log "
+                "shows what happened."
             )
         return None
 
@@ -438,8 +438,9 @@ RENDER_FAILURES = (CFG_ARGS_MISSING, NO_VERTICES, AU45_HEADER, CUDA_OOM)
 
 
 class RenderParser(ConsoleParser):
-    """``render.py``: each set it renders (``custom``, then ``train``, then ``test``, as asked) is an equal share
-    of the progress; the ``Rendering progress`` bar fills the first half of a set's share, ``FPS:`` ends it."""
+    """``render.py``: each set it renders (``custom``, then ``train``, then ``test``, as asked) is an equal
+    share of the progress; the ``Rendering progress`` bar fills the first half of a set's share (render.py's
+    first pass), ``FPS:`` ends that half; a silent second pass and ffmpeg fill the rest, unseen."""
 
     def __init__(self, sets: Sequence[str] = ("custom",)):
         sets = tuple(sets)
@@ -508,8 +509,8 @@ class RenderParser(ConsoleParser):
         if self.fps_seen < len(self.sets):
             missing = self.sets[self.fps_seen]
             return (
-                f"render.py ended before it finished rendering the {missing} set: the log's last lines say why. "
-                "No result video was written for it."
+                f"render.py ended before it finished rendering the {missing} set: the log's last lines say "
+                "why. No result video was written for it."
             )
         return None
 
