@@ -284,3 +284,171 @@ class Bench:
 def report(**fields) -> None:
     """The benchmark's last line: one JSON object."""
     print(json.dumps(fields), flush=True)
+
+
+class LoopbackSSHD:
+    """A real OpenSSH server on loopback for the SSH benchmarks: ``with LoopbackSSHD(bench) as sshd: ...``.
+
+    Started as ``tests/ssh_server.py`` starts the suite's (its config, a throwaway host key, a user key,
+    user ``tfssh``) on a free port, except that tfssh's password is left alone: a test run on this machine
+    may be logging in with the one it set. Logins here use the key. Everything the benchmark leaves on
+    the "remote" side lives in one folder of tfssh's home named after the run, so stopping also kills the
+    processes that mention it (engines, shells) and removes it."""
+
+    def __init__(self, bench: Bench):
+        self.bench = bench
+        self.server = None
+        self.control_sockets: list[Path] = []
+        # Outside ``bench.tmp`` (root-only): sshd reads authorized_keys as the logging-in user.
+        self.folder = Path(tempfile.mkdtemp(prefix=f"talkforge-bench-sshd-{bench.name}-"))
+        self.user_dir: Path | None = None
+
+    def __enter__(self) -> LoopbackSSHD:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        import pwd
+
+        from tests.ssh_server import SSHServer, ensure_user, keygen
+
+        account = ensure_user()
+        keygen(self.folder / "host_ed25519")
+        keygen(self.folder / "user_ed25519")
+        (self.folder / "authorized_keys").write_text((self.folder / "user_ed25519.pub").read_text())
+        (self.folder / "authorized_keys").chmod(0o644)
+        os.chmod(self.folder, 0o755)
+        self.server = SSHServer(
+            host="127.0.0.1", port=free_port(), user=account.pw_name, password="",
+            private_key=(self.folder / "user_ed25519").read_text(), encrypted_key="", key_passphrase="",
+            host_key_path=self.folder / "host_ed25519", folder=self.folder,
+        )  # fmt: skip
+        host_key_type, host_key = (self.folder / "host_ed25519.pub").read_text().split()[:2]
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.server.port} {host_key_type} {host_key}\n")
+        self.user_dir = Path(account.pw_dir) / f"talkforge-bench-{self.bench.tag}"
+        self.user_dir.mkdir()
+        os.chown(self.user_dir, account.pw_uid, account.pw_gid)
+        self.uid = pwd.getpwnam(account.pw_name).pw_uid
+        self.server.start()
+        log(f"sshd on 127.0.0.1:{self.server.port}; remote folder {self.user_dir}")
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.folder / "known_hosts"
+
+    @property
+    def key_path(self) -> Path:
+        return self.folder / "user_ed25519"
+
+    def ssh_options(self) -> list[str]:
+        """Options for OpenSSH's ssh and scp: no user config or agent, the pinned host key, the user key."""
+        return [
+            "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none", "-i", str(self.key_path),
+        ]  # fmt: skip
+
+    def ssh_argv(self, *command: str, control: Path | None = None) -> list[str]:
+        argv = ["ssh", *self.ssh_options(), "-p", str(self.server.port)]
+        if control is not None:
+            if control not in self.control_sockets:
+                self.control_sockets.append(control)
+            argv += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control}", "-o", "ControlPersist=60"]
+        return [*argv, f"{self.server.user}@127.0.0.1", *command]
+
+    def user_folder(self, name: str) -> Path:
+        """A fresh folder owned by the SSH user inside this run's remote folder."""
+        folder = self.user_dir / name
+        folder.mkdir(parents=True)
+        os.chown(folder, self.uid, -1)
+        return folder
+
+    def register_node(self, name: str, gpus: int = 1):
+        """An SSH node on this server, registered and confirmed as a staff user would, with a stand-in
+        nvidia-smi first on its environment PATH (as the suite's ``make_ssh_node`` does)."""
+        from gpu_nodes.models import Node
+        from gpu_nodes.services import node_confirm_host_key, node_register_ssh
+        from tests.ssh_server import fingerprint
+
+        folder = self.user_folder(name)
+        bin_dir = folder / "env-bin"
+        bin_dir.mkdir()
+        lines = "\n".join(f"{i}, NVIDIA A100-SXM4-80GB, 81920, 0, 0" for i in range(gpus))
+        (bin_dir / "nvidia-smi").write_text(f"#!/bin/sh\ncat <<'CSV'\n{lines}\nCSV\n")
+        (bin_dir / "nvidia-smi").chmod(0o755)
+        os.chown(bin_dir, self.uid, -1)
+        node = node_register_ssh(
+            name=name, host="127.0.0.1", port=self.server.port, username=self.server.user,
+            workdir=str(folder / "work"), environment=str(bin_dir), private_key=self.server.private_key,
+        )  # fmt: skip
+        node = node_confirm_host_key(node=node, fingerprint=fingerprint(self.folder / "host_ed25519.pub"))
+        if node.status != Node.Status.ONLINE:
+            raise RuntimeError(f"SSH node probe failed: {node.last_error}")
+        return node
+
+    def close(self) -> None:
+        try:
+            for control in self.control_sockets:
+                if control.exists():
+                    subprocess.run(
+                        ["ssh", "-F", "/dev/null", "-o", f"ControlPath={control}", "-O", "exit", "x"],
+                        capture_output=True, timeout=10, check=False,
+                    )  # fmt: skip
+            if self.server is not None:
+                self.server.stop()  # no new connections
+                self._kill_connections()  # a worker still running cannot start anything more
+        finally:
+            if self.user_dir is not None:
+                # Engines, shells and their children, until none is left and the folder is gone.
+                for _ in range(20):
+                    killed = self._kill_mentioning(str(self.user_dir))
+                    shutil.rmtree(self.user_dir, ignore_errors=True)
+                    if not killed and not self.user_dir.exists():
+                        break
+                    log(f"killed {killed} process(es) under {self.user_dir}")
+                    time.sleep(0.2)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _kill_connections(self) -> None:
+        """sshd's per-connection processes (their own sessions) carry the run tag in their environment."""
+        sshd = os.path.realpath(shutil.which("sshd") or "/usr/sbin/sshd")
+        needle = f"{RUN_TAG_VARIABLE}={self.bench.tag}".encode()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                if os.readlink(f"/proc/{entry}/exe") != sshd:
+                    continue
+                with open(f"/proc/{entry}/environ", "rb") as handle:
+                    if needle in handle.read().split(b"\0"):
+                        os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ValueError):
+                continue
+
+    @staticmethod
+    def _kill_mentioning(needle: str) -> int:
+        """SIGKILL each process whose command line or environment mentions ``needle`` (one pid at a time);
+        how many there were."""
+        encoded, killed = needle.encode(), 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    found = encoded in handle.read()
+                if not found:
+                    with open(f"/proc/{entry}/environ", "rb") as handle:
+                        found = encoded in handle.read()
+                if found:
+                    os.kill(int(entry), signal.SIGKILL)
+                    killed += 1
+            except (OSError, ValueError):
+                continue
+        return killed
