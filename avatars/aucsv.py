@@ -16,8 +16,10 @@ import numpy as np
 
 from talkforge.errors import ServiceError
 
+from .engines.blinks import au45_from_ear, au_csv_lines, eye_aspect_ratio
+
 COLUMN = " AU45_r"
-EAR_CLOSED, EAR_OPEN, AU_CLOSED = 0.18, 0.30, 5.0
+__all__ = ["au45_from_ear", "au_csv_from_landmarks", "eye_aspect_ratio", "validate_au_csv"]
 
 
 def validate_au_csv(text: str, *, frames: int) -> int:
@@ -57,30 +59,8 @@ def validate_au_csv(text: str, *, frames: int) -> int:
     return rows
 
 
-def eye_aspect_ratio(landmarks: np.ndarray) -> float:
-    """Mean EAR of both eyes from 68-point landmarks (points 36–41 and 42–47)."""
-
-    def one(eye: np.ndarray) -> float:
-        vertical = np.linalg.norm(eye[1] - eye[5]) + np.linalg.norm(eye[2] - eye[4])
-        horizontal = np.linalg.norm(eye[0] - eye[3])
-        return float(vertical / (2 * horizontal)) if horizontal > 0 else 0.0
-
-    return (one(landmarks[36:42]) + one(landmarks[42:48])) / 2
-
-
-def au45_from_ear(ear: float) -> float:
-    if ear < EAR_CLOSED:
-        return AU_CLOSED
-    if ear > EAR_OPEN:
-        return 0.0
-    return AU_CLOSED * (EAR_OPEN - ear) / (EAR_OPEN - EAR_CLOSED)
-
-
 def au_csv_from_landmarks(frames: Iterable[np.ndarray], fps: int = 25) -> str:
     """au.csv text (OpenFace's column spelling) from one 68×2 landmark array per frame, in order."""
-    out = io.StringIO()
-    out.write("frame, timestamp, confidence, success, AU45_r\n")
-    for index, landmarks in enumerate(frames):
-        value = au45_from_ear(eye_aspect_ratio(np.asarray(landmarks, dtype=float).reshape(68, 2)))
-        out.write(f"{index + 1}, {index / fps:.3f}, 0.98, 1, {value:.4f}\n")
-    return out.getvalue()
+    return "".join(
+        au_csv_lines(([tuple(p) for p in np.asarray(f, dtype=float).reshape(68, 2)] for f in frames), fps)
+    )

@@ -6,9 +6,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from gpu_nodes.models import Node
 from talkforge.errors import ServiceError
 
 from .forms import AvatarCreateForm
+from .pipeline import avatar_train
 from .selectors import avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
@@ -54,7 +56,31 @@ def avatar_new(request):
 @login_required
 def avatar_detail(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
-    return render(request, "avatars/avatar_detail.html", {"avatar": avatar})
+    context = {
+        "avatar": avatar,
+        "jobs": avatar.jobs.select_related("node", "gpu")[:20],
+        "datasets": avatar.datasets.select_related("node"),
+        "checkpoints": avatar.checkpoints.select_related("node")[:50],
+        "nodes": Node.objects.filter(enabled=True),
+    }
+    return render(request, "avatars/avatar_detail.html", context)
+
+
+@login_required
+@require_POST
+def avatar_train_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    node = Node.objects.filter(enabled=True, name=request.POST.get("node", "")).first()
+    try:
+        job = avatar_train(
+            avatar=avatar, owner=request.user, node=node, iterations=request.POST.get("iterations") or None,
+            seconds=request.POST.get("seconds") or None,
+        )  # fmt: skip
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("avatar-detail", avatar_id=avatar.pk)
+    messages.success(request, f"Training started: job #{job.pk} ({job.get_kind_display()}).")
+    return redirect("avatar-detail", avatar_id=avatar.pk)
 
 
 @login_required

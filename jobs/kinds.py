@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from avatars.engines.console import ConsoleParser
 from avatars.engines.gaussiantalker import TrainParser
+from gpu_nodes.connections import NodeConnection
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import Invocation, wrap
 
@@ -25,6 +26,10 @@ class Plan:
     outputs: dict[str, str]  # what the job leaves on the node, by name
     uploads: tuple[tuple[Path, str], ...] = ()  # (local file, path on the node) put there before the start
     collect: tuple[tuple[str, str], ...] = ()  # (path on the node, file name) brought back after success
+    # After a clean exit: check what the engine left (None = fine, else the error), then read results.
+    # Engines' exit codes cannot always be trusted (GaussianTalker's process.py, spec §0).
+    verify: Callable[[NodeConnection], str | None] | None = None
+    finish: Callable[[NodeConnection], dict] | None = None
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class KindSpec:
     label: str
     needs_gpu: bool
     plan: Callable[[Job], Plan]
+    after: Callable[[Job], None] | None = None  # once the job has ended, whatever the outcome
 
 
 def job_folder(job: Job) -> PurePosixPath:
@@ -87,6 +93,20 @@ def _demo_train(job: Job) -> Plan:
     )
 
 
+def _avatar_kinds() -> dict[str, KindSpec]:
+    from avatars import job_kinds
+
+    return {
+        Job.Kind.PREPROCESS: KindSpec(
+            label="Preprocess the training video", needs_gpu=False, plan=job_kinds.preprocess_plan,
+            after=job_kinds.after_preprocess,
+        ),
+        Job.Kind.TRAIN: KindSpec(
+            label="Train the avatar", needs_gpu=False, plan=job_kinds.train_plan, after=job_kinds.after_train,
+        ),
+    }  # fmt: skip
+
+
 KINDS: dict[str, KindSpec] = {
     Job.Kind.DEMO_TRAIN: KindSpec(
         label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train
@@ -96,3 +116,6 @@ KINDS: dict[str, KindSpec] = {
 
 def kind_spec(kind: str) -> KindSpec:
     return KINDS[kind]
+
+
+KINDS.update(_avatar_kinds())

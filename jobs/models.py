@@ -17,6 +17,8 @@ class Job(models.Model):
 
     class Kind(models.TextChoices):
         DEMO_TRAIN = "demo_train", "Demo training"
+        PREPROCESS = "preprocess", "Preprocessing"
+        TRAIN = "train", "Training"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -32,6 +34,9 @@ class Job(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    avatar = models.ForeignKey(
+        "avatars.Avatar", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, blank=True)

@@ -319,6 +319,11 @@ class Attempt:
             services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
             return "failed"
         try:
+            if self.plan.verify and (problem := self.plan.verify(self.conn)):
+                services.job_finish(job=job, status=Job.Status.FAILED, error=problem, result=result)
+                return "failed"
+            if self.plan.finish:
+                result.update(self.plan.finish(self.conn))
             result["files"] = self._collect()
         except NodeError as error:
             error = f"Could not fetch the results: {error}"

@@ -59,7 +59,20 @@ def _clean_demo_train(params: dict) -> dict:
     return cleaned
 
 
-PARAM_CLEANERS = {Job.Kind.DEMO_TRAIN: _clean_demo_train}
+def _clean_avatar_step(params: dict) -> dict:
+    """Pipeline steps carry the avatar and the training settings chosen when it was started."""
+    allowed = {"avatar", "iterations", "seconds", "node"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ServiceError(f"Unknown parameter(s) for an avatar job: {', '.join(sorted(unknown))}.")
+    return {key: value for key, value in params.items() if key != "node"}
+
+
+PARAM_CLEANERS = {
+    Job.Kind.DEMO_TRAIN: _clean_demo_train,
+    Job.Kind.PREPROCESS: _clean_avatar_step,
+    Job.Kind.TRAIN: _clean_avatar_step,
+}
 
 
 @transaction.atomic
@@ -70,6 +83,7 @@ def job_submit(
     params: dict | None = None,
     node: Node | None = None,
     parent: Job | None = None,
+    avatar=None,
     max_attempts: int = 1,
     timeout_seconds: int | None = None,
 ) -> Job:
@@ -91,6 +105,7 @@ def job_submit(
         kind=kind,
         params=cleaned,
         parent=parent,
+        avatar=avatar,
         max_attempts=max_attempts,
         timeout_seconds=timeout_seconds,
         stage="waiting for a slot",
@@ -217,7 +232,17 @@ def job_finish(*, job: Job, status: str, error: str = "", result: dict | None = 
             job.refresh_from_db()
             events.job_status_publish(job)
             transaction.on_commit(jobs_dispatch)
+            _after_on_commit(job)
     return bool(settled)
+
+
+def _after_on_commit(job: Job) -> None:
+    """Run the kind's follow-up (the next pipeline step, records) once the end of the job is committed."""
+    after = kind_spec(job.kind).after
+    if after is not None:
+        transaction.on_commit(
+            lambda: after(Job.objects.select_related("avatar", "node", "owner").get(pk=job.pk))
+        )
 
 
 def job_requeue(*, job: Job, reason: str) -> bool:
@@ -266,4 +291,5 @@ def job_cancel(*, job: Job) -> Job:
         if ended:
             placed = job.node_id is not None
             transaction.on_commit(lambda: (queue.remove(job) if placed else None, jobs_dispatch()))
+            _after_on_commit(job)
     return job

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import skimage
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
@@ -19,58 +18,6 @@ from rest_framework.test import APIClient
 from avatars.aucsv import au45_from_ear, au_csv_from_landmarks, eye_aspect_ratio, validate_au_csv
 from avatars.models import Avatar
 from talkforge.errors import ServiceError
-
-FACE = Path(skimage.__file__).parent / "data" / "astronaut.png"
-
-
-def ffmpeg(*args: str) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-y", "-v", "error", *args], check=True)
-
-
-@pytest.fixture(scope="session")
-def videos(tmp_path_factory) -> dict[str, Path]:
-    """Small test videos, made once: a good one and one for each problem."""
-    folder = tmp_path_factory.mktemp("videos")
-    face = ["-loop", "1", "-i", str(FACE)]
-    voice = ["-f", "lavfi", "-i", "sine=frequency=220:sample_rate=44100"]
-    moving = "scale=720:720,zoompan=z='1+0.02*sin(on/8)':d=1:s=720x720:fps=30"
-    encode = ["-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest"]
-    made = {
-        "good": [*face, *voice, "-vf", moving, *encode],
-        "no_face": ["-f", "lavfi", "-i", "testsrc2=size=512x512:rate=30", *voice, *encode],
-        "two_faces": [
-            *face,
-            *voice,
-            "-filter_complex",
-            "[0:v]scale=400:400,split[a][b];[a][b]hstack",
-            *encode,
-        ],
-        # 256×256 passes the resolution rule, but the face is only ~47 px high.
-        "tiny_face": [*face, *voice, "-vf", "scale=256:256", *encode],
-        "silent": [*face, "-f", "lavfi", "-i", "anullsrc=r=44100:cl=mono", "-vf", moving, *encode],
-        "no_audio": [*face, "-vf", moving, "-t", "4", "-c:v", "libx264", "-pix_fmt", "yuv420p"],
-        "short": [
-            *face,
-            *voice,
-            "-vf",
-            moving,
-            "-t",
-            "1",
-            "-c:v",
-            "libx264",
-            "-pix_fmt",
-            "yuv420p",
-            "-shortest",
-        ],
-        "small": [*face, *voice, "-vf", "scale=128:128", *encode],
-    }
-    paths = {}
-    for name, args in made.items():
-        paths[name] = folder / f"{name}.mp4"
-        ffmpeg(*args, str(paths[name]))
-    paths["text"] = folder / "notes.mp4"
-    paths["text"].write_text("this is not a video\n")
-    return paths
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from gpu_nodes.models import Node
+
 from ..models import Avatar
 
 
@@ -25,4 +27,15 @@ class AvatarCreateSerializer(serializers.Serializer):
     au_csv = serializers.FileField(required=False, allow_null=True)
     consent = serializers.BooleanField(
         help_text="true: the person shown agreed that their likeness is trained (see consent_statement)."
+    )
+
+
+class AvatarTrainSerializer(serializers.Serializer):
+    node = serializers.SlugRelatedField(
+        slug_field="name", queryset=Node.objects.filter(enabled=True), required=False, allow_null=True,
+        help_text="Run on this node (default: one that holds the data, else any free one).",
+    )  # fmt: skip
+    iterations = serializers.IntegerField(required=False, allow_null=True, min_value=10, max_value=500_000)
+    seconds = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, max_value=86400, help_text="Demo engine only: run time."
     )

@@ -5,10 +5,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from jobs.api.serializers import JobSerializer
+
+from ..pipeline import avatar_train
 from ..selectors import avatars_visible_to
 from ..services import avatar_create, avatar_delete, avatar_proceed_anyway
 from ..uploads import upload_too_large_message
-from .serializers import AvatarCreateSerializer, AvatarSerializer
+from .serializers import AvatarCreateSerializer, AvatarSerializer, AvatarTrainSerializer
 
 
 class AvatarViewSet(
@@ -46,3 +49,13 @@ class AvatarViewSet(
     def proceed(self, request, pk=None):
         """Train although the video failed quality checks (the owner has read the report)."""
         return Response(AvatarSerializer(avatar_proceed_anyway(avatar=self.get_object())).data)
+
+    @extend_schema(request=AvatarTrainSerializer, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def train(self, request, pk=None):
+        """Start the training pipeline (preprocessing is skipped on a node that already holds the data).
+        Returns the first job; follow it and its children under /api/jobs/."""
+        body = AvatarTrainSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = avatar_train(avatar=self.get_object(), owner=request.user, **body.validated_data)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
