@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import re
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # used with fullmatch: "$" would let a final "\n" through
 # No blanks, quotes or shell syntax (process.py and render.py paste paths into os.system strings); no
 # leading "-" (it would read as an option).
-SAFE_PATH = re.compile(r"^[A-Za-z0-9_./][A-Za-z0-9_./-]*$")
+SAFE_PATH = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./-]*")
 
 PYTHON = ("python", "-u")
 
@@ -41,7 +41,7 @@ SYNCTALK_PATCH_SIZE = 64
 
 def validate_name(value: str, what: str = "name") -> str:
     """``value`` if it is a safe avatar/workspace name, else ValueError saying what is allowed."""
-    if not isinstance(value, str) or not NAME.match(value):
+    if not isinstance(value, str) or not NAME.fullmatch(value):
         raise ValueError(
             f"The {what} {value!r} is not allowed: use 1 to 63 lowercase letters, digits and '-', starting "
             "with a letter or digit."
@@ -51,7 +51,7 @@ def validate_name(value: str, what: str = "name") -> str:
 
 def validate_path(value: str, what: str = "path") -> str:
     """``value`` if it is a plain path (see the module docstring), else ValueError."""
-    if not isinstance(value, str) or not SAFE_PATH.match(value) or ".." in value.split("/"):
+    if not isinstance(value, str) or not SAFE_PATH.fullmatch(value) or ".." in value.split("/"):
         raise ValueError(
             f"The {what} {value!r} is not allowed: the engines paste paths into shell commands, so use only "
             "letters, digits, '_', '.', '/' and '-' (not first), and no '..'."

@@ -285,7 +285,12 @@ class PreprocessParser(ConsoleParser):
     def _start(self, entry: PreprocessTask) -> Update:
         update = Update()
         previous = self.current
-        if previous is not None and previous is not entry and previous.end is None:
+        if (
+            previous is not None
+            and previous is not entry
+            and previous.end is None
+            and previous.number not in self.done
+        ):
             update = self._finish(previous)  # a task without an end banner ends when the next one starts
         if previous is not entry:
             self.current, self.fraction = entry, 0.0

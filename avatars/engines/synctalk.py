@@ -347,6 +347,8 @@ class TrainParser(MainParser):
             if frames["kind"] == "train" and self.train_frames is None:
                 self.train_frames = int(frames["frames"])
                 return Update(stage="loading", metrics={"train_frames": float(self.train_frames)})
+            if frames["kind"] == "test":
+                self.training_over = True  # main.py loads the test split once training is over
             return None
         if max_epoch := MAX_EPOCH.match(line):
             self.max_epoch = int(max_epoch["epoch"])
