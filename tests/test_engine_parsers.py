@@ -482,6 +482,10 @@ def test_synctalk_train_progress_follows_epochs_and_frames():
     update = parser.feed(SPEC_ST_BAR)
     assert update.progress == pytest.approx((2 * 6000 + 2700) / 60000)
     assert update.metrics == {"loss": 0.0123, "loss_mean": 0.015, "lr": 0.009876}
+    assert update.eta_seconds is None  # max_epoch not printed yet
+    parser.feed("[INFO] max_epoch = 10")
+    # 01:40 left in epoch 3, then 7 epochs of 01:23 + 01:40 each.
+    assert parser.feed(SPEC_ST_BAR).eta_seconds == 100 + 7 * (83 + 100)
 
 
 def test_synctalk_train_fixture_from_scratch():

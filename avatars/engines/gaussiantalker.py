@@ -329,17 +329,19 @@ class PreprocessParser(ConsoleParser):
             )
         if returncode != 0:
             return returncode_message(self.program, returncode)
-        # A last task without an end banner has ended when the process did.
+        done = set(self.done)
         if self.current is not None and self.current.end is None:
-            self.done.add(self.current.number)
-        unfinished = [number for number in self.requested if number not in self.done]
+            done.add(self.current.number)  # a last task without an end banner ended with the process
+        unfinished = [number for number in self.requested if number not in done]
         if unfinished:
             entry = _task_table(self.table, unfinished[0])
-            closing = f"'[INFO] ===== {entry.end} ====='" if entry.end else "its banner"
+            if entry.end is not None:
+                missing = f"it never printed '[INFO] ===== {entry.end} ====='"
+            else:
+                missing = "it never started it"
             return (
-                f"{self.program} stopped before finishing task {entry.number} ({entry.stage}): it never "
-                f"printed {closing}. Its exit code cannot be trusted, so the run counts as failed; the log "
-                "shows what happened."
+                f"{self.program} stopped before finishing task {entry.number} ({entry.stage}): {missing}. "
+                "Its exit code cannot be trusted, so the run counts as failed; the log shows what happened."
             )
         return None
 

@@ -185,6 +185,7 @@ class PlainBar:
     desc: str
     n: int
     total: int
+    elapsed_seconds: float | None
     remaining_seconds: float | None
     metrics: dict[str, float]
 
@@ -204,6 +205,7 @@ def parse_plain_bar(line: str) -> PlainBar | None:
         desc=desc,
         n=int(match["n"]),
         total=int(match["total"]),
+        elapsed_seconds=clock_seconds(match["elapsed"]),
         remaining_seconds=clock_seconds(match["remaining"]),
         metrics=finite_metrics(metrics),
     )
@@ -385,7 +387,15 @@ class TrainParser(MainParser):
         if self.train_frames is None:
             self.train_frames = bar.total
         progress = self._raise(self._done_iterations(self.epoch - 1, bar.n) / self.iters)
-        return Update(stage="train", progress=progress, metrics=bar.metrics)
+        return Update(stage="train", progress=progress, eta_seconds=self._eta(bar), metrics=bar.metrics)
+
+    def _eta(self, bar: PlainBar) -> float | None:
+        """This epoch's remaining time plus the epochs after it at this epoch's pace (evaluations left out).
+        Better than the runner's guess from elapsed time, which a resumed run (starting at 60%) would fool."""
+        if bar.remaining_seconds is None or bar.elapsed_seconds is None or not self.max_epoch:
+            return None
+        epochs_after = max(0, self.max_epoch - self.epoch)
+        return bar.remaining_seconds + epochs_after * (bar.elapsed_seconds + bar.remaining_seconds)
 
     def _after_evaluation(self) -> Update | None:
         if not self.training_over and self.epochs_finished:
