@@ -56,8 +56,11 @@ def avatar_new(request):
 @login_required
 def avatar_detail(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    latest_train = avatar.jobs.filter(kind="train").order_by("-created_at").first()
     context = {
         "avatar": avatar,
+        "latest_train": latest_train,
+        "series": (latest_train.result.get("series", []) if latest_train else []),
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
         "checkpoints": avatar.checkpoints.select_related("node")[:50],

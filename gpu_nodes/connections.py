@@ -63,7 +63,8 @@ class NodeConnection(ABC):
     @abstractmethod
     def start(
         self, argv: Sequence[str], *, marker: str, cwd: str | None = None, env: dict[str, str] | None = None
-    ) -> RunningProcess: ...
+    ) -> RunningProcess:
+        """Start ``argv`` in a session of its own, in ``cwd`` (created if missing)."""
 
     @abstractmethod
     def run(
@@ -172,8 +173,8 @@ class LocalConnection(NodeConnection):
         return merged
 
     def start(self, argv, *, marker, cwd=None, env=None):
-        if cwd and not Path(cwd).is_dir():
-            raise NodeError(f"Working folder {cwd} does not exist on node {self._name}.")
+        if cwd:
+            self.make_dirs(cwd)
         full_env = self._env(env) | {MARKER_VARIABLE: marker, "PYTHONUNBUFFERED": "1"}
         try:
             popen = subprocess.Popen(

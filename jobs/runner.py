@@ -47,6 +47,7 @@ class Reporter:
         self.last_flush = time.monotonic()
         self.started = time.monotonic()
         self.group = events.job_group(job.pk)
+        self.series: list[dict] = []  # sampled figures for the loss / PSNR curve, kept in the result
 
     def lines(self, lines: list[str], *, progress_changed: bool = False) -> None:
         """Publish a batch of lines, with the progress they moved (one message per read, not two)."""
@@ -96,6 +97,7 @@ class Reporter:
                 metrics=self.state["metrics"],
             )
         if self.dirty:
+            self.sample()
             # The dashboard hears about progress at the database's pace, not at every bar redraw.
             events.publish(
                 events.user_group(self.job.owner_id),
@@ -103,6 +105,23 @@ class Reporter:
             )
         self.dirty = False
         self.last_flush = time.monotonic()
+
+    SERIES_POINTS = 1000
+
+    def sample(self) -> None:
+        """One point of the curve per database write; halved when full, so any run fits in 1,000 points."""
+        figures = {k: v for k, v in self.state["metrics"].items() if k in CURVE_METRICS}
+        if not figures:
+            return
+        point = {"progress": round(self.state["progress"], 5), **figures}
+        if self.series and {k: v for k, v in self.series[-1].items() if k != "stage"} == point:
+            return
+        self.series.append({**point, "stage": self.state["stage"]})
+        if len(self.series) > self.SERIES_POINTS:
+            self.series = self.series[::2]
+
+
+CURVE_METRICS = {"loss", "psnr", "lpips (alex)", "lmd (fan)"}
 
 
 class Watcher(threading.Thread):
@@ -241,8 +260,6 @@ class Attempt:
     def run(self) -> str:
         invocation = self.plan.invocation
         try:
-            if invocation.cwd:
-                self.conn.make_dirs(invocation.cwd)
             for local_path, remote_path in self.plan.uploads:
                 self.conn.put(local_path, remote_path)
             self.process = self.conn.start(
@@ -300,7 +317,13 @@ class Attempt:
         job, watcher = self.job, self.watcher
         if watcher.lost:
             return "lost"  # the reconciler settled this attempt already
-        result = {**self.plan.outputs, "exit_code": returncode, "metrics": self.reporter.state["metrics"]}
+        self.reporter.sample()
+        result = {
+            **self.plan.outputs,
+            "exit_code": returncode,
+            "metrics": self.reporter.state["metrics"],
+            "series": self.reporter.series,
+        }
         if watcher.timed_out:
             error = (
                 f"The job ran past its time limit of {job.timeout_seconds} s; its processes were stopped. "

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from rest_framework.test import APIClient
 
 from avatars.aucsv import validate_au_csv
@@ -69,6 +70,17 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     preprocess, train = jobs
     assert train.parent == preprocess and train.node == preprocess.node == node
     assert avatar.status == Avatar.Status.TRAINED
+    series = train.result["series"]
+    assert len(series) >= 2 and {"loss", "psnr", "progress"} <= set(series[-1])
+    assert series[-1]["progress"] == 1.0
+    page_client = Client()
+    page_client.force_login(alice)
+    page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
+    assert (
+        'id="curve"' in page
+        and '"psnr"' in page
+        and "iteration" not in page.split('id="curve-data"')[0][-50:]
+    )
 
     dataset = DatasetCopy.objects.get(avatar=avatar)
     assert dataset.node == node and dataset.complete

@@ -259,9 +259,13 @@ def test_started_process_streams_merged_output_and_exit_code(tmp_path):
     assert output.decode().splitlines() == ["out 44.1 bar", "err", str(tmp_path)]
 
 
-def test_start_in_a_missing_folder_or_with_a_missing_program_raises_node_errors(tmp_path):
-    with pytest.raises(NodeError, match="does not exist"):
-        LocalConnection().start(["true"], marker="45.1", cwd=str(tmp_path / "missing"))
+def test_start_makes_a_missing_folder_and_a_missing_program_raises_a_node_error(tmp_path):
+    process = LocalConnection().start(["pwd"], marker="45.1", cwd=str(tmp_path / "missing" / "deeper"))
+    assert process.read(5) == f"{tmp_path / 'missing' / 'deeper'}\n".encode()
+    assert process.wait(5) == 0
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NodeError, match="Could not create"):
+        LocalConnection().start(["true"], marker="45.1", cwd=str(tmp_path / "file" / "below"))
     with pytest.raises(CommandNotFound, match="not found"):
         LocalConnection().start(["no-such-engine-binary"], marker="45.1")
 
