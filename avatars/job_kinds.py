@@ -7,18 +7,19 @@ from __future__ import annotations
 import re
 import shlex
 import sys
+import tempfile
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from gpu_nodes.connections import NodeConnection
+from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import wrap
 from jobs.kinds import Plan
 from jobs.models import Job
 
 from . import pipeline
-from .engines import gaussiantalker
+from .engines import commands, gaussiantalker, synctalk
 from .models import Avatar
 
 ENGINES = Path(__file__).resolve().parent / "engines"
@@ -67,18 +68,34 @@ def preprocess_plan(job: Job) -> Plan:
     if avatar.au_csv:
         uploads.append((Path(settings.MEDIA_ROOT) / avatar.au_csv, str(data / "au.csv")))
     python, (process, blinks), scripts = _python_and_scripts(job, "demo/process.py", "blinks.py")
-    if avatar.engine == Avatar.Engine.DEMO:
-        preprocess, cwd = [python, "-u", process, str(video)], str(data)
+    data_root = str(data.parent)
+    env: dict[str, str] = {}
+    if avatar.engine == Avatar.Engine.SYNCTALK:
+        preprocess = commands.synctalk_preprocess(name=avatar.slug, data_root=data_root)
+        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        parser, tasks = synctalk.PreprocessParser(), range(1, 11)
+        expected = [name for task in tasks for name in synctalk.expected_artifacts(task)]
     else:
-        preprocess = ["python", "-u", "data_utils/process.py", str(video), "--asr", "deepspeech"]
-        cwd = _engine_cwd(job, avatar.engine)
-    # Without an uploaded au.csv, blinks are estimated next to the data from the landmarks (task 7).
-    argv = preprocess if avatar.au_csv else pipeline.shell_and(preprocess, [python, "-u", blinks, str(data)])
+        if avatar.engine == Avatar.Engine.DEMO:
+            preprocess, cwd = [python, "-u", process, str(video)], str(data)
+        else:
+            preprocess = commands.gaussiantalker_preprocess(data_root=data_root, name=avatar.slug)
+            cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        parser, tasks = gaussiantalker.PreprocessParser(), PREPROCESS_TASKS
+        expected = [name for task in tasks for name in gaussiantalker.expected_artifacts(task)]
+    # GaussianTalker reads blinks from au.csv: without an uploaded one they are estimated next to the data
+    # from the landmarks of task 7 (SyncTalk uses its blendshapes instead).
+    needs_blinks = avatar.engine != Avatar.Engine.SYNCTALK
+    if needs_blinks and not avatar.au_csv:
+        argv = pipeline.shell_and(preprocess, [python, "-u", blinks, str(data)])
+    else:
+        argv = preprocess
+    if needs_blinks:
+        expected.append("au.csv")
 
     def verify(conn: NodeConnection) -> str | None:
         # process.py's exit code cannot be trusted (spec §0): every task's files must be there.
-        expected = [name for task in PREPROCESS_TASKS for name in gaussiantalker.expected_artifacts(task)]
-        missing = _missing(conn, data, [*expected, "au.csv"])
+        missing = _missing(conn, data, expected)
         if missing:
             produced = ", ".join(missing[:8])
             return f"Preprocessing ended without producing {produced}: the log shows which stage failed."
@@ -86,12 +103,12 @@ def preprocess_plan(job: Job) -> Plan:
 
     return Plan(
         invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd),
-        parser=gaussiantalker.PreprocessParser(),
+                        mounts=[job.node.workdir], cwd=cwd, env=env),
+        parser=parser,
         outputs={"dataset": str(data)},
         uploads=(*scripts, *uploads),
         verify=verify,
-        finish=lambda conn: {"stages": {str(task): "done" for task in PREPROCESS_TASKS}},
+        finish=lambda conn: {"stages": {str(task): "done" for task in tasks}},
     )  # fmt: skip
 
 
@@ -115,7 +132,9 @@ def train_plan(job: Job) -> Plan:
     avatar, params = job.avatar, job.params
     data = pipeline.dataset_dir(avatar, job.node.workdir)
     model = pipeline.model_dir(avatar, job.node.workdir)
-    port = str(6009 + (job.gpu.index + 1 if job.gpu else 0))  # parallel trainings need their own port
+    port = 6009 + (job.gpu.index + 1 if job.gpu else 0)  # parallel trainings need their own viewer port
+    scripts, env, prepare = (), {}, None
+    listing = _list_checkpoints
     if avatar.engine == Avatar.Engine.DEMO:
         python, (train,), scripts = _python_and_scripts(job, "demo/train.py")
         iterations = params.get("iterations", 1000)
@@ -123,22 +142,81 @@ def train_plan(job: Job) -> Plan:
         argv = [python, "-u", train, "-s", str(data), "--model_path", str(model),
                 "--iterations", str(iterations), "--coarse_iterations", str(coarse),
                 "--seconds", str(params.get("seconds", 20)), "--save_every", str(max(1, iterations // 4)),
-                "--port", port]  # fmt: skip
+                "--port", str(port)]  # fmt: skip
         parser, cwd = gaussiantalker.TrainParser(coarse_iterations=coarse, iterations=iterations), str(data)
+    elif avatar.engine == Avatar.Engine.GAUSSIANTALKER:
+        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        config = commands.GAUSSIANTALKER_CONFIG
+        if params.get("iterations"):
+            # The config overrides --iterations (spec §1.5): train with a copy that says the new count.
+            config = str(model.parent / f"{avatar.slug}-config.py")
+            prepare = _derived_config(job, cwd, config, params["iterations"])
+        argv = commands.gaussiantalker_train(data_root=str(data.parent), output_root=str(model.parent),
+                                             name=avatar.slug, config=config, port=port)  # fmt: skip
+        parser = gaussiantalker.TrainParser(
+            iterations=params.get("iterations") or gaussiantalker.FINE_ITERATIONS
+        )
     else:
-        scripts = ()
-        argv = ["python", "-u", "train.py", "-s", str(data), "--model_path", str(model),
-                "--configs", "arguments/64_dim_1_transformer.py", "--port", port]  # fmt: skip
-        parser, cwd = gaussiantalker.TrainParser(), _engine_cwd(job, avatar.engine)
+        # SyncTalk resumes from its workspace's latest checkpoint (main.py's default --ckpt latest).
+        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        iters = params.get("iterations") or commands.SYNCTALK_HEAD_ITERS
+        model = PurePosixPath(job.node.workdir) / "model" / avatar.slug
+        argv = commands.synctalk_train(name=avatar.slug, workspace=avatar.slug, iters=iters,
+                                       data_root=str(data.parent), model_root=str(model.parent))  # fmt: skip
+        parser, listing = synctalk.TrainParser(iters=iters), _list_synctalk_checkpoints
     return Plan(
         invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd),
+                        mounts=[job.node.workdir], cwd=cwd, env=env),
         parser=parser,
         outputs={"model_path": str(model)},
         uploads=scripts,
-        verify=lambda conn: None if conn.exists(str(model / "cfg_args")) else "Training left no cfg_args.",
-        finish=lambda conn: _list_checkpoints(conn, model),
+        prepare=prepare,
+        verify=None if avatar.engine == Avatar.Engine.SYNCTALK else _has_cfg_args(model),
+        finish=lambda conn: listing(conn, model),
     )  # fmt: skip
+
+
+def _has_cfg_args(model: PurePosixPath):
+    # render.py cannot load a model without cfg_args (spec §1.6): a training without it is no model.
+    return lambda conn: None if conn.exists(str(model / "cfg_args")) else "Training left no cfg_args."
+
+
+def _derived_config(job: Job, engine_root: str, target: str, iterations: int):
+    def prepare(conn: NodeConnection) -> None:
+        base = f"{engine_root}/{commands.GAUSSIANTALKER_CONFIG}"
+        if job.node.runtime == Node.Runtime.DOCKER:
+            read = ["docker", "run", "--rm", "--entrypoint", "cat", job.node.docker_image, base]
+        else:
+            read = ["cat", base]
+        result = conn.run(read, timeout=300)
+        if result.returncode != 0:
+            raise NodeError(f"Could not read GaussianTalker's config {base}: {result.output.strip()[:300]}")
+        try:
+            text = commands.derived_config_text(result.output, iterations)
+        except ValueError as error:
+            raise NodeError(str(error)) from None
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "config.py"
+            local.write_text(text)
+            conn.put(local, target)
+
+    return prepare
+
+
+SYNCTALK_CHECKPOINT = re.compile(r"^ngp_ep(\d+)\.pth$")
+
+
+def _list_synctalk_checkpoints(conn: NodeConnection, workspace: PurePosixPath) -> dict:
+    """SyncTalk keeps checkpoints/ngp_ep<EEEE>.pth, one per epoch (spec §2.4)."""
+    folder = shlex.quote(str(workspace / "checkpoints"))
+    listing = conn.run(["sh", "-c", f"du -sb {folder}/ngp_ep*.pth"], timeout=120)
+    checkpoints = []
+    for line in listing.output.splitlines():
+        size, _, path = line.partition("\t")
+        match = SYNCTALK_CHECKPOINT.match(PurePosixPath(path).name)
+        if match and size.isdigit():
+            checkpoints.append(("epoch", int(match.group(1)), path, int(size)))
+    return {"checkpoints": checkpoints}
 
 
 def after_preprocess(job: Job) -> None:

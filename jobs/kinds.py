@@ -28,6 +28,7 @@ class Plan:
     collect: tuple[tuple[str, str], ...] = ()  # (path on the node, file name) brought back after success
     # After a clean exit: check what the engine left (None = fine, else the error), then read results.
     # Engines' exit codes cannot always be trusted (GaussianTalker's process.py, spec §0).
+    prepare: Callable[[NodeConnection], None] | None = None  # after the uploads, before the start
     verify: Callable[[NodeConnection], str | None] | None = None
     finish: Callable[[NodeConnection], dict] | None = None
 

@@ -262,6 +262,8 @@ class Attempt:
         try:
             for local_path, remote_path in self.plan.uploads:
                 self.conn.put(local_path, remote_path)
+            if self.plan.prepare:
+                self.plan.prepare(self.conn)
             self.process = self.conn.start(
                 invocation.argv, marker=self.job.marker, cwd=invocation.cwd, env=invocation.env
             )
