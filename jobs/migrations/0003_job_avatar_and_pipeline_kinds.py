@@ -5,21 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('avatars', '0001_initial'),
-        ('jobs', '0002_job_timeout'),
+        ("avatars", "0001_initial"),
+        ("jobs", "0002_job_timeout"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='avatar',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='jobs', to='avatars.avatar'),
+            model_name="job",
+            name="avatar",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="jobs",
+                to="avatars.avatar",
+            ),
         ),
         migrations.AlterField(
-            model_name='job',
-            name='kind',
-            field=models.CharField(choices=[('demo_train', 'Demo training'), ('preprocess', 'Preprocessing'), ('train', 'Training')], max_length=32),
+            model_name="job",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("demo_train", "Demo training"),
+                    ("preprocess", "Preprocessing"),
+                    ("train", "Training"),
+                ],
+                max_length=32,
+            ),
         ),
     ]
