@@ -17,6 +17,7 @@ import logging
 import threading
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,51 @@ class EventPublisher:
         return done.wait(timeout)
 
 
-publisher = EventPublisher()
-atexit.register(publisher.flush, 2.0)
+class PubSubPublisher:
+    """The fast path for Channels' Redis pub/sub layer on one Redis: a plain synchronous PUBLISH, in the
+    layer's own wire format (its serializer, ``<prefix>__group__<group>`` channels), from the calling
+    thread. No event-loop hop and no asyncio Redis client per message: the runner's CPU per log line
+    dropped by about a third (bench/progress.py), and ordering is simply the caller's."""
+
+    def __init__(self, layer, prefix: str):
+        import redis
+
+        self._layer, self._prefix = layer, prefix
+        self._redis = redis.Redis.from_url(settings.REDIS_URL)
+
+    def publish(self, group: str, message: dict) -> None:
+        try:
+            self._redis.publish(f"{self._prefix}__group__{group}", self._layer.serialize(message))
+        except Exception:  # a lost live event must never break the job that raised it
+            logger.exception("could not publish %s to %s", message.get("type"), group)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        return True
+
+
+def _publisher():
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    layer = get_channel_layer()
+    config = settings.CHANNEL_LAYERS["default"].get("CONFIG", {})
+    if isinstance(layer, RedisPubSubChannelLayer) and config.get("hosts") == [settings.REDIS_URL]:
+        return PubSubPublisher(layer, config.get("prefix", "asgi"))
+    return EventPublisher()
+
+
+class _LazyPublisher:
+    """Chosen on first use (settings are not ready at import time)."""
+
+    _chosen = None
+
+    def __getattr__(self, name):
+        if _LazyPublisher._chosen is None:
+            _LazyPublisher._chosen = _publisher()
+        return getattr(_LazyPublisher._chosen, name)
+
+
+publisher = _LazyPublisher()
+atexit.register(lambda: publisher.flush(2.0))
 
 
 def publish(group: str, message: dict) -> None:
