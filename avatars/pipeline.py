@@ -34,30 +34,20 @@ def model_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
     return PurePosixPath(workdir) / "output" / avatar.slug
 
 
-def _clean_iterations(value) -> int | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ServiceError("iterations must be a whole number.") from None
-    if not 10 <= number <= 500_000:
-        raise ServiceError(f"iterations must be between 10 and 500000; got {number}.")
-    return number
-
-
 @transaction.atomic
 def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=None) -> Job:
     """Start (or restart) an avatar's training pipeline. Returns its first job."""
-    from jobs.services import job_submit
+    from jobs.services import int_param, job_submit
 
     if avatar.status not in (Avatar.Status.READY_TO_TRAIN, Avatar.Status.FAILED, Avatar.Status.TRAINED):
         if avatar.status == Avatar.Status.NEEDS_ATTENTION:
             raise ServiceError("The video failed quality checks: replace it, or choose 'Train anyway' first.")
         raise ServiceError("This avatar is already training: wait for it, or cancel its jobs.")
     params = {"avatar": avatar.pk}
-    if (count := _clean_iterations(iterations)) is not None:
-        params["iterations"] = count
+    if iterations not in (None, ""):
+        params["iterations"] = int_param(
+            {"iterations": iterations}, "iterations", 0, minimum=10, maximum=500_000
+        )
     if avatar.engine == Avatar.Engine.DEMO:
         params["seconds"] = float(seconds) if seconds not in (None, "") else 20.0
     ready = avatar.datasets.filter(complete=True, node__enabled=True).select_related("node")

@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 # --- submit ---------------------------------------------------------------------------------------
 
 
-def _int_param(params: dict, name: str, default: int, *, minimum: int, maximum: int) -> int:
+def int_param(params: dict, name: str, default: int, *, minimum: int, maximum: int) -> int:
+    """``params[name]`` as a whole number within bounds, or a ServiceError that names it and the range."""
     value = params.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ServiceError(f"{name} must be a whole number between {minimum} and {maximum}.")
@@ -45,12 +46,12 @@ def _clean_demo_train(params: dict) -> dict:
         raise ServiceError(f"seconds must be between 0 and 86400; got {seconds:g}.")
     cleaned = {
         "seconds": seconds,
-        "iterations": _int_param(params, "iterations", 1000, minimum=10, maximum=100_000),
-        "coarse_iterations": _int_param(params, "coarse_iterations", 500, minimum=10, maximum=100_000),
-        "save_every": _int_param(params, "save_every", 500, minimum=1, maximum=100_000),
+        "iterations": int_param(params, "iterations", 1000, minimum=10, maximum=100_000),
+        "coarse_iterations": int_param(params, "coarse_iterations", 500, minimum=10, maximum=100_000),
+        "save_every": int_param(params, "save_every", 500, minimum=1, maximum=100_000),
     }
     if params.get("fail_at"):
-        cleaned["fail_at"] = _int_param(params, "fail_at", 0, minimum=1, maximum=100_000)
+        cleaned["fail_at"] = int_param(params, "fail_at", 0, minimum=1, maximum=100_000)
     if params.get("stamp_lines"):
         cleaned["stamp_lines"] = True  # the demo appends the wall clock to bar lines (latency benchmarks)
     unknown = set(params) - set(cleaned) - {"fail_at", "stamp_lines", "node"}

@@ -1,6 +1,11 @@
 """``make run``: the portal on one machine with its embedded defaults (SQLite, local Redis)."""
 
-from .base import *  # noqa: F403
+import os
+
+# Development only: a fixed key so manage.py works on a fresh checkout (make run generates a real one).
+os.environ.setdefault("SECRET_KEY", "dev-only-insecure-key-never-used-in-production-0123456789")
+
+from .base import *  # noqa: E402, F403
 
 DEBUG = True
 WHITENOISE_USE_FINDERS = True
