@@ -194,3 +194,47 @@ def test_log_in_failure_and_api_docs_render_offline(chromium_page, alice):
         outside, errors = page.outside_requests, page.errors
     assert outside == []
     assert errors == []
+
+
+@pytest.fixture
+def short_videos_allowed(monkeypatch):
+    """The server (a subprocess) reads these at start: short test videos, few sampled frames."""
+    monkeypatch.setenv("AVATAR_MIN_SECONDS", "2")
+    monkeypatch.setenv("QUALITY_SAMPLE_FRAMES", "6")
+
+
+def test_an_avatar_upload_shows_its_progress_and_lands_on_the_checked_avatar(
+    short_videos_allowed, chromium_page, alice, videos
+):
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto("/avatars/new/")
+        page.fill("#id_name", "Anna")
+        page.select_option("#id_engine", "demo")
+        page.set_input_files("#id_video", str(videos["good"]))
+        page.check("#id_consent")
+        page.evaluate(
+            """() => {
+                sessionStorage.setItem('maxUpload', '0');
+                const bar = document.getElementById('upload-progress');
+                const keep = () => sessionStorage.setItem('maxUpload', bar.getAttribute('aria-valuenow'));
+                new MutationObserver(keep).observe(bar, {attributes: true});
+            }"""
+        )
+        page.click("#avatar-form button[type=submit]")
+        page.wait_for_url(re.compile(r"/avatars/\d+/$"), timeout=60_000)
+        assert page.evaluate("sessionStorage.getItem('maxUpload')") == "100"
+        assert "Anna" in page.locator("h1").inner_text()
+        assert "passed" in page.locator("#quality h2").inner_text()
+        assert page.locator("video").count() == 1
+
+        page.goto("/avatars/new/")
+        page.fill("#id_name", "Silent")
+        page.set_input_files("#id_video", str(videos["no_audio"]))
+        page.check("#id_consent")
+        page.click("#avatar-form button[type=submit]")
+        page.wait_for_function(
+            "() => document.getElementById('upload-errors').textContent.includes('no audio')"
+        )
+        assert page.url.endswith("/avatars/new/")
+        assert page.outside_requests == [] and page.errors == []
