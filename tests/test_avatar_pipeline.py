@@ -68,6 +68,9 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
         ("train", "succeeded"),
     ], [job.error for job in jobs]
     preprocess, train = jobs
+    listed = client.get(f"/api/jobs/?avatar={avatar.pk}").json()["results"]
+    assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk]
+    assert {job["avatar"] for job in listed} == {avatar.pk}
     assert train.parent == preprocess and train.node == preprocess.node == node
     assert avatar.status == Avatar.Status.TRAINED
     series = train.result["series"]

@@ -16,6 +16,7 @@ class JobSerializer(serializers.ModelSerializer):
         fields = [
             "id", "kind", "owner", "status", "stage", "progress", "eta_seconds", "metrics", "params",
             "result", "error", "node", "gpu", "attempts", "max_attempts", "timeout_seconds", "parent",
+            "avatar",
             "log_line_count",
             "created_at", "placed_at", "started_at", "finished_at", "heartbeat_at", "cancel_requested_at",
         ]  # fmt: skip

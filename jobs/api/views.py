@@ -36,6 +36,8 @@ class JobViewSet(
                 jobs = jobs.filter(**{field: value})
         if node := self.request.query_params.get("node"):
             jobs = jobs.filter(node__name=node)
+        if (avatar := self.request.query_params.get("avatar", "")).isdigit():
+            jobs = jobs.filter(avatar_id=int(avatar))
         return jobs
 
     @extend_schema(
@@ -43,6 +45,7 @@ class JobViewSet(
             OpenApiParameter("status", str, description="queued, running, succeeded, failed or canceled"),
             OpenApiParameter("kind", str),
             OpenApiParameter("node", str, description="node name"),
+            OpenApiParameter("avatar", int, description="avatar id: its pipeline's jobs"),
         ]
     )
     def list(self, request, *args, **kwargs):
