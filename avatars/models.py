@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.db import models
 
-from gpu_nodes.models import SLUG_PATTERN, slug_validator  # noqa: F401 - same rules for every name in paths
+from gpu_nodes.models import slug_validator  # one rule for every name that reaches paths
 
 
 class Avatar(models.Model):

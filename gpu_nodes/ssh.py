@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import io
 import os
@@ -575,9 +574,3 @@ def _sha256_file(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def close_all() -> None:
-    with contextlib.suppress(Exception):
-        for transport, _ in list(pool._transports.values()):
-            transport.close()
