@@ -219,6 +219,39 @@ def _list_synctalk_checkpoints(conn: NodeConnection, workspace: PurePosixPath) -
     return {"checkpoints": checkpoints}
 
 
+def render_validation_plan(job: Job) -> Plan:
+    """Render the held-out val split with the latest iteration (``--skip_train``), and bring the result
+    video back. Spec §1.6–1.7: the test set's video is named after the raw ``--iteration`` (-1 here)."""
+    avatar = job.avatar
+    data = pipeline.dataset_dir(avatar, job.node.workdir)
+    model = pipeline.model_dir(avatar, job.node.workdir)
+    scripts, env = (), {}
+    if avatar.engine == Avatar.Engine.DEMO:
+        python, (render,), scripts = _python_and_scripts(job, "demo/render.py")
+        argv = [python, "-u", render, "-s", str(data), "--model_path", str(model), "--iteration", "-1",
+                "--batch", "128", "--skip_train"]  # fmt: skip
+        cwd = str(data)
+    else:
+        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        argv = commands.gaussiantalker_validation_render(
+            data_root=str(data.parent), output_root=str(model.parent), name=avatar.slug, iteration=-1
+        )
+    video = gaussiantalker.render_output_path(str(model), "test", -1)
+    return Plan(
+        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
+                        mounts=[job.node.workdir], cwd=cwd, env=env),
+        parser=gaussiantalker.RenderParser(sets=("test",)),
+        outputs={"video": video},
+        uploads=scripts,
+        verify=lambda conn: None if conn.exists(video) else f"render.py left no validation video at {video}.",
+        collect=((video, "validation.mov"),),
+    )  # fmt: skip
+
+
+def after_render_validation(job: Job) -> None:
+    pipeline.after_render_validation(job)
+
+
 def after_preprocess(job: Job) -> None:
     pipeline.after_preprocess(job)
 

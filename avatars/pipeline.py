@@ -1,4 +1,5 @@
-"""Training an avatar as chained jobs: preprocess → train (render and evaluation follow in later work).
+"""Training an avatar as chained jobs: preprocess → train → render the validation split (GaussianTalker
+and the demo; SyncTalk's training tests the val split itself). Evaluation follows in later work.
 
 Each step is its own Job row with the previous one as parent, so each can be retried or resumed on its
 own. Preprocessing is skipped when a node already holds the avatar's complete dataset; training then runs
@@ -93,6 +94,31 @@ def after_train(job: Job, checkpoints: list[tuple[str, int, str, int]]) -> None:
             avatar=avatar, node=job.node, stage=stage, iteration=iteration,
             defaults={"path": path, "size_bytes": size},
         )  # fmt: skip
+    if avatar.engine == Avatar.Engine.SYNCTALK:
+        # SyncTalk's training ends by evaluating and testing on the val split itself (spec §2.4).
+        Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
+        return
+    from jobs.services import job_submit
+
+    params = {"avatar": avatar.pk}
+    job_submit(
+        owner=job.owner,
+        kind=Job.Kind.RENDER_VALIDATION,
+        params=params,
+        node=job.node,
+        parent=job,
+        avatar=avatar,
+    )
+
+
+def after_render_validation(job: Job) -> None:
+    """The validation video is back: the avatar is trained (evaluation against ground truth follows)."""
+    avatar = job.avatar
+    if avatar is None:
+        return
+    if job.status != Job.Status.SUCCEEDED:
+        _avatar_failed(avatar, job)
+        return
     Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
 
 

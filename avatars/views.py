@@ -57,9 +57,11 @@ def avatar_new(request):
 def avatar_detail(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
     latest_train = avatar.jobs.filter(kind="train").order_by("-created_at").first()
+    has_validation = avatar.jobs.filter(kind="render_validation", status="succeeded").exists()
     context = {
         "avatar": avatar,
         "latest_train": latest_train,
+        "has_validation": has_validation,
         "series": (latest_train.result.get("series", []) if latest_train else []),
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
@@ -120,7 +122,13 @@ def avatar_media(request, avatar_id: int, what: str):
 
     In production the proxy sends the bytes (X-Accel-Redirect to an internal location)."""
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
-    relative = getattr(avatar, MEDIA_FILES.get(what, ""), "") if what in MEDIA_FILES else ""
+    if what == "validation":
+        render = (
+            avatar.jobs.filter(kind="render_validation", status="succeeded").order_by("-finished_at").first()
+        )
+        relative = render.result.get("files", {}).get("validation.mov", "") if render else ""
+    else:
+        relative = getattr(avatar, MEDIA_FILES[what], "") if what in MEDIA_FILES else ""
     if not relative:
         raise Http404("No such file.")
     if getattr(settings, "MEDIA_ACCEL_REDIRECT", False):

@@ -105,6 +105,10 @@ def _avatar_kinds() -> dict[str, KindSpec]:
         Job.Kind.TRAIN: KindSpec(
             label="Train the avatar", needs_gpu=False, plan=job_kinds.train_plan, after=job_kinds.after_train,
         ),
+        Job.Kind.RENDER_VALIDATION: KindSpec(
+            label="Render the validation split", needs_gpu=False, plan=job_kinds.render_validation_plan,
+            after=job_kinds.after_render_validation,
+        ),
     }  # fmt: skip
 
 

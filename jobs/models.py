@@ -19,6 +19,7 @@ class Job(models.Model):
         DEMO_TRAIN = "demo_train", "Demo training"
         PREPROCESS = "preprocess", "Preprocessing"
         TRAIN = "train", "Training"
+        RENDER_VALIDATION = "render_validation", "Validation render"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -73,6 +73,7 @@ PARAM_CLEANERS = {
     Job.Kind.DEMO_TRAIN: _clean_demo_train,
     Job.Kind.PREPROCESS: _clean_avatar_step,
     Job.Kind.TRAIN: _clean_avatar_step,
+    Job.Kind.RENDER_VALIDATION: _clean_avatar_step,
 }
 
 

@@ -4,7 +4,9 @@ training again skips preprocessing on the node that holds the data."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -37,6 +39,17 @@ def trained(avatar_id: int, timeout: float = 120) -> Avatar:
     return wait_for(done, timeout, interval=0.2, message="the pipeline to end")
 
 
+def ffprobe_frames(video: bytes, folder: Path) -> int:
+    path = folder / "validation.mov"
+    path.write_bytes(video)
+    output = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+         "stream=nb_read_frames", "-of", "csv=p=0", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return int(output.strip())
+
+
 @pytest.mark.parametrize("node_kind", ["local", "ssh"])
 def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     alice,
@@ -45,6 +58,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     request,
     processes,
     redis_db,
+    tmp_path,
 ):
     if node_kind == "local":
         node = request.getfixturevalue("make_node")()
@@ -66,10 +80,12 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     assert [(job.kind, job.status) for job in jobs] == [
         ("preprocess", "succeeded"),
         ("train", "succeeded"),
+        ("render_validation", "succeeded"),
     ], [job.error for job in jobs]
-    preprocess, train = jobs
+    preprocess, train, render = jobs
+    assert render.parent == train and render.node == node
     listed = client.get(f"/api/jobs/?avatar={avatar.pk}").json()["results"]
-    assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk]
+    assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk, render.pk]
     assert {job["avatar"] for job in listed} == {avatar.pk}
     assert train.parent == preprocess and train.node == preprocess.node == node
     assert avatar.status == Avatar.Status.TRAINED
@@ -78,6 +94,14 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     assert series[-1]["progress"] == 1.0
     page_client = Client()
     page_client.force_login(alice)
+    validation = page_client.get(f"/avatars/{avatar.pk}/media/validation/")
+    assert validation.status_code == 200
+    fetched = b"".join(validation.streaming_content)
+    assert fetched[4:8] == b"ftyp" and len(fetched) > 1000  # the QuickTime video render.py made
+    frames_val = json.loads(
+        (Path(DatasetCopy.objects.get(avatar=avatar).path) / "transforms_val.json").read_text()
+    )
+    assert ffprobe_frames(fetched, tmp_path) == len(frames_val["frames"])
     page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
     assert (
         'id="curve"' in page
@@ -108,6 +132,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     avatar = trained(avatar.pk)
     assert avatar.status == Avatar.Status.TRAINED
     assert Job.objects.filter(avatar=avatar, kind="preprocess").count() == 1
+    assert Job.objects.filter(avatar=avatar, kind="render_validation").count() == 2
     assert os.stat(video_on_node).st_mtime_ns == sent_at
     assert DatasetCopy.objects.filter(avatar=avatar).count() == 1
 
