@@ -202,7 +202,19 @@ def ssh_server():
     server = start_server(folder)
     yield server
     server.stop()
+    shutil.rmtree(server.run_folder, ignore_errors=True)
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _media_root_removed_at_the_end():
+    """Test media live in a folder of this run's own under the temp folder; it goes at the end."""
+    import shutil
+
+    yield
+    run_folder = Path(settings.MEDIA_ROOT).parent
+    if run_folder.name.startswith("talkforge-test-"):
+        shutil.rmtree(run_folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -121,12 +121,17 @@ class SSHServer:
         keygen(self.host_key_path)
         self.start()
 
+    @property
+    def run_folder(self) -> Path:
+        """This run's folder in the SSH user's home (removed at the end; concurrent runs have their own)."""
+        return self.home / "talkforge-tests" / self.folder.name
+
     def user_folder(self, name: str) -> Path:
         """A fresh folder owned by the SSH user in its home."""
         account = pwd.getpwnam(self.user)
-        folder = self.home / "talkforge-tests" / f"{name}-{secrets.token_hex(4)}"
+        folder = self.run_folder / f"{name}-{secrets.token_hex(4)}"
         folder.mkdir(parents=True)
-        for path in (self.home / "talkforge-tests", folder):
+        for path in (self.home / "talkforge-tests", self.run_folder, folder):
             os.chown(path, account.pw_uid, account.pw_gid)
         return folder
 
