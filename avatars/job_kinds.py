@@ -246,15 +246,3 @@ def render_validation_plan(job: Job) -> Plan:
         verify=lambda conn: None if conn.exists(video) else f"render.py left no validation video at {video}.",
         collect=((video, "validation.mov"),),
     )  # fmt: skip
-
-
-def after_render_validation(job: Job) -> None:
-    pipeline.after_render_validation(job)
-
-
-def after_preprocess(job: Job) -> None:
-    pipeline.after_preprocess(job)
-
-
-def after_train(job: Job) -> None:
-    pipeline.after_train(job, [tuple(item) for item in job.result.get("checkpoints", [])])

@@ -61,65 +61,57 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
     return job_submit(owner=owner, kind=Job.Kind.PREPROCESS, params=params, node=node, avatar=avatar)
 
 
-def after_preprocess(job: Job) -> None:
-    """Record the dataset on the node; on success chain training there."""
+def _succeeded(job: Job) -> Avatar | None:
+    """The job's avatar when the step succeeded; otherwise the avatar is marked failed (or ready again,
+    after a cancel) and there is nothing to follow up."""
+    avatar = job.avatar
+    if avatar is not None and job.status != Job.Status.SUCCEEDED:
+        _avatar_failed(avatar, job)
+        return None
+    return avatar
+
+
+def _next_step(job: Job, kind: str) -> Job:
+    """Chain the pipeline's next step on the same node (its data is there), with this step as parent."""
     from jobs.services import job_submit
 
-    avatar = job.avatar
-    if avatar is None:
-        return
-    if job.status != Job.Status.SUCCEEDED:
-        _avatar_failed(avatar, job)
+    return job_submit(
+        owner=job.owner, kind=kind, params=job.params, node=job.node, parent=job, avatar=job.avatar
+    )
+
+
+def after_preprocess(job: Job) -> None:
+    """Record the dataset on the node; on success chain training there."""
+    if (avatar := _succeeded(job)) is None:
         return
     DatasetCopy.objects.update_or_create(
         avatar=avatar, node=job.node,
         defaults={"path": str(dataset_dir(avatar, job.node.workdir)), "complete": True,
                   "stages": job.result.get("stages", {})},
     )  # fmt: skip
-    job_submit(
-        owner=job.owner, kind=Job.Kind.TRAIN, params=job.params, node=job.node, parent=job, avatar=avatar
-    )
+    _next_step(job, Job.Kind.TRAIN)
 
 
-def after_train(job: Job, checkpoints: list[tuple[str, int, str, int]]) -> None:
-    """Record the checkpoints the training left ((stage, iteration, path, size)); the avatar is trained."""
-    avatar = job.avatar
-    if avatar is None:
+def after_train(job: Job) -> None:
+    """Record the checkpoints the training left (result "checkpoints": (stage, iteration, path, size));
+    then render the validation split, except for SyncTalk, whose training tests it itself (spec §2.4)."""
+    if (avatar := _succeeded(job)) is None:
         return
-    if job.status != Job.Status.SUCCEEDED:
-        _avatar_failed(avatar, job)
-        return
-    for stage, iteration, path, size in checkpoints:
+    for stage, iteration, path, size in job.result.get("checkpoints", []):
         Checkpoint.objects.update_or_create(
             avatar=avatar, node=job.node, stage=stage, iteration=iteration,
             defaults={"path": path, "size_bytes": size},
         )  # fmt: skip
     if avatar.engine == Avatar.Engine.SYNCTALK:
-        # SyncTalk's training ends by evaluating and testing on the val split itself (spec §2.4).
         Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
-        return
-    from jobs.services import job_submit
-
-    params = {"avatar": avatar.pk}
-    job_submit(
-        owner=job.owner,
-        kind=Job.Kind.RENDER_VALIDATION,
-        params=params,
-        node=job.node,
-        parent=job,
-        avatar=avatar,
-    )
+    else:
+        _next_step(job, Job.Kind.RENDER_VALIDATION)
 
 
 def after_render_validation(job: Job) -> None:
     """The validation video is back: the avatar is trained (evaluation against ground truth follows)."""
-    avatar = job.avatar
-    if avatar is None:
-        return
-    if job.status != Job.Status.SUCCEEDED:
-        _avatar_failed(avatar, job)
-        return
-    Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
+    if (avatar := _succeeded(job)) is not None:
+        Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
 
 
 def _avatar_failed(avatar: Avatar, job: Job) -> None:

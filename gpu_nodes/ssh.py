@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import os
@@ -503,10 +504,23 @@ class SSHConnection(NodeConnection):
         result = self._exec(shlex.join(["sh", "-c", script, "sh", remote_path, str(size)]), timeout=3600)
         return result.returncode == 0 and result.output.split()[:1] == [sha256]
 
-    def _upload_from(self, local_path: Path, partial: str, offset: int) -> None:
-        redirect = ">>" if offset else ">"
+    @contextlib.contextmanager
+    def _transfer(self, what: str):
+        """A channel for one file transfer; a broken connection becomes ConnectionLost (it resumes later)."""
         channel = self._channel()
         try:
+            yield channel
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            pool.drop(self.node)
+            raise ConnectionLost(
+                f"The {what} on node {self.node.name} broke ({error}); it resumes on retry."
+            ) from None
+        finally:
+            channel.close()
+
+    def _upload_from(self, local_path: Path, partial: str, offset: int) -> None:
+        redirect = ">>" if offset else ">"
+        with self._transfer(f"upload of {local_path.name}") as channel:
             channel.set_combine_stderr(True)
             channel.exec_command(f"cat {redirect} {shlex.quote(partial)}")
             with open(local_path, "rb") as source:
@@ -516,14 +530,6 @@ class SSHConnection(NodeConnection):
             channel.shutdown_write()
             output = b"".join(iter(lambda: channel.recv(65536), b"")).decode("utf-8", "replace").strip()
             status = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            pool.drop(self.node)
-            raise ConnectionLost(
-                f"The upload of {local_path.name} to node {self.node.name} broke ({error}); "
-                "it resumes on retry."
-            ) from None
-        finally:
-            channel.close()
         if status != 0:
             raise NodeError(
                 f"Writing {partial} on node {self.node.name} failed (exit {status}): {output[:300]}"
@@ -549,21 +555,12 @@ class SSHConnection(NodeConnection):
         raise NodeError(f"{remote_path} arrived damaged from node {self.node.name} twice (SHA-256 differs).")
 
     def _download_from(self, remote_path: str, partial: Path, offset: int) -> None:
-        channel = self._channel()
-        try:
+        with self._transfer(f"download of {remote_path}") as channel:
             channel.exec_command(shlex.join(["tail", "-c", f"+{offset + 1}", remote_path]))
             with open(partial, "ab" if offset else "wb") as target:
                 while data := channel.recv(CHUNK):
                     target.write(data)
             status = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, EOFError) as error:
-            pool.drop(self.node)
-            raise ConnectionLost(
-                f"The download of {remote_path} from node {self.node.name} broke ({error}); "
-                "it resumes on retry."
-            ) from None
-        finally:
-            channel.close()
         if status != 0:
             raise NodeError(f"Reading {remote_path} on node {self.node.name} failed (exit {status}).")
 

@@ -95,19 +95,19 @@ def _demo_train(job: Job) -> Plan:
 
 
 def _avatar_kinds() -> dict[str, KindSpec]:
-    from avatars import job_kinds
+    from avatars import job_kinds, pipeline
 
     return {
         Job.Kind.PREPROCESS: KindSpec(
             label="Preprocess the training video", needs_gpu=False, plan=job_kinds.preprocess_plan,
-            after=job_kinds.after_preprocess,
+            after=pipeline.after_preprocess,
         ),
         Job.Kind.TRAIN: KindSpec(
-            label="Train the avatar", needs_gpu=False, plan=job_kinds.train_plan, after=job_kinds.after_train,
+            label="Train the avatar", needs_gpu=False, plan=job_kinds.train_plan, after=pipeline.after_train,
         ),
         Job.Kind.RENDER_VALIDATION: KindSpec(
             label="Render the validation split", needs_gpu=False, plan=job_kinds.render_validation_plan,
-            after=job_kinds.after_render_validation,
+            after=pipeline.after_render_validation,
         ),
     }  # fmt: skip
 
