@@ -15,8 +15,9 @@ from django.conf import settings
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import wrap
-from jobs.kinds import Plan
+from jobs.kinds import KindSpec, Plan, register
 from jobs.models import Job
+from talkforge.errors import ServiceError
 
 from . import pipeline
 from .engines import commands, gaussiantalker, synctalk
@@ -246,3 +247,30 @@ def render_validation_plan(job: Job) -> Plan:
         verify=lambda conn: None if conn.exists(video) else f"render.py left no validation video at {video}.",
         collect=((video, "validation.mov"),),
     )  # fmt: skip
+
+
+def clean_avatar_step(params: dict) -> dict:
+    """Pipeline steps carry the avatar, the training settings chosen when it was started, and (rendering
+    and evaluating a chosen checkpoint) its iteration."""
+    allowed = {"avatar", "iterations", "seconds", "iteration", "node"}
+    unknown = set(params) - allowed
+    if unknown:
+        raise ServiceError(f"Unknown parameter(s) for an avatar job: {', '.join(sorted(unknown))}.")
+    return {key: value for key, value in params.items() if key != "node"}
+
+
+def register_kinds() -> None:
+    steps = (
+        (Job.Kind.PREPROCESS, "Preprocess the training video", preprocess_plan, pipeline.after_preprocess),
+        (Job.Kind.TRAIN, "Train the avatar", train_plan, pipeline.after_train),
+        (Job.Kind.RENDER_VALIDATION, "Render the validation split", render_validation_plan,
+         pipeline.after_render_validation),
+        (Job.Kind.EVALUATE, "Evaluate against the ground truth", evaluate_plan, pipeline.after_evaluate),
+    )  # fmt: skip
+    for kind, label, plan, after in steps:
+        spec = KindSpec(label=label, needs_gpu=False, plan=plan, clean=clean_avatar_step, after=after)
+        register(kind, spec)
+
+
+def evaluate_plan(job: Job) -> Plan:
+    raise NotImplementedError

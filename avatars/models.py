@@ -96,3 +96,33 @@ class Checkpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.avatar.slug} {self.stage} {self.iteration}"
+
+
+class Evaluation(models.Model):
+    """Quality figures of one checkpoint: its render of the validation split against the dataset's
+    ground-truth frames (``gt_imgs`` of ``transforms_val.json``), with the per-frame series."""
+
+    avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="evaluations")
+    checkpoint = models.ForeignKey(
+        Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    iteration = models.IntegerField(help_text="The checkpoint's iteration (or epoch for SyncTalk).")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    psnr = models.FloatField(null=True, blank=True, help_text="Mean PSNR in dB over the compared frames.")
+    ssim = models.FloatField(null=True, blank=True, help_text="Mean SSIM over the compared frames.")
+    lpips = models.FloatField(null=True, blank=True, help_text="Only when LPIPS weights are available.")
+    frames = models.PositiveIntegerField(default=0, help_text="Frames compared.")
+    rendered_frames = models.PositiveIntegerField(default=0)
+    reference_frames = models.PositiveIntegerField(default=0)
+    per_frame = models.JSONField(default=dict, blank=True, help_text='{"psnr": [...], "ssim": [...]}')
+    notes = models.JSONField(default=list, blank=True, help_text="Mismatches and what was not computed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["avatar", "iteration"]
+        constraints = [
+            models.UniqueConstraint(fields=["avatar", "iteration"], name="evaluation_one_per_iteration")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.avatar.slug} @ {self.iteration}: PSNR {self.psnr} SSIM {self.ssim}"

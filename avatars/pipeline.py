@@ -126,3 +126,7 @@ def shell_and(*commands: list[str]) -> list[str]:
 
 def local_video(avatar: Avatar) -> Path:
     return Path(settings.MEDIA_ROOT) / avatar.video
+
+
+def after_evaluate(job: Job) -> None:
+    """Store the quality figures (filled in below)."""

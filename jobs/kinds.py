@@ -38,6 +38,7 @@ class KindSpec:
     label: str
     needs_gpu: bool
     plan: Callable[[Job], Plan]
+    clean: Callable[[dict], dict]  # the submitted params → the stored ones; ServiceError when invalid
     after: Callable[[Job], None] | None = None  # once the job has ended, whatever the outcome
 
 
@@ -94,33 +95,26 @@ def _demo_train(job: Job) -> Plan:
     )
 
 
-def _avatar_kinds() -> dict[str, KindSpec]:
-    from avatars import job_kinds, pipeline
-
-    return {
-        Job.Kind.PREPROCESS: KindSpec(
-            label="Preprocess the training video", needs_gpu=False, plan=job_kinds.preprocess_plan,
-            after=pipeline.after_preprocess,
-        ),
-        Job.Kind.TRAIN: KindSpec(
-            label="Train the avatar", needs_gpu=False, plan=job_kinds.train_plan, after=pipeline.after_train,
-        ),
-        Job.Kind.RENDER_VALIDATION: KindSpec(
-            label="Render the validation split", needs_gpu=False, plan=job_kinds.render_validation_plan,
-            after=pipeline.after_render_validation,
-        ),
-    }  # fmt: skip
+KINDS: dict[str, KindSpec] = {}
 
 
-KINDS: dict[str, KindSpec] = {
-    Job.Kind.DEMO_TRAIN: KindSpec(
-        label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train
-    ),
-}
+def register(kind: str, spec: KindSpec) -> None:
+    """Apps add their kinds from ``AppConfig.ready()``, so the job machinery knows nothing of engines."""
+    KINDS[kind] = spec
 
 
 def kind_spec(kind: str) -> KindSpec:
     return KINDS[kind]
 
 
-KINDS.update(_avatar_kinds())
+def _clean_demo_train(params: dict) -> dict:
+    from .services import clean_demo_train
+
+    return clean_demo_train(params)
+
+
+register(
+    Job.Kind.DEMO_TRAIN,
+    KindSpec(label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train,
+             clean=_clean_demo_train),
+)  # fmt: skip

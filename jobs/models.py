@@ -20,6 +20,9 @@ class Job(models.Model):
         PREPROCESS = "preprocess", "Preprocessing"
         TRAIN = "train", "Training"
         RENDER_VALIDATION = "render_validation", "Validation render"
+        EVALUATE = "evaluate", "Evaluation"
+        GENERATE_VIDEO = "generate_video", "Video generation"
+        CHAT_REPLY = "chat_reply", "Chat reply"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -36,7 +36,7 @@ def int_param(params: dict, name: str, default: int, *, minimum: int, maximum: i
     return number
 
 
-def _clean_demo_train(params: dict) -> dict:
+def clean_demo_train(params: dict) -> dict:
     seconds = params.get("seconds", 20)
     try:
         seconds = float(seconds)
@@ -60,23 +60,6 @@ def _clean_demo_train(params: dict) -> dict:
     return cleaned
 
 
-def _clean_avatar_step(params: dict) -> dict:
-    """Pipeline steps carry the avatar and the training settings chosen when it was started."""
-    allowed = {"avatar", "iterations", "seconds", "node"}
-    unknown = set(params) - allowed
-    if unknown:
-        raise ServiceError(f"Unknown parameter(s) for an avatar job: {', '.join(sorted(unknown))}.")
-    return {key: value for key, value in params.items() if key != "node"}
-
-
-PARAM_CLEANERS = {
-    Job.Kind.DEMO_TRAIN: _clean_demo_train,
-    Job.Kind.PREPROCESS: _clean_avatar_step,
-    Job.Kind.TRAIN: _clean_avatar_step,
-    Job.Kind.RENDER_VALIDATION: _clean_avatar_step,
-}
-
-
 @transaction.atomic
 def job_submit(
     *,
@@ -95,7 +78,7 @@ def job_submit(
     if timeout_seconds is not None and not 1 <= timeout_seconds <= 30 * 86400:
         raise ServiceError(f"timeout_seconds must be between 1 and {30 * 86400}; got {timeout_seconds}.")
     params = dict(params or {})
-    cleaned = PARAM_CLEANERS[kind](params)
+    cleaned = kind_spec(kind).clean(params)
     if node is not None:
         if not node.enabled:
             raise ServiceError(
