@@ -171,6 +171,25 @@ SSH_KEEPALIVE_INTERVAL = env_int("SSH_KEEPALIVE_INTERVAL", 15, minimum=1)
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 5.0, minimum=0.2)
 NODE_PROBE_INTERVAL = env_float("NODE_PROBE_INTERVAL", 60.0, minimum=1.0)
 
+# --- Chat: ASR → LLM → TTS ---------------------------------------------------------------------------
+# Whisper model: a size the library downloads on first use ("tiny", "base", "small", …, into
+# CHAT_WHISPER_DOWNLOAD_DIR or ~/.cache/whisper) or a local .pt checkpoint path.
+CHAT_WHISPER_MODEL = env_str("CHAT_WHISPER_MODEL", "base")
+CHAT_WHISPER_DOWNLOAD_DIR = env_str("CHAT_WHISPER_DOWNLOAD_DIR", "")
+CHAT_WHISPER_DEVICE = env_str("CHAT_WHISPER_DEVICE", "")  # "" = cuda when available, else cpu
+# Any OpenAI-compatible chat-completions endpoint; Zhipu GLM by default. Conversations may override all three.
+CHAT_LLM_BASE_URL = env_str("CHAT_LLM_BASE_URL", "https://open.bigmodel.cn/api/paas/v4/")
+CHAT_LLM_MODEL = env_str("CHAT_LLM_MODEL", "glm-4-flash")
+CHAT_LLM_API_KEY = env_str("CHAT_LLM_API_KEY", "")
+CHAT_LLM_TIMEOUT = env_float("CHAT_LLM_TIMEOUT", 60.0, minimum=1.0)
+CHAT_LLM_HISTORY_TOKENS = env_int("CHAT_LLM_HISTORY_TOKENS", 3000, minimum=100)
+# XTTS v2 folder (config.json, model.pth, vocab.json[, speakers_xtts.pth]); without it voices are espeak-ng.
+CHAT_XTTS_DIR = env_str("CHAT_XTTS_DIR", "")
+CHAT_XTTS_DEVICE = env_str("CHAT_XTTS_DEVICE", "")  # "" = cuda when available, else cpu
+CHAT_VOICE_MIN_SECONDS = env_float("CHAT_VOICE_MIN_SECONDS", 3.0, minimum=0.5)
+CHAT_VOICE_MAX_SECONDS = env_float("CHAT_VOICE_MAX_SECONDS", 60.0, minimum=1.0)
+CHAT_SENTENCE_MIN_CHARS = env_int("CHAT_SENTENCE_MIN_CHARS", 20, minimum=1)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
