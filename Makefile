@@ -6,8 +6,9 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 RUFF := $(VENV)/bin/ruff
-# Written after the Python packages are installed; redone when pyproject.toml changes.
-STAMP := $(VENV)/.talkforge-installed
+# Written after the Python packages are installed; redone when pyproject.toml changes (the name changed
+# when the ML extra joined, so existing checkouts install it once).
+STAMP := $(VENV)/.talkforge-installed-ml
 TEST_SETTINGS := talkforge.settings.test
 
 .PHONY: help install system-packages services test lint format run bench
@@ -30,9 +31,12 @@ $(PY):
 
 # The project runs from its checkout (manage.py and pytest put the root on sys.path), so only its
 # requirements are installed: no editable install, no talkforge.egg-info in the working tree.
-# The ML extra (torch, whisper, TTS) is left out: `.venv/bin/pip install torch ...` on GPU workers.
+# The ML extra (torch, whisper, coqui-tts) comes too: the chat tests load real Whisper and XTTS code
+# (tiny random weights). The web tier alone installs without it (`pyproject_requirements.py` with no
+# extra). torch comes from plain PyPI (CUDA wheels, ~7 GB, ~2 min the first time): PyTorch's CPU index
+# (download.pytorch.org) is not reachable from the CI machines, and the same wheels serve GPU workers.
 $(STAMP): pyproject.toml scripts/pyproject_requirements.py | $(PY)
-	$(PY) scripts/pyproject_requirements.py dev > $(VENV)/requirements-dev.txt
+	$(PY) scripts/pyproject_requirements.py dev ml > $(VENV)/requirements-dev.txt
 	$(PY) -m pip install --quiet --upgrade-strategy only-if-needed -r $(VENV)/requirements-dev.txt
 	touch $@
 
