@@ -4,6 +4,7 @@ Kept beside the avatars (jobs/kinds.py registers them) so the job machinery know
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import sys
@@ -15,12 +16,13 @@ from django.conf import settings
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import wrap
-from jobs.kinds import KindSpec, Plan, register
+from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
-from . import pipeline
+from . import pipeline, transfer
 from .engines import commands, gaussiantalker, synctalk
+from .engines.console import EvaluateParser
 from .models import Avatar
 
 ENGINES = Path(__file__).resolve().parent / "engines"
@@ -109,8 +111,15 @@ def preprocess_plan(job: Job) -> Plan:
         outputs={"dataset": str(data)},
         uploads=(*scripts, *uploads),
         verify=verify,
-        finish=lambda conn: {"stages": {str(task): "done" for task in tasks}},
+        finish=lambda conn: {"stages": {stage: "done" for stage in _stage_names(avatar.engine, tasks)}},
     )  # fmt: skip
+
+
+def _stage_names(engine: str, tasks) -> list[str]:
+    table = (
+        synctalk.SYNCTALK_TASKS if engine == Avatar.Engine.SYNCTALK else gaussiantalker.GAUSSIANTALKER_TASKS
+    )
+    return [entry.stage for entry in table if entry.number in tasks]
 
 
 CHECKPOINT_DIR = re.compile(r"^(coarse_iteration|iteration)_(-?\d+)$")
@@ -134,7 +143,7 @@ def train_plan(job: Job) -> Plan:
     data = pipeline.dataset_dir(avatar, job.node.workdir)
     model = pipeline.model_dir(avatar, job.node.workdir)
     port = 6009 + (job.gpu.index + 1 if job.gpu else 0)  # parallel trainings need their own viewer port
-    scripts, env, prepare = (), {}, None
+    scripts, env, derive = (), {}, None
     listing = _list_checkpoints
     if avatar.engine == Avatar.Engine.DEMO:
         python, (train,), scripts = _python_and_scripts(job, "demo/train.py")
@@ -151,7 +160,7 @@ def train_plan(job: Job) -> Plan:
         if params.get("iterations"):
             # The config overrides --iterations (spec §1.5): train with a copy that says the new count.
             config = str(model.parent / f"{avatar.slug}-config.py")
-            prepare = _derived_config(job, cwd, config, params["iterations"])
+            derive = _derived_config(job, cwd, config, params["iterations"])
         argv = commands.gaussiantalker_train(data_root=str(data.parent), output_root=str(model.parent),
                                              name=avatar.slug, config=config, port=port)  # fmt: skip
         parser = gaussiantalker.TrainParser(
@@ -171,10 +180,17 @@ def train_plan(job: Job) -> Plan:
         parser=parser,
         outputs={"model_path": str(model)},
         uploads=scripts,
-        prepare=prepare,
+        prepare=lambda conn: _before_training(job, conn, derive),
         verify=None if avatar.engine == Avatar.Engine.SYNCTALK else _has_cfg_args(model),
         finish=lambda conn: listing(conn, model),
     )  # fmt: skip
+
+
+def _before_training(job: Job, conn: NodeConnection, derive) -> None:
+    # Placed on a node without the data: copy it from one that has it (not preprocessing it again).
+    transfer.dataset_ensure(job, conn)
+    if derive is not None:
+        derive(conn)
 
 
 def _has_cfg_args(model: PurePosixPath):
@@ -221,23 +237,25 @@ def _list_synctalk_checkpoints(conn: NodeConnection, workspace: PurePosixPath) -
 
 
 def render_validation_plan(job: Job) -> Plan:
-    """Render the held-out val split with the latest iteration (``--skip_train``), and bring the result
-    video back. Spec §1.6–1.7: the test set's video is named after the raw ``--iteration`` (-1 here)."""
+    """Render the held-out val split with one checkpoint (``--skip_train``; the latest unless the job names
+    an iteration) and bring the result video back. Spec §1.6–1.7: the test set's video is named after the
+    raw ``--iteration``."""
     avatar = job.avatar
     data = pipeline.dataset_dir(avatar, job.node.workdir)
     model = pipeline.model_dir(avatar, job.node.workdir)
+    iteration = job.params.get("iteration", -1)
     scripts, env = (), {}
     if avatar.engine == Avatar.Engine.DEMO:
         python, (render,), scripts = _python_and_scripts(job, "demo/render.py")
-        argv = [python, "-u", render, "-s", str(data), "--model_path", str(model), "--iteration", "-1",
-                "--batch", "128", "--skip_train"]  # fmt: skip
+        argv = [python, "-u", render, "-s", str(data), "--model_path", str(model),
+                "--iteration", str(iteration), "--batch", "128", "--skip_train"]  # fmt: skip
         cwd = str(data)
     else:
         cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         argv = commands.gaussiantalker_validation_render(
-            data_root=str(data.parent), output_root=str(model.parent), name=avatar.slug, iteration=-1
+            data_root=str(data.parent), output_root=str(model.parent), name=avatar.slug, iteration=iteration
         )
-    video = gaussiantalker.render_output_path(str(model), "test", -1)
+    video = gaussiantalker.render_output_path(str(model), "test", iteration)
     return Plan(
         invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
                         mounts=[job.node.workdir], cwd=cwd, env=env),
@@ -246,6 +264,50 @@ def render_validation_plan(job: Job) -> Plan:
         uploads=scripts,
         verify=lambda conn: None if conn.exists(video) else f"render.py left no validation video at {video}.",
         collect=((video, "validation.mov"),),
+    )  # fmt: skip
+
+
+def _validation_video(job: Job) -> str:
+    """The render of the val split to score: render.py's test set (GaussianTalker, demo), or the video
+    SyncTalk's training wrote when it tested its val split, ``results/ngp_ep<EEEE>.mp4`` (spec §2.4–2.5)."""
+    avatar = job.avatar
+    if avatar.engine == Avatar.Engine.SYNCTALK:
+        workspace = PurePosixPath(job.node.workdir) / "model" / avatar.slug
+        return str(workspace / "results" / f"ngp_ep{job.params['iteration']:04d}.mp4")
+    model = pipeline.model_dir(avatar, job.node.workdir)
+    return gaussiantalker.render_output_path(str(model), "test", job.params.get("iteration", -1))
+
+
+def evaluate_plan(job: Job) -> Plan:
+    """PSNR and SSIM of the validation render against the dataset's ground-truth frames, computed by our
+    ``evaluate.py`` next to the data (no frames cross the network; it needs numpy and OpenCV, which both
+    engines' environments have)."""
+    data = pipeline.dataset_dir(job.avatar, job.node.workdir)
+    video = _validation_video(job)
+    report = str(job_folder(job) / "evaluation.json")
+    python, (evaluate,), scripts = _python_and_scripts(job, "evaluate.py")
+    argv = pipeline.shell_and(
+        ["mkdir", "-p", str(job_folder(job))],
+        [python, "-u", evaluate, "--video", video, "--data", str(data), "--output-json", report],
+    )
+    cwd, env = str(data.parent), {}
+    if job.avatar.engine != Avatar.Engine.DEMO:
+        env = commands.engine_env(job.avatar.engine)
+
+    def finish(conn: NodeConnection) -> dict:
+        with tempfile.TemporaryDirectory() as scratch:
+            local = Path(scratch) / "evaluation.json"
+            conn.get(report, local)
+            return {"evaluation": json.loads(local.read_text())}
+
+    return Plan(
+        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
+                        mounts=[job.node.workdir], cwd=cwd, env=env),
+        parser=EvaluateParser(),
+        outputs={"video": video, "report": report},
+        uploads=scripts,
+        verify=lambda conn: None if conn.exists(report) else f"The evaluation wrote no report at {report}.",
+        finish=finish,
     )  # fmt: skip
 
 
@@ -259,6 +321,19 @@ def clean_avatar_step(params: dict) -> dict:
     return {key: value for key, value in params.items() if key != "node"}
 
 
+def data_nodes(job: Job) -> list[int]:
+    """Where an avatar's step should run, best first: nodes holding its complete dataset (no copy, no
+    preprocessing), then nodes holding its checkpoints, then the avatar's preferred node."""
+    avatar = job.avatar
+    if avatar is None:
+        return []
+    ranked = [*avatar.datasets.filter(complete=True).values_list("node_id", flat=True)]
+    ranked += avatar.checkpoints.values_list("node_id", flat=True).distinct()
+    if avatar.preferred_node_id:
+        ranked.append(avatar.preferred_node_id)
+    return list(dict.fromkeys(ranked))
+
+
 def register_kinds() -> None:
     steps = (
         (Job.Kind.PREPROCESS, "Preprocess the training video", preprocess_plan, pipeline.after_preprocess),
@@ -268,9 +343,7 @@ def register_kinds() -> None:
         (Job.Kind.EVALUATE, "Evaluate against the ground truth", evaluate_plan, pipeline.after_evaluate),
     )  # fmt: skip
     for kind, label, plan, after in steps:
-        spec = KindSpec(label=label, needs_gpu=False, plan=plan, clean=clean_avatar_step, after=after)
+        spec = KindSpec(
+            label=label, needs_gpu=False, plan=plan, clean=clean_avatar_step, after=after, prefer=data_nodes
+        )
         register(kind, spec)
-
-
-def evaluate_plan(job: Job) -> Plan:
-    raise NotImplementedError

@@ -1,5 +1,5 @@
 """Training an avatar as chained jobs: preprocess → train → render the validation split (GaussianTalker
-and the demo; SyncTalk's training tests the val split itself). Evaluation follows in later work.
+and the demo; SyncTalk's training tests the val split itself) → evaluate it against the ground truth.
 
 Each step is its own Job row with the previous one as parent, so each can be retried or resumed on its
 own. Preprocessing is skipped when a node already holds the avatar's complete dataset; training then runs
@@ -21,7 +21,10 @@ from django.db import transaction
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
-from .models import Avatar, Checkpoint, DatasetCopy
+from .models import Avatar, Checkpoint, DatasetCopy, Evaluation
+
+# Checkpoints a render can load: GaussianTalker's fine stage (point_cloud/iteration_N), SyncTalk's epochs.
+RENDERABLE_STAGES = ("fine", "epoch")
 
 ENGINES_DIR = Path(__file__).resolve().parent / "engines"
 
@@ -51,14 +54,14 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
         )
     if avatar.engine == Avatar.Engine.DEMO:
         params["seconds"] = float(seconds) if seconds not in (None, "") else 20.0
-    ready = avatar.datasets.filter(complete=True, node__enabled=True).select_related("node")
-    if node is not None:
-        ready = ready.filter(node=node)
-    held = ready.first()
+    # A complete dataset on a node that can hand it over means no preprocessing: training goes where the
+    # data is when a slot is free there, and elsewhere copies it first (avatars/transfer.py).
+    from .transfer import transfer_sources
+
+    has_data = transfer_sources(avatar).exists()
     Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
-    if held is not None:
-        return job_submit(owner=owner, kind=Job.Kind.TRAIN, params=params, node=held.node, avatar=avatar)
-    return job_submit(owner=owner, kind=Job.Kind.PREPROCESS, params=params, node=node, avatar=avatar)
+    kind = Job.Kind.TRAIN if has_data else Job.Kind.PREPROCESS
+    return job_submit(owner=owner, kind=kind, params=params, node=node, avatar=avatar)
 
 
 def _succeeded(job: Job) -> Avatar | None:
@@ -71,17 +74,31 @@ def _succeeded(job: Job) -> Avatar | None:
     return avatar
 
 
-def _next_step(job: Job, kind: str) -> Job:
+def _next_step(job: Job, kind: str, **params) -> Job:
     """Chain the pipeline's next step on the same node (its data is there), with this step as parent."""
     from jobs.services import job_submit
 
     return job_submit(
-        owner=job.owner, kind=kind, params=job.params, node=job.node, parent=job, avatar=job.avatar
-    )
+        owner=job.owner, kind=kind, params={**job.params, **params}, node=job.node, parent=job,
+        avatar=job.avatar,
+    )  # fmt: skip
 
 
 def after_preprocess(job: Job) -> None:
-    """Record the dataset on the node; on success chain training there."""
+    """Record the dataset on the node — complete, or how far it got (the stage that failed, the ones
+    before it done) — and on success chain training there."""
+    avatar = job.avatar
+    if avatar is not None and job.node is not None and job.status == Job.Status.FAILED:
+        from .job_kinds import _stage_names
+
+        names = _stage_names(avatar.engine, range(1, 11))
+        reached = names.index(job.stage) if job.stage in names else -1
+        stages = {name: "done" if i < reached else "failed" if i == reached else "pending"
+                  for i, name in enumerate(names)}  # fmt: skip
+        path = str(dataset_dir(avatar, job.node.workdir))
+        DatasetCopy.objects.update_or_create(
+            avatar=avatar, node=job.node, defaults={"path": path, "complete": False, "stages": stages}
+        )
     if (avatar := _succeeded(job)) is None:
         return
     DatasetCopy.objects.update_or_create(
@@ -94,24 +111,80 @@ def after_preprocess(job: Job) -> None:
 
 def after_train(job: Job) -> None:
     """Record the checkpoints the training left (result "checkpoints": (stage, iteration, path, size));
-    then render the validation split, except for SyncTalk, whose training tests it itself (spec §2.4)."""
+    then render the validation split with the newest one, except for SyncTalk, whose training tests it
+    itself (spec §2.4): its video is scored straight away."""
     if (avatar := _succeeded(job)) is None:
         return
+    final = None
     for stage, iteration, path, size in job.result.get("checkpoints", []):
         Checkpoint.objects.update_or_create(
             avatar=avatar, node=job.node, stage=stage, iteration=iteration,
             defaults={"path": path, "size_bytes": size},
         )  # fmt: skip
+        if stage in RENDERABLE_STAGES:
+            final = iteration if final is None else max(final, iteration)
     if avatar.engine == Avatar.Engine.SYNCTALK:
         Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
+        if final is not None:
+            _next_step(job, Job.Kind.EVALUATE, iteration=final)
     else:
-        _next_step(job, Job.Kind.RENDER_VALIDATION)
+        _next_step(job, Job.Kind.RENDER_VALIDATION, iteration=-1 if final is None else final)
 
 
 def after_render_validation(job: Job) -> None:
-    """The validation video is back: the avatar is trained (evaluation against ground truth follows)."""
+    """The validation video is back: the avatar is trained (a checkpoint rendered later leaves its status
+    alone); its quality figures come next."""
     if (avatar := _succeeded(job)) is not None:
-        Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
+        Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(
+            status=Avatar.Status.TRAINED
+        )
+        _next_step(job, Job.Kind.EVALUATE)
+
+
+def after_evaluate(job: Job) -> None:
+    """Store the quality figures of the checkpoint that was rendered. A failed evaluation leaves the model
+    usable: the job shows why (a missing or corrupted ground-truth frame, say)."""
+    if job.status != Job.Status.SUCCEEDED or job.avatar is None:
+        return
+    report, iteration = job.result.get("evaluation", {}), job.params.get("iteration", -1)
+    checkpoints = job.avatar.checkpoints.filter(node=job.node, stage__in=RENDERABLE_STAGES)
+    checkpoint = checkpoints.filter(iteration=iteration).first() if iteration != -1 else checkpoints.first()
+    if checkpoint is not None:
+        iteration = checkpoint.iteration
+    Evaluation.objects.update_or_create(
+        avatar=job.avatar, iteration=iteration,
+        defaults={
+            "checkpoint": checkpoint, "job": job, "psnr": report.get("psnr"), "ssim": report.get("ssim"),
+            "lpips": report.get("lpips"), "frames": report.get("frames", 0),
+            "rendered_frames": report.get("rendered_frames", 0),
+            "reference_frames": report.get("reference_frames", 0),
+            "per_frame": report.get("per_frame", {}), "notes": report.get("notes", []),
+        },
+    )  # fmt: skip
+
+
+@transaction.atomic
+def avatar_evaluate(*, avatar: Avatar, owner, checkpoint: Checkpoint) -> Job:
+    """Quality figures for one checkpoint: render the val split with it, then score that render."""
+    from jobs.services import job_submit
+
+    if checkpoint.avatar_id != avatar.pk:
+        raise ServiceError("That checkpoint belongs to another avatar: choose one of this avatar's.")
+    if avatar.engine == Avatar.Engine.SYNCTALK:
+        raise ServiceError(
+            "SyncTalk scores its final model while training; single checkpoints are not rendered."
+        )
+    if checkpoint.stage not in RENDERABLE_STAGES:
+        raise ServiceError(
+            f"render.py loads fine-stage checkpoints (point_cloud/iteration_N) only; iteration "
+            f"{checkpoint.iteration} of the {checkpoint.stage} stage cannot be rendered: choose a fine one."
+        )
+    if avatar.status == Avatar.Status.TRAINING:
+        raise ServiceError("This avatar is training: evaluate its checkpoints once the training has ended.")
+    return job_submit(
+        owner=owner, kind=Job.Kind.RENDER_VALIDATION, node=checkpoint.node, avatar=avatar,
+        params={"avatar": avatar.pk, "iteration": checkpoint.iteration},
+    )  # fmt: skip
 
 
 def _avatar_failed(avatar: Avatar, job: Job) -> None:
@@ -126,7 +199,3 @@ def shell_and(*commands: list[str]) -> list[str]:
 
 def local_video(avatar: Avatar) -> Path:
     return Path(settings.MEDIA_ROOT) / avatar.video
-
-
-def after_evaluate(job: Job) -> None:
-    """Store the quality figures (filled in below)."""

@@ -9,8 +9,11 @@ from django.views.decorators.http import require_POST
 from gpu_nodes.models import Node
 from talkforge.errors import ServiceError
 
+from .engines.gaussiantalker import GAUSSIANTALKER_TASKS
+from .engines.synctalk import SYNCTALK_TASKS
 from .forms import AvatarCreateForm
-from .pipeline import avatar_train
+from .models import Avatar
+from .pipeline import avatar_evaluate, avatar_train
 from .selectors import avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
@@ -53,22 +56,73 @@ def avatar_new(request):
     return render(request, "avatars/avatar_new.html", {"form": form, "max_bytes": settings.MAX_UPLOAD_BYTES})
 
 
+def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
+    """process.py's tasks as a table, with how far the newest preprocessing got (the page's script then
+    follows the live job): done before its current stage, running or failed at it, pending after it."""
+    tasks = SYNCTALK_TASKS if avatar.engine == Avatar.Engine.SYNCTALK else GAUSSIANTALKER_TASKS
+    stages = [task.stage for task in tasks]
+    current = stages.index(job.stage) if job is not None and job.stage in stages else -1
+    rows = []
+    for index, task in enumerate(tasks):
+        if job is None:
+            state = "pending"
+        elif job.status == "succeeded" or index < current:
+            state = "done"
+        elif index == current:
+            state = {"failed": "failed", "canceled": "canceled"}.get(job.status, "running")
+        else:
+            state = "pending"
+        label = task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
+        rows.append({"number": task.number, "stage": task.stage, "label": label, "state": state})
+    return rows
+
+
 @login_required
 def avatar_detail(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
     latest_train = avatar.jobs.filter(kind="train").order_by("-created_at").first()
+    preprocess = avatar.jobs.filter(kind="preprocess").order_by("-created_at").first()
     has_validation = avatar.jobs.filter(kind="render_validation", status="succeeded").exists()
+    evaluations = list(avatar.evaluations.all())
+    scored = [e for e in evaluations if e.psnr is not None]
+    best = max(scored, key=lambda e: e.psnr) if scored else None
+    per_frame = best.per_frame if best else {}
+    pairs = zip(per_frame.get("psnr", []), per_frame.get("ssim", []), strict=True)
+    frames = [{"frame": index, "psnr": psnr, "ssim": ssim} for index, (psnr, ssim) in enumerate(pairs)]
     context = {
         "avatar": avatar,
         "latest_train": latest_train,
+        "preprocess": preprocess,
+        "stages": _preprocessing_stages(avatar, preprocess),
         "has_validation": has_validation,
         "series": (latest_train.result.get("series", []) if latest_train else []),
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
         "checkpoints": avatar.checkpoints.select_related("node")[:50],
+        "evaluations": evaluations,
+        "best": best,
+        "quality_chart": [{"iteration": e.iteration, "psnr": e.psnr, "ssim": e.ssim} for e in scored],
+        "frame_chart": frames,
+        "evaluated": {e.iteration for e in evaluations},
         "nodes": Node.objects.filter(enabled=True),
     }
     return render(request, "avatars/avatar_detail.html", context)
+
+
+@login_required
+@require_POST
+def avatar_evaluate_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    checkpoint = get_object_or_404(avatar.checkpoints, pk=request.POST.get("checkpoint") or 0)
+    try:
+        job = avatar_evaluate(avatar=avatar, owner=request.user, checkpoint=checkpoint)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(
+            request, f"Rendering the validation split with iteration {checkpoint.iteration}: job #{job.pk}."
+        )
+    return redirect("avatar-detail", avatar_id=avatar.pk)
 
 
 @login_required

@@ -40,6 +40,8 @@ class KindSpec:
     plan: Callable[[Job], Plan]
     clean: Callable[[dict], dict]  # the submitted params → the stored ones; ServiceError when invalid
     after: Callable[[Job], None] | None = None  # once the job has ended, whatever the outcome
+    # Node ids to try first when placing the job (those that hold its data), best first.
+    prefer: Callable[[Job], list[int]] | None = None
 
 
 def job_folder(job: Job) -> PurePosixPath:

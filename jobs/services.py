@@ -6,7 +6,7 @@ import logging
 import uuid
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, Max, OuterRef
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, When
 from django.utils import timezone
 
 from gpu_nodes.models import Gpu, Node
@@ -112,10 +112,16 @@ def _free_slots(job: Job):
         .select_related("node")
         .order_by("node__name", "index")
     )
-    if kind_spec(job.kind).needs_gpu:
+    spec = kind_spec(job.kind)
+    if spec.needs_gpu:
         slots = slots.exclude(index=Gpu.CPU_INDEX)
     if job.params.get("node"):
         slots = slots.filter(node__name=job.params["node"])
+    elif spec.prefer is not None and (preferred := spec.prefer(job)):
+        rank = Case(
+            *(When(node_id=node_id, then=i) for i, node_id in enumerate(preferred)), default=len(preferred)
+        )
+        slots = slots.order_by(rank, "node__name", "index")
     return slots
 
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skimage
 from django.conf import settings
@@ -217,6 +218,17 @@ def _media_root_removed_at_the_end():
         shutil.rmtree(run_folder, ignore_errors=True)
 
 
+def node_environment(folder: Path) -> Path:
+    """A bare node's environment as on a cloud GPU machine: a venv of the system Python whose packages
+    include numpy and OpenCV (our evaluation script needs them; engine environments have them). The SSH
+    user cannot read this process's interpreter, so the venv is the system one's, and a .pth file lends
+    it this suite's site-packages (same CPython 3.11 ABI). Returns its bin folder (what PATH gets)."""
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(folder)], check=True)
+    site = next(folder.glob("lib/python3*/site-packages"))
+    (site / "talkforge-tests.pth").write_text(f"{Path(np.__file__).parent.parent}\n")
+    return folder / "bin"
+
+
 @pytest.fixture
 def make_ssh_node(db, ssh_server):
     """An SSH node on the loopback sshd, registered and confirmed like a staff user would, with a stand-in
@@ -225,12 +237,12 @@ def make_ssh_node(db, ssh_server):
 
     def make(name="remote", gpus=1, login="key", **overrides):
         folder = ssh_server.user_folder(name)
-        bin_dir = folder / "env-bin"
+        bin_dir = node_environment(folder / "env")
         if gpus:
             write_fake_nvidia_smi(bin_dir, [("NVIDIA A100-SXM4-80GB", 81920)] * gpus)
-        else:
-            bin_dir.mkdir()
-        os.chown(bin_dir, ssh_server.home.stat().st_uid, ssh_server.home.stat().st_gid)
+        owner = ssh_server.home.stat()
+        for path in [folder / "env", *(folder / "env").rglob("*")]:
+            os.lchown(path, owner.st_uid, owner.st_gid)
         credentials = (
             {"private_key": ssh_server.private_key} if login == "key" else {"password": ssh_server.password}
         )

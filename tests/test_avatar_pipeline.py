@@ -17,6 +17,7 @@ from rest_framework.test import APIClient
 from avatars.aucsv import validate_au_csv
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.services import avatar_create
+from gpu_nodes.models import Node
 from jobs.models import Job
 
 from .conftest import wait_for
@@ -32,11 +33,40 @@ def short_videos(settings, tmp_path):
 
 
 def trained(avatar_id: int, timeout: float = 120) -> Avatar:
+    """The avatar once its pipeline has ended: trained or failed, and no step of it still queued or running
+    (the evaluation runs after the avatar is already usable)."""
+
     def done():
         avatar = Avatar.objects.get(pk=avatar_id)
-        return avatar if avatar.status in (Avatar.Status.TRAINED, Avatar.Status.FAILED) else None
+        settled = avatar.status in (Avatar.Status.TRAINED, Avatar.Status.FAILED)
+        active = Job.objects.filter(avatar=avatar, status__in=Job.ACTIVE_STATUSES).exists()
+        return avatar if settled and not active else None
 
     return wait_for(done, timeout, interval=0.2, message="the pipeline to end")
+
+
+def seed_method_scores(video: Path, data: Path) -> tuple[list[float], list[float]]:
+    """The seed's evaluate.py, as written: OpenCV decodes the render, the i-th frame is compared with the
+    i-th val ground-truth frame by scikit-image (PSNR on colour, SSIM on grayscale)."""
+    import cv2
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ids = [frame["img_id"] for frame in json.loads((data / "transforms_val.json").read_text())["frames"]]
+    capture = cv2.VideoCapture(str(video))
+    psnrs, ssims = [], []
+    for img_id in ids:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        gt = cv2.imread(str(data / "gt_imgs" / f"{img_id}.jpg"))
+        psnrs.append(peak_signal_noise_ratio(gt, frame, data_range=255))
+        ssims.append(
+            structural_similarity(
+                cv2.cvtColor(gt, cv2.COLOR_BGR2GRAY), cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), data_range=255
+            )
+        )
+    capture.release()
+    return psnrs, ssims
 
 
 def ffprobe_frames(video: bytes, folder: Path) -> int:
@@ -81,11 +111,14 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
         ("preprocess", "succeeded"),
         ("train", "succeeded"),
         ("render_validation", "succeeded"),
+        ("evaluate", "succeeded"),
     ], [job.error for job in jobs]
-    preprocess, train, render = jobs
+    preprocess, train, render, evaluate = jobs
     assert render.parent == train and render.node == node
+    assert evaluate.parent == render and evaluate.node == node
+    assert render.params["iteration"] == evaluate.params["iteration"] == 40  # the newest fine checkpoint
     listed = client.get(f"/api/jobs/?avatar={avatar.pk}").json()["results"]
-    assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk, render.pk]
+    assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk, render.pk, evaluate.pk]
     assert {job["avatar"] for job in listed} == {avatar.pk}
     assert train.parent == preprocess and train.node == preprocess.node == node
     assert avatar.status == Avatar.Status.TRAINED
@@ -102,8 +135,38 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
         (Path(DatasetCopy.objects.get(avatar=avatar).path) / "transforms_val.json").read_text()
     )
     assert ffprobe_frames(fetched, tmp_path) == len(frames_val["frames"])
+
+    # Quality figures: the platform's values equal the seed's method (scikit-image) on the same frames.
+    data = Path(DatasetCopy.objects.get(avatar=avatar).path)
+    psnrs, ssims = seed_method_scores(tmp_path / "validation.mov", data)
+    figures = client.get(f"/api/avatars/{avatar.pk}/evaluations/").json()
+    assert len(figures) == 1, figures
+    figure = figures[0]
+    assert (
+        figure["iteration"] == 40
+        and figure["checkpoint"] == Checkpoint.objects.get(avatar=avatar, stage="fine", iteration=40).pk
+    )
+    assert figure["frames"] == figure["rendered_frames"] == figure["reference_frames"] == len(psnrs)
+    assert len(psnrs) == len(frames_val["frames"])
+    assert figure["per_frame"]["psnr"] == pytest.approx(psnrs, abs=1e-6)
+    assert figure["per_frame"]["ssim"] == pytest.approx(ssims, abs=1e-6)
+    assert figure["psnr"] == pytest.approx(sum(psnrs) / len(psnrs), abs=1e-6)
+    assert figure["ssim"] == pytest.approx(sum(ssims) / len(ssims), abs=1e-6)
+    assert 15 < figure["psnr"] < 45 and 0 < figure["ssim"] < 1  # noisy frames: neither equal nor garbage
+    assert evaluate.result["metrics"]["psnr"] == pytest.approx(figure["psnr"], abs=0.01)  # the live bar
+    summary = client.get(f"/api/avatars/{avatar.pk}/").json()
+    assert (
+        summary["evaluations"][0]["psnr"] == figure["psnr"] and "per_frame" not in summary["evaluations"][0]
+    )
+    assert summary["datasets"][0]["complete"] and summary["datasets"][0]["node"] == node.name
     page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
     assert 'id="curve"' in page
+    assert '<tr data-iteration="40" class="best">' in page and 'id="frame-chart"' in page
+    frame_chart = json.loads(
+        page.split('<script id="frame-data" type="application/json">')[1].split("</script>")[0]
+    )
+    assert [point["psnr"] for point in frame_chart] == pytest.approx(psnrs, abs=1e-6)
+    assert page.count("data-stage=") == 9 and page.count("status-done") >= 9  # every task done
     embedded = page.split('<script id="curve-data" type="application/json">')[1].split("</script>")[0]
     assert json.loads(embedded) == series  # the chart starts from the stored curve
 
@@ -131,8 +194,65 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     assert avatar.status == Avatar.Status.TRAINED
     assert Job.objects.filter(avatar=avatar, kind="preprocess").count() == 1
     assert Job.objects.filter(avatar=avatar, kind="render_validation").count() == 2
+    assert Job.objects.filter(avatar=avatar, kind="evaluate", status="succeeded").count() == 2
+
     assert os.stat(video_on_node).st_mtime_ns == sent_at
     assert DatasetCopy.objects.filter(avatar=avatar).count() == 1
+
+    # An earlier checkpoint on demand: its render and figures join the table; the best is marked.
+    earlier = Checkpoint.objects.get(avatar=avatar, stage="fine", iteration=20)
+    response = client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": earlier.pk}, format="json")
+    assert response.status_code == 201 and response.json()["kind"] == "render_validation", response.json()
+    avatar = trained(avatar.pk)
+    assert avatar.status == Avatar.Status.TRAINED
+    figures = {f["iteration"]: f for f in client.get(f"/api/avatars/{avatar.pk}/evaluations/").json()}
+    assert set(figures) == {20, 40} and figures[20]["checkpoint"] == earlier.pk
+    assert len(figures[20]["per_frame"]["psnr"]) == figures[20]["frames"] > 0
+    coarse = Checkpoint.objects.get(avatar=avatar, stage="coarse", iteration=20)
+    refused = client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": coarse.pk}, format="json")
+    assert refused.status_code == 400 and "fine-stage" in refused.json()["detail"]
+    page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
+    assert 'id="quality-chart"' in page
+
+
+def test_training_placed_on_another_node_copies_the_dataset_instead_of_preprocessing_again(
+    alice, videos, make_node, make_ssh_node, processes, redis_db
+):
+    local = make_node()
+    processes.worker(local.name)
+    video = SimpleUploadedFile("anna.mp4", videos["good"].read_bytes(), content_type="video/mp4")
+    avatar = avatar_create(owner=alice, name="Anna", engine="demo", video=video, consent=True)
+    client = APIClient()
+    client.force_authenticate(alice)
+    settings = {"iterations": 20, "seconds": 0.5}
+    assert client.post(f"/api/avatars/{avatar.pk}/train/", settings, format="json").status_code == 201
+    assert trained(avatar.pk).status == Avatar.Status.TRAINED
+    held = DatasetCopy.objects.get(avatar=avatar)
+
+    # The node with the data takes no new work; another one is free: the data travels, no preprocessing.
+    remote = make_ssh_node(name="remote", gpus=1)
+    processes.worker(remote.name)
+    Node.objects.filter(pk=local.pk).update(status=Node.Status.DRAINING)
+    response = client.post(f"/api/avatars/{avatar.pk}/train/", settings, format="json")
+    assert response.status_code == 201 and response.json()["kind"] == "train"
+    avatar = trained(avatar.pk)
+    retrain = Job.objects.get(pk=response.json()["id"])
+    assert retrain.status == "succeeded" and retrain.node == remote, retrain.error
+    assert Job.objects.filter(avatar=avatar, kind="preprocess").count() == 1
+    copied = DatasetCopy.objects.get(avatar=avatar, node=remote)
+    assert copied.complete and copied.stages == held.stages
+    assert copied.path.startswith(remote.workdir) and copied.path != held.path
+    source, target = Path(held.path), Path(copied.path)
+    for name in ("transforms_train.json", "transforms_val.json", "au.csv", "aud_novel.wav"):
+        assert (target / name).read_bytes() == (source / name).read_bytes(), name
+    assert len(list((target / "gt_imgs").glob("*.jpg"))) == len(list((source / "gt_imgs").glob("*.jpg")))
+    assert not list(Path(remote.workdir, "transfers").glob("*.tar"))  # the archive is gone
+    chain = Job.objects.filter(avatar=avatar, created_at__gte=retrain.created_at).order_by("id")
+    assert [(job.kind, job.status, job.node_id) for job in chain] == [
+        ("train", "succeeded", remote.pk),
+        ("render_validation", "succeeded", remote.pk),
+        ("evaluate", "succeeded", remote.pk),
+    ]
 
 
 def test_training_waits_for_a_checked_video_and_failures_are_reported(

@@ -96,3 +96,27 @@ def test_bad_parameters_are_refused_and_nothing_is_created(alice, make_node, red
         with pytest.raises(ServiceError, match=words.replace("(", r"\(").replace(")", r"\)")):
             job_submit(owner=alice, kind="demo_train", params=params)
     assert not Job.objects.exists()
+
+
+def test_an_avatar_s_steps_go_first_to_the_node_that_holds_its_data(
+    alice, make_node, videos, redis_db, settings, tmp_path
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from avatars.models import DatasetCopy
+    from avatars.services import avatar_create
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.AVATAR_MIN_SECONDS = 2
+    settings.QUALITY_SAMPLE_FRAMES = 6
+    make_node("alpha")
+    holder = make_node("beta")  # sorts after alpha: only the preference can put the job there
+    video = SimpleUploadedFile("anna.mp4", videos["good"].read_bytes(), content_type="video/mp4")
+    avatar = avatar_create(owner=alice, name="Anna", engine="demo", video=video, consent=True)
+    DatasetCopy.objects.create(avatar=avatar, node=holder, path="/data/anna", complete=True)
+    job = job_submit(owner=alice, kind="train", params={"avatar": avatar.pk}, avatar=avatar)
+    assert Job.objects.get(pk=job.pk).node == holder
+
+    # Busy there: the next free slot elsewhere takes it (the training then copies the data over).
+    other = job_submit(owner=alice, kind="train", params={"avatar": avatar.pk}, avatar=avatar)
+    assert Job.objects.get(pk=other.pk).node.name == "alpha"

@@ -2,17 +2,56 @@ from rest_framework import serializers
 
 from gpu_nodes.models import Node
 
-from ..models import Avatar
+from ..models import Avatar, Checkpoint, DatasetCopy, Evaluation
+
+
+class DatasetSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name")
+
+    class Meta:
+        model = DatasetCopy
+        fields = ["node", "path", "complete", "stages", "updated_at"]
+        read_only_fields = fields
+
+
+class EvaluationSummarySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Evaluation
+        fields = [
+            "iteration", "checkpoint", "psnr", "ssim", "lpips", "frames", "rendered_frames",
+            "reference_frames", "notes", "job", "created_at",
+        ]  # fmt: skip
+        read_only_fields = fields
+
+
+class EvaluationSerializer(EvaluationSummarySerializer):
+    """With the per-frame series ({"img_id": [...], "psnr": [...], "ssim": [...]})."""
+
+    class Meta(EvaluationSummarySerializer.Meta):
+        fields = [*EvaluationSummarySerializer.Meta.fields, "per_frame"]
+        read_only_fields = fields
+
+
+class CheckpointSerializer(serializers.ModelSerializer):
+    node = serializers.CharField(source="node.name")
+
+    class Meta:
+        model = Checkpoint
+        fields = ["id", "node", "stage", "iteration", "path", "size_bytes", "created_at"]
+        read_only_fields = fields
 
 
 class AvatarSerializer(serializers.ModelSerializer):
     video_url = serializers.SerializerMethodField()
+    datasets = DatasetSerializer(many=True, read_only=True)
+    evaluations = EvaluationSummarySerializer(many=True, read_only=True)
 
     class Meta:
         model = Avatar
         fields = [
             "id", "name", "slug", "engine", "status", "training_settings", "video_info", "quality",
             "quality_override_at", "consent_given_at", "consent_statement", "created_at", "video_url",
+            "datasets", "evaluations",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -39,3 +78,7 @@ class AvatarTrainSerializer(serializers.Serializer):
     seconds = serializers.FloatField(
         required=False, allow_null=True, min_value=0, max_value=86400, help_text="Demo engine only: run time."
     )
+
+
+class AvatarEvaluateSerializer(serializers.Serializer):
+    checkpoint = serializers.IntegerField(help_text="The id of one of this avatar's fine-stage checkpoints.")

@@ -1,17 +1,24 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from jobs.api.serializers import JobSerializer
 
-from ..pipeline import avatar_train
+from ..pipeline import avatar_evaluate, avatar_train
 from ..selectors import avatars_visible_to
 from ..services import avatar_create, avatar_delete, avatar_proceed_anyway
 from ..uploads import upload_too_large_message
-from .serializers import AvatarCreateSerializer, AvatarSerializer, AvatarTrainSerializer
+from .serializers import (
+    AvatarCreateSerializer,
+    AvatarEvaluateSerializer,
+    AvatarSerializer,
+    AvatarTrainSerializer,
+    CheckpointSerializer,
+    EvaluationSerializer,
+)
 
 
 class AvatarViewSet(
@@ -58,4 +65,31 @@ class AvatarViewSet(
         body = AvatarTrainSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         job = avatar_train(avatar=self.get_object(), owner=request.user, **body.validated_data)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=CheckpointSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def checkpoints(self, request, pk=None):
+        """The saved model states on their nodes, newest first."""
+        checkpoints = self.get_object().checkpoints.select_related("node")
+        return Response(CheckpointSerializer(checkpoints, many=True).data)
+
+    @extend_schema(request=None, responses=EvaluationSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def evaluations(self, request, pk=None):
+        """Quality figures per checkpoint (PSNR, SSIM, frames compared, notes) with per-frame series."""
+        return Response(EvaluationSerializer(self.get_object().evaluations.all(), many=True).data)
+
+    @extend_schema(request=AvatarEvaluateSerializer, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def evaluate(self, request, pk=None):
+        """Quality figures for one checkpoint: renders the validation split with it, then scores the render
+        against the ground truth. Returns the render job; the evaluation follows as its child."""
+        body = AvatarEvaluateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        avatar = self.get_object()
+        checkpoint = avatar.checkpoints.filter(pk=body.validated_data["checkpoint"]).first()
+        if checkpoint is None:
+            raise NotFound("No such checkpoint for this avatar.")
+        job = avatar_evaluate(avatar=avatar, owner=request.user, checkpoint=checkpoint)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)

@@ -90,3 +90,33 @@ class ConsoleParser:
         if returncode != 0:
             return f"The engine exited with code {returncode}. The log's last lines say why."
         return None
+
+
+class EvaluateParser(ConsoleParser):
+    """Our ``evaluate.py`` (quality figures on the node): ``[INFO] ===== evaluate N frames =====``, an
+    ``Evaluating`` bar with ``psnr``/``ssim`` running means, ``[ERROR] …`` naming what is wrong."""
+
+    def __init__(self) -> None:
+        self.error: str | None = None
+
+    def feed(self, line: str) -> Update | None:
+        line = line.strip()
+        if line.startswith("[ERROR] "):
+            self.error = line.removeprefix("[ERROR] ")
+            return Update(event={"error": self.error})
+        if BANNER.match(line):
+            return Update(stage="evaluate", progress=0.0)
+        if (bar := parse_bar(line)) is not None and bar.desc == "Evaluating":
+            metrics = {key: value for key, value in bar.postfix.items() if key in ("psnr", "ssim")}
+            return Update(
+                stage="evaluate",
+                progress=bar.n / bar.total if bar.total else 1.0,
+                eta_seconds=bar.remaining_seconds,
+                metrics=metrics,
+            )
+        return None
+
+    def outcome(self, returncode: int) -> str | None:
+        if returncode != 0:
+            return self.error or super().outcome(returncode)
+        return None
