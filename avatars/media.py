@@ -136,3 +136,61 @@ def audio_levels(path: Path) -> tuple[float, float] | None:
     if not mean or not peak:
         return None
     return float(mean.group(1)), float(peak.group(1))
+
+
+# --- driving audio (video generation) ------------------------------------------------------------------
+
+ENGINE_SAMPLE_RATE = 16000  # the engines' audio features want mono 16 kHz 16-bit PCM WAV (spec §0, §1.4)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float
+    codec: str
+    sample_rate: int
+    channels: int
+
+
+def probe_audio(path: Path) -> AudioInfo:
+    """What the file's first audio stream is; ServiceError when it is not readable audio."""
+    result = _run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(path)],
+        timeout=60, what="Reading the audio",
+    )  # fmt: skip
+    if result.returncode != 0:
+        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["unknown error"]
+        raise ServiceError(
+            f"The file could not be read as audio ({reason[0]}). Upload a WAV, MP3, M4A, OGG, FLAC or WebM "
+            "file."
+        )
+    data = json.loads(result.stdout or b"{}")
+    audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
+    if audio is None:
+        raise ServiceError(
+            "The file has no audio stream. Upload a recording of the speech: WAV, MP3, M4A, OGG, FLAC or "
+            "WebM."
+        )
+    duration = float(audio.get("duration") or data.get("format", {}).get("duration") or 0)
+    return AudioInfo(
+        duration=duration,
+        codec=audio.get("codec_name", ""),
+        sample_rate=int(audio.get("sample_rate") or 0),
+        channels=int(audio.get("channels") or 0),
+    )
+
+
+def engine_wav(source: Path, target: Path) -> None:
+    """The first audio stream as mono 16 kHz 16-bit PCM WAV, what the engines' audio features need.
+
+    Written under a temporary name, then renamed."""
+    partial = target.with_name(f".{target.name}.part.wav")
+    command = [
+        "ffmpeg", "-nostdin", "-y", "-v", "error", "-i", str(source), "-map", "0:a:0", "-vn",
+        "-ac", "1", "-ar", str(ENGINE_SAMPLE_RATE), "-c:a", "pcm_s16le", "-f", "wav", str(partial),
+    ]  # fmt: skip
+    result = _run(command, timeout=600, what="Converting the audio")
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        reason = result.stderr.decode("utf-8", "replace").strip()[-300:]
+        raise ServiceError(f"The audio could not be converted to 16 kHz WAV ({reason}).")
+    partial.replace(target)

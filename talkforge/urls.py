@@ -7,6 +7,7 @@ from accounts.api.views import TokenObtainView
 api_patterns = [
     path("", include("jobs.api.urls")),
     path("", include("avatars.api.urls")),
+    path("", include("videos.api.urls")),
     path("", include("gpu_nodes.api.urls")),
     path("token/", TokenObtainView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -20,5 +21,6 @@ urlpatterns = [
     path("accounts/", include("accounts.urls")),
     path("nodes/", include("gpu_nodes.urls")),
     path("avatars/", include("avatars.urls")),
+    path("videos/", include("videos.urls")),
     path("", include("jobs.urls")),
 ]

@@ -436,6 +436,9 @@ LOADED = re.compile(r"^Loading trained model at iteration (?P<iteration>-?\d+)")
 # "        test set rendering  :   550  frames  " (custom audio prints "test set" too); train: "train set".
 SET_HEADER = re.compile(r"^(?:test|train) set rendering\s*:\s*(?P<frames>\d+)\s*frames")
 POINT_NUMS = re.compile(r"^point nums:\s*(?P<points>\d+)")
+# Custom audio: its features' frame count, and the seed's clamp when the audio is shorter than the poses.
+AUDIO_FEATURES = re.compile(r"^\[INFO\] load aud_features: torch\.Size\(\[(?P<frames>\d+),")
+CLAMPED = re.compile(r"^\[INFO\] Custom audio mode: limiting render frames to (?P<frames>\d+)")
 TOTAL_FRAME = re.compile(r"^total frame:\s*(?P<frames>\d+)")
 FPS = re.compile(r"^FPS:\s*(?P<fps>[-+\d.eE]+|nan|inf)")
 # The bar is render.py's first pass over each set; a silent second pass (attention maps) and ffmpeg follow.
@@ -485,6 +488,10 @@ class RenderParser(ConsoleParser):
             )
         if points := POINT_NUMS.match(line):
             return Update(metrics={"points": float(points["points"])})
+        if features := AUDIO_FEATURES.match(line):
+            return Update(metrics={"audio_frames": float(features["frames"])})
+        if clamped := CLAMPED.match(line):
+            return Update(event={"frames_limited_to_audio": int(clamped["frames"])})
         if line.startswith("Rendering progress") and (bar := parse_bar(line)):
             self.fraction = FIRST_PASS_SHARE * (bar.n / bar.total if bar.total else 1.0)
             return Update(stage=self.stage, progress=self._progress())

@@ -60,7 +60,8 @@
 
   var TERMINAL = { succeeded: 1, failed: 1, canceled: 1 };
 
-  function watchJob(root, logEl) {
+  // onStatus(status), if given, hears every status change (a page can reload when the job ends).
+  function watchJob(root, logEl, onStatus) {
     var jobId = root.dataset.job, shown = 0, count = document.getElementById("log-count");
     function appendLines(first, lines) {
       if (first !== shown + 1) { if (first <= shown) { lines = lines.slice(shown + 1 - first); } }
@@ -84,6 +85,7 @@
         if (err) { err.textContent = msg.error || ""; err.hidden = !msg.error; }
         var cancel = document.getElementById("cancel-form");
         if (cancel) cancel.hidden = !!TERMINAL[msg.status];
+        if (onStatus) onStatus(msg.status);
       }
     });
   }

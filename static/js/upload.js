@@ -22,7 +22,7 @@
         bar.setAttribute("aria-valuenow", pct);
         bar.querySelector(".bar").style.width = pct + "%";
         bar.querySelector(".pct").textContent = pct + "%";
-        if (pct === 100) state.textContent = "Uploaded. Converting to 25 fps and checking the video…";
+        if (pct === 100) state.textContent = form.dataset.uploaded || "Uploaded. Converting to 25 fps and checking the video…";
       };
       xhr.onload = function () {
         var body = {};

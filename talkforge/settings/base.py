@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "gpu_nodes",
     "jobs",
     "avatars",
+    "videos",
     "chat",
 ]
 
@@ -162,6 +163,10 @@ QUALITY_SAMPLE_FRAMES = env_int("QUALITY_SAMPLE_FRAMES", 40, minimum=1)
 QUALITY_MIN_FACE_PIXELS = env_int("QUALITY_MIN_FACE_PIXELS", 96, minimum=8)
 QUALITY_MAX_FAILED_FRACTION = env_float("QUALITY_MAX_FAILED_FRACTION", 0.05, minimum=0.0)
 QUALITY_SILENCE_DB = env_float("QUALITY_SILENCE_DB", -45.0)
+# Video generation: the driving audio (uploaded, or spoken from text) must last this long.
+VIDEO_MIN_AUDIO_SECONDS = env_float("VIDEO_MIN_AUDIO_SECONDS", 0.5, minimum=0.04)
+VIDEO_MAX_AUDIO_SECONDS = env_float("VIDEO_MAX_AUDIO_SECONDS", 600.0, minimum=1.0)
+VIDEO_MAX_TEXT_CHARS = env_int("VIDEO_MAX_TEXT_CHARS", 5000, minimum=1)
 
 # --- GPU nodes ------------------------------------------------------------------------------------
 # Fernet key that encrypts node passwords and private keys; derived from SECRET_KEY when unset.

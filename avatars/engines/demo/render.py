@@ -6,7 +6,17 @@ iteration N``, ``test set rendering : N frames``, the ``Rendering progress`` bar
 ``FPS``) and writes its layout (§1.6): ``<model>/test/ours_<iter>/renders/<P>_test_<iter>iter_renders.mov``
 with the val split's audio muxed in, and ``gt/<P>_test_<iter>iter_gt.mov``. The "rendering" is the
 val split's own ground-truth frames with added noise, made by ffmpeg: honest stand-in files, so that the
-platform's evaluation has something real to compare. Standard library + ffmpeg only.
+platform's evaluation has something real to compare.
+
+Custom audio (``--custom_aud x.npy --custom_wav x.wav``, both joined to ``-s`` like render.py does): the
+``custom`` set, rendered before the others, drives the val pose sequence of ``-s`` with the audio. As in the
+seed's patched render.py, the frames rendered are min(val frames, audio frames) — the audio's frame count
+is T of its features ``[T, 16, 29]`` (here read from the demo features placeholder) — with
+``[INFO] Custom audio mode: limiting render frames to N`` when the audio is the shorter. The result is
+``<model>/custom/ours_<loaded iter>/renders/<P>_custom_<iter>iter_renders.mov``: the val split's
+ground-truth frames listed in ``transforms_val.json``, in that order, with visible noise (the honest marker
+that nothing was rendered), and ``--custom_wav`` muxed in (AAC, no ``-shortest``). Standard library + ffmpeg
+only.
 """
 
 import argparse
@@ -15,8 +25,10 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 
@@ -33,6 +45,72 @@ def latest_iteration(model_path):
     return max(found)
 
 
+def feature_frames(path):
+    """T of the features ``[T, 16, 29]``: the demo placeholder records the shape real features would have."""
+    try:
+        with open(path, errors="replace") as handle:
+            text = handle.read(4096)
+    except OSError as error:
+        print(f"[ERROR] cannot read the audio features {path}: {error}", file=sys.stderr)
+        sys.exit(1)
+    match = re.search(r"^shape: \[(\d+), 16, 29\]$", text, re.M)
+    if match is None:
+        print(f"[ERROR] aud_features.shape of {path} not supported (demo: no [T, 16, 29] shape recorded)",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(1)
+    return int(match.group(1))
+
+
+def progress(batches):
+    started = time.monotonic()
+    for done in range(1, batches + 1):
+        rate = done / max(time.monotonic() - started, 1e-3)
+        percent = int(100 * done / batches)
+        sys.stderr.write(
+            f"\rRendering progress: {percent:3d}%|##########| {done}/{batches} [00:00<00:00, {rate:.2f}it/s]"
+        )
+        sys.stderr.flush()
+    sys.stderr.write("\n")
+    return started
+
+
+def render_custom(args, loaded):
+    """The custom-audio set: see the module docstring."""
+    with open(os.path.join(args.source_path, "transforms_val.json")) as handle:
+        ids = [frame["img_id"] for frame in json.load(handle)["frames"]]
+    stamp("Reading Custom Transforms")
+    audio_frames = feature_frames(os.path.join(args.source_path, args.custom_aud))
+    stamp(f"[INFO] load aud_features: torch.Size([{audio_frames}, 16, 29])")
+    if audio_frames < len(ids):
+        print(f"[INFO] Custom audio mode: limiting render frames to {audio_frames}", flush=True)
+        ids = ids[:audio_frames]
+    stamp(" " + "-" * 49)
+    stamp(f"        test set rendering  :   {len(ids)}  frames  ")
+    stamp(" " + "-" * 49)
+    print("point nums: 34650", flush=True)
+    started = progress(math.ceil(len(ids) / args.batch))
+    print(f"total frame: {len(ids)}", flush=True)
+    print(f"FPS: {len(ids) / max(time.monotonic() - started, 1e-3):.1f}", flush=True)
+    prefix = args.model_path.split("/")[-2]
+    renders = os.path.join(args.model_path, "custom", f"ours_{loaded}", "renders")
+    os.makedirs(renders, exist_ok=True)
+    # The listed frames in their order (a ping-pong view repeats and reverses them): a numbered sequence.
+    sequence = tempfile.mkdtemp(prefix=".frames-", dir=renders)
+    try:
+        for index, img_id in enumerate(ids):
+            os.symlink(os.path.abspath(os.path.join(args.source_path, "gt_imgs", f"{img_id}.jpg")),
+                       os.path.join(sequence, f"{index:06d}.jpg"))  # fmt: skip
+        ffmpeg(
+            "-framerate", "25", "-i", os.path.join(sequence, "%06d.jpg"),
+            "-i", os.path.join(args.source_path, args.custom_wav),
+            "-vf", "noise=alls=12:allf=t", "-frames:v", str(len(ids)),
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+            os.path.join(renders, f"{prefix}_custom_{loaded}iter_renders.mov"),
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(sequence, ignore_errors=True)
+
+
 def ffmpeg(*args):
     subprocess.run(["ffmpeg", "-nostdin", "-y", "-loglevel", "error", *args], check=True)
 
@@ -46,6 +124,8 @@ def main():
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--skip_train", action="store_true")
     parser.add_argument("--skip_test", action="store_true")
+    parser.add_argument("--custom_aud", default="")
+    parser.add_argument("--custom_wav", default="")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.model_path, "cfg_args")):
         print(
@@ -55,6 +135,8 @@ def main():
         return 1
     loaded = latest_iteration(args.model_path) if args.iteration == -1 else args.iteration
     stamp(f"Loading trained model at iteration {loaded}")
+    if args.custom_aud:
+        render_custom(args, loaded)
     if args.skip_test:
         return 0
     with open(os.path.join(args.source_path, "transforms_val.json")) as handle:
@@ -62,16 +144,7 @@ def main():
     stamp("Reading Test Transforms")
     print(f"        test set rendering  :   {len(ids)}  frames  ", flush=True)
     print("point nums: 34650", flush=True)
-    batches = math.ceil(len(ids) / args.batch)
-    started = time.monotonic()
-    for done in range(1, batches + 1):
-        rate = done / max(time.monotonic() - started, 1e-3)
-        percent = int(100 * done / batches)
-        sys.stderr.write(
-            f"\rRendering progress: {percent:3d}%|##########| {done}/{batches} [00:00<00:00, {rate:.2f}it/s]"
-        )
-        sys.stderr.flush()
-    sys.stderr.write("\n")
+    started = progress(math.ceil(len(ids) / args.batch))
     print(f"total frame: {len(ids)}", flush=True)
     print(f"FPS: {len(ids) / max(time.monotonic() - started, 1e-3):.1f}", flush=True)
     prefix = args.model_path.split("/")[-2]

@@ -1,0 +1,34 @@
+from django import forms
+
+from avatars.models import Avatar, Checkpoint
+
+from . import tts
+
+
+class VideoCreateForm(forms.Form):
+    """Choices limited to the user's own trained avatars and their renderable checkpoints."""
+
+    avatar = forms.ModelChoiceField(queryset=Avatar.objects.none(), empty_label=None)
+    checkpoint = forms.ModelChoiceField(
+        queryset=Checkpoint.objects.none(), required=False, empty_label="the latest (recommended)"
+    )
+    audio = forms.FileField(
+        required=False, help_text="WAV, MP3, M4A, OGG, FLAC or WebM. Converted to 16 kHz mono for the engine."
+    )
+    text = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text="Or a text for the voice to say."
+    )
+    voice = forms.ChoiceField(choices=list(tts.VOICES.items()), initial=tts.OFFLINE)
+    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=128, help_text="render.py --batch")
+
+    def __init__(self, *args, user, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["avatar"].queryset = Avatar.objects.filter(owner=user, status=Avatar.Status.TRAINED)
+        self.fields["checkpoint"].queryset = (
+            Checkpoint.objects.filter(avatar__owner=user)
+            .exclude(stage="coarse")
+            .select_related("avatar", "node")
+        )
+        self.fields["checkpoint"].label_from_instance = lambda c: (
+            f"{c.avatar.name}: {c.stage} {c.iteration} on {c.node.name}"
+        )

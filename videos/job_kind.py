@@ -1,0 +1,255 @@
+"""The generate_video job: a trained avatar speaks a driving audio, on the node that holds its model.
+
+One command, a chain of steps run one after the other while they succeed, so every step's console goes to
+the job's log (spec §1.4, §1.6, §2.3, §2.5):
+
+GaussianTalker and demo
+  1. poses: a per-job dataset view whose val poses are played ping-pong to cover the whole audio, and a
+     per-job model folder (render.py writes into ``--model_path``; two generations must not collide);
+  2. audio features: DeepSpeech ``extract_ds_features.py --input x.wav`` → ``x.npy`` (demo: a placeholder);
+  3. render.py with ``--custom_aud/--custom_wav`` → ``<model>/custom/ours_<iter>/renders/…_renders.mov``;
+  4. encode: a browser-playable MP4 (H.264 yuv420p + AAC, faststart) cut to the audio's length, a poster.
+SyncTalk (AVE)
+  1. a per-job workspace whose ``checkpoints/`` holds only the chosen checkpoint (main.py loads the latest);
+  2. ``main.py --test --test_train --aud x.wav`` → ``<ws>/results/ngp_ep<EEEE>_audio.mp4`` (its poses
+     mirror natively); 3. encode, as above.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path, PurePosixPath
+
+from django.conf import settings
+
+from avatars.engines import commands, gaussiantalker, synctalk
+from avatars.engines.console import ConsoleParser, Update
+from avatars.job_kinds import _engine_cwd, _python_and_scripts
+from avatars.media import ENGINE_FPS
+from avatars.models import Avatar, DatasetCopy
+from avatars.pipeline import shell_and
+from gpu_nodes.connections import NodeConnection
+from gpu_nodes.runtime import wrap
+from jobs.kinds import KindSpec, Plan, job_folder, register
+from jobs.models import Job
+from talkforge.errors import ServiceError
+
+from .models import Video
+
+RESULT, POSTER = "video.mp4", "poster.jpg"
+
+
+def audio_frames(seconds: float) -> int:
+    """The 25-fps frames the audio drives: as many as its DeepSpeech features have windows (spec §1.4:
+    logits at 50 per second, ``round(seconds × 50)`` of them, windows with stride 2), which is
+    ceil(seconds × 25) or one less. The pose view holds exactly this many, so render.py renders them all
+    even without the seed's clamp fix (upstream loses up to a batch when the poses outnumber the audio)."""
+    return max(1, math.ceil(round(seconds * 2 * ENGINE_FPS) / 2))
+
+
+def step(number: int, total: int, name: str) -> list[str]:
+    """A marker line before each step of the chain: the log shows where it is, the parser follows it."""
+    return ["echo", f"[talkforge] step {number}/{total}: {name}"]
+
+
+def web_video(*, source: str, audio: str, seconds: float, target: str) -> list[str]:
+    """The engine's video with the driving audio as an MP4 every browser plays: H.264 yuv420p (even sides)
+    + AAC, the index first (``+faststart``), exactly as long as the audio. The last frame is held when the
+    engine rendered a frame or so less than the audio lasts (its features can be one window short)."""
+    return [
+        "ffmpeg", "-nostdin", "-y", "-v", "error", "-i", source, "-i", audio,
+        "-map", "0:v:0", "-map", "1:a:0",
+        "-vf", "tpad=stop_mode=clone:stop_duration=2,scale=trunc(iw/2)*2:trunc(ih/2)*2,format=yuv420p",
+        "-r", str(ENGINE_FPS), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+        "-c:a", "aac", "-b:a", "128k", "-t", f"{seconds:.3f}", "-movflags", "+faststart", target,
+    ]  # fmt: skip
+
+
+def poster_frame(*, source: str, target: str) -> list[str]:
+    return ["ffmpeg", "-nostdin", "-y", "-v", "error", "-i", source, "-frames:v", "1", "-q:v", "3", target]
+
+
+# --- the console ---------------------------------------------------------------------------------------
+
+STEP = re.compile(r"^\[talkforge\] step (?P<n>\d+)/(?P<total>\d+): (?P<name>.+)$")
+
+
+class GenerationParser(ConsoleParser):
+    """Follows the chain's step markers; the engine's own parser reads the render step. Each step has a
+    fixed share of the progress; the render's share moves with the engine's bar."""
+
+    def __init__(self, *, steps: dict[str, float], engine: ConsoleParser, engine_step: str):
+        self.shares = steps  # step name → share of the whole, in order
+        self.engine, self.engine_step = engine, engine_step
+        self.current: str | None = None
+        self.started: list[str] = []
+        self.finished = False
+        self.best_progress = 0.0
+
+    def _before(self, name: str) -> float:
+        names = list(self.shares)
+        return sum(self.shares[n] for n in names[: names.index(name)])
+
+    def _progress(self, value: float) -> float:
+        self.best_progress = max(self.best_progress, min(1.0, value))
+        return self.best_progress
+
+    def feed(self, line: str) -> Update | None:
+        marker = STEP.match(line.strip())
+        if marker and marker["name"] in self.shares:
+            self.current = marker["name"]
+            self.started.append(self.current)
+            return Update(stage=self.current, progress=self._progress(self._before(self.current)))
+        if line.strip() == "[talkforge] done":
+            self.finished = True
+            return Update(stage="done", progress=self._progress(1.0), eta_seconds=0.0)
+        if self.current != self.engine_step:
+            return None
+        update = self.engine.feed(line)
+        if update is None:
+            return None
+        if update.progress is not None:
+            share = self.shares[self.engine_step]
+            update.progress = self._progress(self._before(self.engine_step) + share * update.progress)
+        update.stage = self.engine_step if update.stage is not None else None
+        return update
+
+    def outcome(self, returncode: int) -> str | None:
+        if self.engine_step in self.started:
+            # The engine's verdict first: it knows its failures (out of memory, a missing model file).
+            following = list(self.shares)[list(self.shares).index(self.engine_step) + 1 :]
+            engine_returncode = returncode if not set(following) & set(self.started) else 0
+            if problem := self.engine.outcome(engine_returncode):
+                return problem
+        if returncode != 0:
+            where = f"the {self.current} step" if self.current else "the job's setup"
+            return f"Generation failed in {where} (exit code {returncode}): the log's last lines say why."
+        if not self.finished:
+            return "Video generation ended before all its steps ran: the log's last lines say why."
+        return None
+
+
+# --- the plan ----------------------------------------------------------------------------------------
+
+
+def _dataset(video: Video, node) -> PurePosixPath:
+    copy = DatasetCopy.objects.filter(avatar=video.avatar, node=node, complete=True).first()
+    if copy is None:
+        raise ValueError(
+            f"node {node.name} no longer holds the avatar's preprocessed dataset: train the avatar again"
+        )
+    return PurePosixPath(copy.path)
+
+
+def generate_plan(job: Job) -> Plan:
+    video = Video.objects.select_related("avatar", "checkpoint").get(pk=job.params["video"])
+    avatar, checkpoint = video.avatar, video.checkpoint
+    if checkpoint is None:
+        raise ValueError("the chosen checkpoint was deleted: generate the video again with another one")
+    folder = job_folder(job)
+    wav = folder / "audio.wav"
+    result, poster = folder / RESULT, folder / POSTER
+    seconds = video.audio_duration
+    dataset = _dataset(video, job.node)
+    env: dict[str, str] = {}
+    if avatar.engine == Avatar.Engine.SYNCTALK:
+        python, (views,), scripts = _python_and_scripts(job, "pose_view.py")
+        checkpoint_file = PurePosixPath(checkpoint.path)
+        workspace = folder / "model" / avatar.slug
+        linked = workspace / "checkpoints" / checkpoint_file.name
+        engine_video = synctalk.result_video_path(str(workspace), checkpoint.iteration, with_audio=True)
+        render = commands.synctalk_custom_audio(
+            name=avatar.slug, workspace=avatar.slug, wav=str(wav), data_root=str(dataset.parent),
+            model_root=str(workspace.parent),
+        )  # fmt: skip
+        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        prepare = [python, "-u", views, "--link", str(checkpoint_file), str(linked)]
+        chain = [("poses", prepare), ("render", render)]
+        shares = {"poses": 0.02, "render": 0.88, "encode": 0.10}
+        engine_parser: ConsoleParser = synctalk.TestParser(evaluate=False)
+    else:
+        if checkpoint.stage != "fine":
+            raise ValueError(f"checkpoint {checkpoint.stage} {checkpoint.iteration} cannot render")
+        model = PurePosixPath(checkpoint.path).parent.parent  # <model>/point_cloud/iteration_N
+        data_view, model_view = folder / "data" / avatar.slug, folder / "output" / avatar.slug
+        features = folder / "audio.npy"
+        render = commands.gaussiantalker_render(
+            data_root=str(data_view.parent), output_root=str(model_view.parent), name=avatar.slug,
+            custom_aud=str(features), custom_wav=str(wav), iteration=checkpoint.iteration,
+            batch=video.batch_size,
+        )  # fmt: skip
+        if avatar.engine == Avatar.Engine.DEMO:
+            python, (views, extract, render_py), scripts = _python_and_scripts(
+                job, "pose_view.py", "demo/features.py", "demo/render.py"
+            )
+            extract_features = [python, "-u", extract, "--input", str(wav), "--output", str(features)]
+            render = [python, "-u", render_py, *render[3:]]  # the same arguments as render.py's
+            cwd = str(folder)
+        else:
+            python, (views,), scripts = _python_and_scripts(job, "pose_view.py")
+            extract_features = commands.gaussiantalker_audio_features(wav=str(wav), output=str(features))
+            cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        prepare = [
+            python, "-u", views, "--dataset", str(dataset), "--view", str(data_view),
+            "--frames", str(audio_frames(seconds)),
+            "--link", str(model / "cfg_args"), str(model_view / "cfg_args"),
+            "--link", str(model / "point_cloud"), str(model_view / "point_cloud"),
+        ]  # fmt: skip
+        engine_video = gaussiantalker.render_output_path(str(model_view), "custom", checkpoint.iteration)
+        chain = [("poses", prepare), ("audio features", extract_features), ("render", render)]
+        shares = {"poses": 0.02, "audio features": 0.08, "render": 0.80, "encode": 0.10}
+        engine_parser = gaussiantalker.RenderParser(sets=("custom",))
+    encode = [
+        web_video(source=engine_video, audio=str(wav), seconds=seconds, target=str(result)),
+        poster_frame(source=str(result), target=str(poster)),
+    ]
+    if avatar.engine != Avatar.Engine.SYNCTALK:
+        # render.py's own videos (the result and its attention views) are intermediate: drop them.
+        encode.append(["rm", "-rf", str(PurePosixPath(engine_video).parent.parent)])
+    total = len(chain) + 1
+    commands_run = []
+    for number, (name, command) in enumerate(chain, start=1):
+        commands_run += [step(number, total, name), command]
+    commands_run += [step(total, total, "encode"), *encode, ["echo", "[talkforge] done"]]
+
+    def verify(conn: NodeConnection) -> str | None:
+        missing = [path.name for path in (result, poster) if not conn.exists(str(path))]
+        if missing:
+            return f"The generation ended without {' and '.join(missing)}: the log shows which step failed."
+        return None
+
+    return Plan(
+        invocation=wrap(node=job.node, gpu=job.gpu, argv=shell_and(*commands_run), name=job.container_name,
+                        mounts=[job.node.workdir], cwd=cwd, env=env),
+        parser=GenerationParser(steps=shares, engine=engine_parser, engine_step="render"),
+        outputs={"video": str(result), "poster": str(poster), "engine_video": engine_video},
+        uploads=(*scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),
+        verify=verify,
+        collect=((str(result), RESULT), (str(poster), POSTER)),
+    )  # fmt: skip
+
+
+def clean_generate(params: dict) -> dict:
+    """A generation job carries its Video's id; everything else is on the Video row."""
+    unknown = set(params) - {"video", "node"}
+    if unknown:
+        raise ServiceError(f"Unknown parameter(s) for a video generation: {', '.join(sorted(unknown))}.")
+    video = params.get("video")
+    if isinstance(video, bool) or not isinstance(video, int) or video < 1:
+        raise ServiceError("A video generation job needs the id of its video; start one from /videos/new/.")
+    return {"video": video}
+
+
+def after_generate(job: Job) -> None:
+    from .services import video_record_result
+
+    video_record_result(job=job)
+
+
+def register_kind() -> None:
+    register(
+        Job.Kind.GENERATE_VIDEO,
+        KindSpec(label="Generate a video from audio", needs_gpu=False, plan=generate_plan,
+                 clean=clean_generate, after=after_generate),
+    )  # fmt: skip

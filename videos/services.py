@@ -1,0 +1,219 @@
+"""Video generation: the driving audio checked and converted, the job submitted; its result recorded."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+import tempfile
+import wave
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from avatars.media import engine_wav, probe, probe_audio
+from avatars.models import Avatar, Checkpoint, DatasetCopy
+from jobs.models import Job
+from jobs.services import int_param, job_cancel, job_submit
+from talkforge.errors import ServiceError
+
+from . import tts
+from .models import Video
+
+logger = logging.getLogger(__name__)
+
+AUDIO_FORMATS = "WAV, MP3, M4A, OGG, FLAC or WebM"
+
+
+def default_checkpoint(avatar: Avatar) -> Checkpoint | None:
+    """The one a generation uses unless told otherwise: the latest renderable checkpoint.
+
+    GaussianTalker (and the demo) render ``point_cloud/iteration_N`` only, the fine stage's saves; SyncTalk
+    keeps one checkpoint per epoch."""
+    stage = "epoch" if avatar.engine == Avatar.Engine.SYNCTALK else "fine"
+    return (
+        avatar.checkpoints.filter(stage=stage)
+        .select_related("node")
+        .order_by("-iteration", "-created_at")
+        .first()
+    )
+
+
+def _check_checkpoint(avatar: Avatar, checkpoint: Checkpoint | None) -> Checkpoint:
+    if checkpoint is None:
+        checkpoint = default_checkpoint(avatar)
+        if checkpoint is None:
+            raise ServiceError(
+                f"Avatar {avatar.name} has no checkpoint that can render a video: train it again."
+            )
+    elif checkpoint.avatar_id != avatar.pk:
+        raise ServiceError(
+            f"That checkpoint belongs to another avatar, not to {avatar.name}: choose one of its own "
+            "checkpoints (or leave the choice empty for the latest)."
+        )
+    if avatar.engine != Avatar.Engine.SYNCTALK and checkpoint.stage != "fine":
+        raise ServiceError(
+            f"Checkpoint {checkpoint.stage} {checkpoint.iteration} is from the coarse stage, which render.py "
+            "cannot load: choose a fine-stage checkpoint (or leave the choice empty for the latest)."
+        )
+    node = checkpoint.node
+    if not node.enabled:
+        raise ServiceError(
+            f"Node {node.name}, which holds this avatar's model, is disabled: ask an administrator to enable "
+            "it, or train the avatar on another node."
+        )
+    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+        raise ServiceError(
+            f"Node {node.name} holds the checkpoint but not the avatar's preprocessed dataset, which "
+            "rendering needs: train the avatar again on that node."
+        )
+    return checkpoint
+
+
+def _check_length(seconds: float, what: str) -> None:
+    low, high = settings.VIDEO_MIN_AUDIO_SECONDS, settings.VIDEO_MAX_AUDIO_SECONDS
+    if seconds < low:
+        raise ServiceError(f"{what} is {seconds:.2f} s long; at least {low:g} s are needed.")
+    if seconds > high:
+        raise ServiceError(
+            f"{what} is {seconds / 60:.1f} minutes long; the limit is {high / 60:g} minutes "
+            f"({high:g} s). Split it into shorter parts and make one video of each."
+        )
+
+
+def _upload_path(upload: UploadedFile, folder: Path) -> Path:
+    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
+    if hasattr(upload, "temporary_file_path"):
+        return Path(upload.temporary_file_path())
+    path = folder / "upload.bin"
+    with open(path, "wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
+def wav_seconds(path: Path) -> float:
+    with wave.open(str(path), "rb") as audio:
+        return audio.getnframes() / audio.getframerate()
+
+
+def video_create(
+    *,
+    owner,
+    avatar: Avatar,
+    audio: UploadedFile | None = None,
+    text: str | None = None,
+    voice: str = tts.OFFLINE,
+    checkpoint: Checkpoint | None = None,
+    batch_size: int | str | None = None,
+) -> Video:
+    """Check and convert the driving audio (or speak the text), record the video and submit its job on the
+    node that holds the model. On any error nothing is left behind: no row, no job, no files."""
+    if avatar.owner_id != owner.pk:
+        raise ServiceError("No such avatar.")  # the views answer 404 before this
+    has_text = text is not None and text != ""
+    if audio is not None and has_text:
+        raise ServiceError("Give either an audio file or a text to speak, not both.")
+    if audio is None and not has_text:
+        raise ServiceError(f"Upload an audio file ({AUDIO_FORMATS}) or type a text for the avatar to speak.")
+    if audio is None:
+        text = text.strip()
+        if not text:
+            raise ServiceError("The text is empty: type what the avatar should say.")
+        if len(text) > settings.VIDEO_MAX_TEXT_CHARS:
+            raise ServiceError(
+                f"The text has {len(text)} characters; the limit is {settings.VIDEO_MAX_TEXT_CHARS}. "
+                "Shorten it or make several videos."
+            )
+        if voice not in tts.VOICES:
+            raise ServiceError(f"Unknown voice {voice!r}: choose one of {', '.join(tts.VOICES)}.")
+    if avatar.status != Avatar.Status.TRAINED:
+        raise ServiceError(
+            f"Avatar {avatar.name} is not trained yet ({avatar.get_status_display().lower()}): train it, "
+            "then generate videos."
+        )
+    batch = int_param(
+        {"batch_size": batch_size if batch_size not in (None, "") else 128}, "batch_size", 128,
+        minimum=1, maximum=1024,
+    )  # fmt: skip
+    checkpoint = _check_checkpoint(avatar, checkpoint)
+
+    token = secrets.token_hex(8)
+    relative = f"videos/{token}"
+    folder = Path(settings.MEDIA_ROOT) / relative
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            if audio is not None:
+                source = _upload_path(audio, Path(scratch))
+                what = "The audio"
+            else:
+                source = Path(scratch) / "speech.wav"
+                tts.speak(text=text, voice=voice, target=source)
+                what = "The spoken text"
+            _check_length(probe_audio(source).duration, what)
+            engine_wav(source, folder / "audio.wav")
+        seconds = wav_seconds(folder / "audio.wav")
+        _check_length(seconds, what)  # the exact length, from the converted file
+        with transaction.atomic():
+            video = Video.objects.create(
+                owner=owner,
+                avatar=avatar,
+                checkpoint=checkpoint,
+                source=Video.Source.AUDIO if audio is not None else Video.Source.TEXT,
+                text=text if audio is None else "",
+                voice=voice if audio is None else "",
+                original_name=(audio.name or "")[:255] if audio is not None else "",
+                folder=relative,
+                audio=f"{relative}/audio.wav",
+                audio_duration=seconds,
+                batch_size=batch,
+                pose_mode=(
+                    Video.PoseMode.ENGINE
+                    if avatar.engine == Avatar.Engine.SYNCTALK
+                    else Video.PoseMode.PING_PONG
+                ),
+            )
+            video.job = job_submit(
+                owner=owner,
+                kind=Job.Kind.GENERATE_VIDEO,
+                params={"video": video.pk},
+                node=checkpoint.node,
+                avatar=avatar,
+            )
+            video.save(update_fields=["job"])
+        return video
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def video_record_result(*, job: Job) -> Video | None:
+    """Once the job has ended: the result's paths and length, or the error."""
+    video = Video.objects.filter(job=job).first()
+    if video is None:
+        return None  # deleted meanwhile
+    if job.status != Job.Status.SUCCEEDED:
+        video.error = job.error or f"The generation was {job.status}."
+        video.save(update_fields=["error"])
+        return video
+    files = job.result.get("files", {})
+    from .job_kind import POSTER, RESULT
+
+    video.result, video.poster = files.get(RESULT, ""), files.get(POSTER, "")
+    try:
+        video.result_duration = probe(Path(settings.MEDIA_ROOT) / video.result).duration
+    except ServiceError as error:
+        video.error = f"The generated video cannot be read: {error}"
+    video.save(update_fields=["result", "poster", "result_duration", "error"])
+    return video
+
+
+def video_delete(*, video: Video) -> None:
+    """The video, its files and (if it still runs) its job, which is canceled on the node."""
+    job = video.job
+    if job is not None and job.is_active:
+        job_cancel(job=job)
+    video.delete()  # its files go with it (signals.py), whoever deletes it
