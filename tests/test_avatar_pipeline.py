@@ -214,6 +214,16 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
     assert 'id="quality-chart"' in page
 
+    # A damaged ground-truth frame: the evaluation fails naming it; the model stays usable.
+    first_val = frames_val["frames"][0]["img_id"]
+    (data / "gt_imgs" / f"{first_val}.jpg").write_bytes(b"not a jpeg")
+    later = Checkpoint.objects.get(avatar=avatar, stage="fine", iteration=30)
+    assert client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": later.pk}).status_code == 201
+    avatar = trained(avatar.pk)
+    failed = Job.objects.filter(avatar=avatar, kind="evaluate").latest("id")
+    assert failed.status == "failed" and f"gt_imgs/{first_val}.jpg" in failed.error, failed.error
+    assert avatar.status == Avatar.Status.TRAINED and not avatar.evaluations.filter(iteration=30).exists()
+
 
 def test_training_placed_on_another_node_copies_the_dataset_instead_of_preprocessing_again(
     alice, videos, make_node, make_ssh_node, processes, redis_db
