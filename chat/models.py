@@ -1,0 +1,162 @@
+from django.conf import settings
+from django.db import models
+
+from gpu_nodes.models import slug_validator  # one rule for every name that reaches paths
+
+
+class Language(models.TextChoices):
+    """What Whisper recognises and XTTS v2 speaks (espeak-ng speaks them all too)."""
+
+    EN = "en", "English"
+    ZH = "zh", "Chinese"
+    DE = "de", "German"
+    FR = "fr", "French"
+    ES = "es", "Spanish"
+    IT = "it", "Italian"
+    PT = "pt", "Portuguese"
+    PL = "pl", "Polish"
+    TR = "tr", "Turkish"
+    RU = "ru", "Russian"
+    NL = "nl", "Dutch"
+    CS = "cs", "Czech"
+    AR = "ar", "Arabic"
+    JA = "ja", "Japanese"
+    HU = "hu", "Hungarian"
+    KO = "ko", "Korean"
+    HI = "hi", "Hindi"
+
+
+class Voice(models.Model):
+    """A person's voice to clone: their reference recording (3–60 s, stored as 22.05 kHz mono WAV, the
+    rate XTTS computes latents at), with their consent recorded, reusable across conversations."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="voices")
+    name = models.CharField(max_length=100)
+    slug = models.CharField(max_length=63, unique=True, validators=[slug_validator], editable=False)
+    language = models.CharField(
+        max_length=8, choices=Language.choices, default=Language.EN, help_text="What the recording speaks."
+    )
+    reference = models.CharField(
+        max_length=300, editable=False, help_text="The reference WAV, relative to MEDIA_ROOT."
+    )
+    reference_info = models.JSONField(default=dict, blank=True, editable=False)
+    latents = models.CharField(
+        max_length=300, blank=True, editable=False,
+        help_text="XTTS speaker latents computed from the reference, relative to MEDIA_ROOT (a cache).",
+    )  # fmt: skip
+
+    consent_given_at = models.DateTimeField()
+    consent_given_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    consent_statement = models.TextField(help_text="The statement the uploader confirmed, word for word.")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="voice_unique_name_per_owner")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def folder(self) -> str:
+        return f"voices/{self.slug}"
+
+
+class Conversation(models.Model):
+    """Talking with one avatar in one voice. LLM settings left blank use the platform's (CHAT_LLM_*)."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    avatar = models.ForeignKey("avatars.Avatar", on_delete=models.CASCADE, related_name="conversations")
+    voice = models.ForeignKey(
+        Voice, null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations",
+        help_text="Empty: the offline espeak-ng voice.",
+    )  # fmt: skip
+    language = models.CharField(
+        max_length=8, choices=Language.choices, blank=True,
+        help_text="Empty: recognised from each spoken turn (text turns are answered in English).",
+    )  # fmt: skip
+    system_prompt = models.TextField(blank=True)
+    llm_base_url = models.URLField(max_length=300, blank=True, help_text="Empty: CHAT_LLM_BASE_URL.")
+    llm_model = models.CharField(max_length=100, blank=True, help_text="Empty: CHAT_LLM_MODEL.")
+    # Encrypted at rest (gpu_nodes.secrets); write-only: never sent out by the API or shown again.
+    llm_api_key_encrypted = models.TextField(blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+    @property
+    def has_own_api_key(self) -> bool:
+        return bool(self.llm_api_key_encrypted)
+
+    @property
+    def folder(self) -> str:
+        return f"conversations/{self.pk}"
+
+
+class Message(models.Model):
+    """One turn: the person's (spoken or typed) or the avatar's reply, with how long each stage took."""
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        CANCELED = "canceled", "Canceled"
+
+    # Keys of ``timings``, in seconds from the start of the turn.
+    TIMING_KEYS = (
+        "asr", "llm_first_token", "first_sentence", "tts_first_audio", "first_video_chunk", "whole_reply",
+    )  # fmt: skip
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    role = models.CharField(max_length=10, choices=Role.choices)
+    text = models.TextField(blank=True)
+    audio = models.CharField(max_length=300, blank=True, help_text="Recording of a spoken turn (MEDIA_ROOT).")
+    language = models.CharField(max_length=8, blank=True, help_text="Given, or recognised by Whisper.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
+    error = models.TextField(blank=True)
+    timings = models.JSONField(default=dict, blank=True, help_text="Stage → seconds (see TIMING_KEYS).")
+    voice_engine = models.CharField(max_length=20, blank=True, help_text="xtts or espeak-ng.")
+    voice_note = models.CharField(max_length=300, blank=True, help_text="Why espeak-ng spoke, when it did.")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["conversation", "created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.role}: {self.text[:60]}"
+
+
+class Chunk(models.Model):
+    """One sentence of a reply: its text, its speech, and its rendered video, played in ``index`` order."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    text = models.TextField()
+    audio = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
+    audio_seconds = models.FloatField(null=True, blank=True)
+    video = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
+    timings = models.JSONField(default=dict, blank=True, help_text="tts, render: seconds.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["message", "index"]
+        constraints = [models.UniqueConstraint(fields=["message", "index"], name="chunk_unique_index")]
+
+    def __str__(self) -> str:
+        return f"{self.message_id}#{self.index}: {self.text[:60]}"

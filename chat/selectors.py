@@ -1,0 +1,28 @@
+from django.db.models import QuerySet
+
+from .models import Chunk, Conversation, Message, Voice
+
+
+def voices_visible_to(user) -> QuerySet[Voice]:
+    """Only the owner sees a voice — it is a person's voice; staff use the admin."""
+    if not user.is_authenticated:
+        return Voice.objects.none()
+    return Voice.objects.filter(owner=user)
+
+
+def conversations_visible_to(user) -> QuerySet[Conversation]:
+    if not user.is_authenticated:
+        return Conversation.objects.none()
+    return Conversation.objects.filter(owner=user).select_related("avatar", "voice")
+
+
+def messages_visible_to(user) -> QuerySet[Message]:
+    if not user.is_authenticated:
+        return Message.objects.none()
+    return Message.objects.filter(conversation__owner=user)
+
+
+def chunks_visible_to(user) -> QuerySet[Chunk]:
+    if not user.is_authenticated:
+        return Chunk.objects.none()
+    return Chunk.objects.filter(message__conversation__owner=user)

@@ -1,0 +1,245 @@
+"""Voices and conversations: creation from validated input, settings, and what the LLM is sent."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from avatars.selectors import avatars_visible_to
+from gpu_nodes import secrets as secret_box
+from talkforge.errors import ServiceError
+
+from . import llm
+from .audio import VOICE_SAMPLE_RATE, probe_audio, to_wav
+from .models import Conversation, Language, Message, Voice
+from .selectors import voices_visible_to
+
+VOICE_CONSENT_STATEMENT = (
+    "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
+    "new sentences, and I may upload it on their behalf."
+)
+
+
+def _slug_for(name: str) -> str:
+    base = slugify(name)[:40].strip("-") or "voice"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
+def _local_path(upload: UploadedFile, folder: Path) -> Path:
+    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
+    if hasattr(upload, "temporary_file_path"):
+        return Path(upload.temporary_file_path())
+    path = folder / "upload.bin"
+    with open(path, "wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
+def _check_language(language: str, *, blank_ok: bool) -> str:
+    language = (language or "").strip()
+    if blank_ok and not language:
+        return ""
+    if language not in Language.values:
+        raise ServiceError(f"Unknown language {language!r}: choose one of {', '.join(Language.values)}.")
+    return language
+
+
+def voice_create(
+    *, owner, name: str, recording: UploadedFile, consent: bool, language: str = Language.EN
+) -> Voice:
+    """Validate a reference recording (an audio stream of CHAT_VOICE_MIN_SECONDS to CHAT_VOICE_MAX_SECONDS),
+    store it as 22.05 kHz mono WAV and make the voice. On any error nothing is left behind."""
+    name = (name or "").strip()
+    if not consent:
+        raise ServiceError("Confirm that the person in the recording agreed to have their voice cloned.")
+    if not name or len(name) > 100:
+        raise ServiceError("Give the voice a name of 1 to 100 characters.")
+    language = _check_language(language, blank_ok=False)
+    if Voice.objects.filter(owner=owner, name=name).exists():
+        raise ServiceError(f"You already have a voice named {name!r}: choose another name.")
+
+    slug = _slug_for(name)
+    folder = Path(settings.MEDIA_ROOT) / "voices" / slug
+    folder.mkdir(parents=True, exist_ok=False)
+    try:
+        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+            source = _local_path(recording, Path(scratch))
+            info = probe_audio(source)
+            low, high = settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS
+            if info.duration < low:
+                raise ServiceError(
+                    f"The recording is {info.duration:.1f} s long; a voice needs at least {low:.0f} s of "
+                    "clear speech (10–30 s clone best)."
+                )
+            if info.duration > high:
+                raise ServiceError(
+                    f"The recording is {info.duration:.0f} s long; the limit is {high:.0f} s. Trim it to "
+                    "its clearest part."
+                )
+            to_wav(source, folder / "reference.wav", sample_rate=VOICE_SAMPLE_RATE)
+        with transaction.atomic():
+            return Voice.objects.create(
+                owner=owner,
+                name=name,
+                slug=slug,
+                language=language,
+                reference=f"voices/{slug}/reference.wav",
+                reference_info={
+                    "duration": info.duration,
+                    "source_codec": info.codec,
+                    "source_sample_rate": info.sample_rate,
+                    "source_channels": info.channels,
+                    "sample_rate": VOICE_SAMPLE_RATE,
+                },
+                consent_given_at=timezone.now(),
+                consent_given_by=owner,
+                consent_statement=VOICE_CONSENT_STATEMENT,
+            )
+    except IntegrityError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise ServiceError(f"You already have a voice named {name!r}: choose another name.") from None
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def voice_latents_saved(*, voice: Voice, path: Path) -> None:
+    """Record where the voice's XTTS latents were cached (chat.tts writes them beside the reference)."""
+    relative = path.relative_to(settings.MEDIA_ROOT).as_posix()
+    Voice.objects.filter(pk=voice.pk).update(latents=relative)
+    voice.latents = relative
+
+
+def voice_delete(*, voice: Voice) -> None:
+    """Conversations that spoke in it fall back to the offline voice (the foreign key is SET_NULL)."""
+    folder = Path(settings.MEDIA_ROOT) / voice.folder
+    voice.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _own_voice(owner, voice: Voice | int | None) -> Voice | None:
+    if voice is None or voice == "":
+        return None
+    voice_id = voice.pk if isinstance(voice, Voice) else voice
+    found = voices_visible_to(owner).filter(pk=voice_id).first()
+    if found is None:
+        raise ServiceError(f"You have no voice with id {voice_id}.")
+    return found
+
+
+def _clean_llm_fields(*, llm_base_url: str, llm_model: str, system_prompt: str) -> dict:
+    base_url = (llm_base_url or "").strip()
+    if base_url and not base_url.startswith(("http://", "https://")):
+        raise ServiceError(f"The LLM base URL {base_url!r} must start with http:// or https://.")
+    return {
+        "llm_base_url": base_url,
+        "llm_model": (llm_model or "").strip()[:100],
+        "system_prompt": (system_prompt or "").strip(),
+    }
+
+
+@transaction.atomic
+def conversation_create(
+    *,
+    owner,
+    avatar,
+    voice: Voice | int | None = None,
+    language: str = "",
+    title: str = "",
+    system_prompt: str = "",
+    llm_base_url: str = "",
+    llm_model: str = "",
+    llm_api_key: str = "",
+) -> Conversation:
+    """A conversation with one of the owner's avatars, in one of their voices (or the offline voice)."""
+    avatar_id = getattr(avatar, "pk", avatar)
+    own_avatar = avatars_visible_to(owner).filter(pk=avatar_id).first()
+    if own_avatar is None:
+        raise ServiceError(f"You have no avatar with id {avatar_id}.")
+    return Conversation.objects.create(
+        owner=owner,
+        avatar=own_avatar,
+        voice=_own_voice(owner, voice),
+        language=_check_language(language, blank_ok=True),
+        title=(title or "").strip()[:200],
+        llm_api_key_encrypted=secret_box.encrypt((llm_api_key or "").strip()),
+        **_clean_llm_fields(llm_base_url=llm_base_url, llm_model=llm_model, system_prompt=system_prompt),
+    )
+
+
+UNCHANGED = object()
+
+
+@transaction.atomic
+def conversation_update(
+    *,
+    conversation: Conversation,
+    voice=UNCHANGED,
+    language=UNCHANGED,
+    title=UNCHANGED,
+    system_prompt=UNCHANGED,
+    llm_base_url=UNCHANGED,
+    llm_model=UNCHANGED,
+    llm_api_key=UNCHANGED,
+) -> Conversation:
+    """Change what is given; the API key is write-only: a new one replaces it, "" removes it."""
+    owner = conversation.owner
+    if voice is not UNCHANGED:
+        conversation.voice = _own_voice(owner, voice)
+    if language is not UNCHANGED:
+        conversation.language = _check_language(language, blank_ok=True)
+    if title is not UNCHANGED:
+        conversation.title = (title or "").strip()[:200]
+    current = {
+        "llm_base_url": conversation.llm_base_url,
+        "llm_model": conversation.llm_model,
+        "system_prompt": conversation.system_prompt,
+    }
+    given = {"llm_base_url": llm_base_url, "llm_model": llm_model, "system_prompt": system_prompt}
+    current.update({key: value for key, value in given.items() if value is not UNCHANGED})
+    for key, value in _clean_llm_fields(**current).items():
+        setattr(conversation, key, value)
+    if llm_api_key is not UNCHANGED:
+        conversation.llm_api_key_encrypted = secret_box.encrypt((llm_api_key or "").strip())
+    conversation.save()
+    return conversation
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    folder = Path(settings.MEDIA_ROOT) / conversation.folder
+    conversation.delete()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
+    """The endpoint, model and key this conversation's replies use (its own where set)."""
+    try:
+        api_key = secret_box.decrypt(conversation.llm_api_key_encrypted)
+    except secret_box.SecretUnreadable:
+        raise ServiceError(
+            "The conversation's API key cannot be decrypted: NODE_SECRETS_KEY (or SECRET_KEY) changed since "
+            "it was saved. Enter the key again in the conversation's settings."
+        ) from None
+    return llm.config_for(base_url=conversation.llm_base_url, model=conversation.llm_model, api_key=api_key)
+
+
+def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None = None) -> list[dict]:
+    """What the LLM is sent for the next reply: the system prompt and the newest finished turns (the
+    last one being the person's) that fit in CHAT_LLM_HISTORY_TOKENS."""
+    messages = []
+    if conversation.system_prompt:
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    turns = conversation.messages.exclude(text="").filter(
+        status__in=[Message.Status.DONE, Message.Status.CANCELED]
+    )
+    messages.extend({"role": turn.role, "content": turn.text} for turn in turns.order_by("created_at", "id"))
+    return llm.trim_history(messages, budget_tokens=budget_tokens or settings.CHAT_LLM_HISTORY_TOKENS)
