@@ -255,6 +255,17 @@ def test_videos_are_generated_from_every_audio_format_and_from_text(
     assert not Video.objects.filter(pk=long.pk).exists()
     wait_for(lambda: not (media_root / long.result).exists() and not (media_root / long.folder).exists(), 5)
 
+    # A failure is the video's error, in the API and on its page.
+    model = PurePosixPath(long.checkpoint.path).parent.parent
+    Path(model / "cfg_args").rename(Path(model / "cfg_args.away"))
+    response = api.post("/api/videos/", {"avatar": avatar.pk, "text": "Hello"}, format="multipart")
+    (failed,) = finished([Video.objects.get(pk=response.json()["id"])])
+    assert failed.job.status == Job.Status.FAILED and not failed.result
+    assert "poses step" in failed.error and "cfg_args is missing" in failed.error
+    assert "poses step" in api.get(f"/api/videos/{failed.pk}/").json()["error"]
+    assert "cfg_args is missing" in page.get(f"/videos/{failed.pk}/").content.decode()
+    assert page.get(f"/videos/{failed.pk}/media/video/").status_code == 404
+
 
 # --- refusals ------------------------------------------------------------------------------------------
 
@@ -385,6 +396,9 @@ def test_another_user_gets_404_for_videos_avatars_and_checkpoints_not_theirs(
     assert avatar.name not in new_page  # alice's avatar is not offered to bob
     own = Client()
     own.force_login(alice)
+    detail = own.get(f"/videos/{video.pk}/").content.decode()
+    assert f'data-job="{video.job_id}"' in detail and "Talkforge.watchJob" in detail
+    assert avatar.name in own.get("/videos/new/").content.decode()
     for what in ("video", "poster", "audio"):
         assert own.get(f"/videos/{video.pk}/media/{what}/").status_code == 200, what
     assert own.get(f"/videos/{video.pk}/media/secret/").status_code == 404
