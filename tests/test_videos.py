@@ -402,6 +402,17 @@ def test_another_user_gets_404_for_videos_avatars_and_checkpoints_not_theirs(
     for what in ("video", "poster", "audio"):
         assert own.get(f"/videos/{video.pk}/media/{what}/").status_code == 200, what
     assert own.get(f"/videos/{video.pk}/media/secret/").status_code == 404
+    # Players seek with byte ranges.
+    whole = (Path(settings.MEDIA_ROOT) / video.audio).read_bytes()
+    part = own.get(f"/videos/{video.pk}/media/video/", headers={"range": "bytes=10-99"})
+    assert part.status_code == 206 and b"".join(part.streaming_content) == whole[10:100]
+    assert part["Content-Range"] == f"bytes 10-99/{len(whole)}" and part["Content-Length"] == "90"
+    tail = own.get(f"/videos/{video.pk}/media/video/", headers={"range": "bytes=-16"})
+    assert b"".join(tail.streaming_content) == whole[-16:]
+    rest = own.get(f"/videos/{video.pk}/media/video/", headers={"range": "bytes=44-"})
+    assert b"".join(rest.streaming_content) == whole[44:]
+    beyond = own.get(f"/videos/{video.pk}/media/video/", headers={"range": f"bytes={len(whole)}-"})
+    assert beyond.status_code == 416
     settings.MEDIA_ACCEL_REDIRECT = True
     assert (
         own.get(f"/videos/{video.pk}/media/audio/")["X-Accel-Redirect"] == f"/protected-media/{video.audio}"

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -99,6 +100,59 @@ def video_media(request, video_id: int, what: str):
         raise Http404("The file is missing on the server.")
     download = request.GET.get("download") == "1"
     name = f"video-{video.pk}{path.suffix}"
-    return FileResponse(  # noqa: SIM115 - closed by Django
-        open(path, "rb"), as_attachment=download, filename=name, content_type=content_type
-    )
+    size = path.stat().st_size
+    if (wanted := _byte_range(request.headers.get("Range", ""), size)) is not None:
+        return _partial(path, wanted, size, content_type)
+    handle = open(path, "rb")  # noqa: SIM115 - closed by Django with the response
+    response = FileResponse(handle, as_attachment=download, filename=name, content_type=content_type)
+    response["Accept-Ranges"] = "bytes"
+    return response
+
+
+RANGE = re.compile(r"^bytes=(?P<first>\d*)-(?P<last>\d*)$")
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """One ``bytes=a-b`` range (what video players ask for when seeking), clipped to the file; None for
+    none, or for what this view does not serve partially (several ranges), which then gets the whole."""
+    match = RANGE.match(header.strip())
+    if match is None or not (match["first"] or match["last"]):
+        return None
+    if match["first"]:
+        first = int(match["first"])
+        last = min(int(match["last"]), size - 1) if match["last"] else size - 1
+    else:  # the last N bytes
+        first, last = max(0, size - int(match["last"])), size - 1
+    return first, last
+
+
+class _Slice:
+    """``length`` bytes of an open file, read in blocks: a range streams like the whole file does."""
+
+    def __init__(self, handle, length: int):
+        self.handle, self.left = handle, length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.left <= 0:
+            return b""
+        data = self.handle.read(self.left if size < 0 else min(size, self.left))
+        self.left -= len(data)
+        return data
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _partial(path: Path, wanted: tuple[int, int], size: int, content_type: str) -> HttpResponse:
+    first, last = wanted
+    if first >= size or first > last:
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    handle = open(path, "rb")  # noqa: SIM115 - closed by Django with the response
+    handle.seek(first)
+    response = FileResponse(_Slice(handle, last - first + 1), status=206, content_type=content_type)
+    response["Content-Length"] = str(last - first + 1)
+    response["Content-Range"] = f"bytes {first}-{last}/{size}"
+    response["Accept-Ranges"] = "bytes"
+    return response
