@@ -7,13 +7,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import threading
+import time
 from pathlib import Path, PurePosixPath
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
+from websockets.sync.client import connect as websocket_connect
 
+from accounts.services import api_token_rotate
 from avatars.aucsv import validate_au_csv
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.services import avatar_create
@@ -43,6 +47,34 @@ def trained(avatar_id: int, timeout: float = 120) -> Avatar:
         return avatar if settled and not active else None
 
     return wait_for(done, timeout, interval=0.2, message="the pipeline to end")
+
+
+class UserEvents(threading.Thread):
+    """The owner's live stream (/ws/jobs/ on the real ASGI server, as the dashboard and the avatar page
+    get it), collected in the background while the pipeline runs."""
+
+    def __init__(self, user, server: str):
+        super().__init__(daemon=True)
+        self.url = server.replace("http://", "ws://") + "/ws/jobs/"
+        self.key = api_token_rotate(user=user)
+        self.messages: list[dict] = []
+        self.connected, self.stop = threading.Event(), threading.Event()
+
+    def run(self):
+        headers = {"Authorization": f"Token {self.key}"}
+        with websocket_connect(self.url, additional_headers=headers) as socket:
+            self.connected.set()
+            while not self.stop.is_set():
+                try:
+                    self.messages.append(json.loads(socket.recv(timeout=0.5)))
+                except TimeoutError:
+                    continue
+
+    def finish(self) -> list[dict]:
+        time.sleep(1)  # the last events are published just after the rows are committed
+        self.stop.set()
+        self.join(10)
+        return self.messages
 
 
 def seed_method_scores(video: Path, data: Path) -> tuple[list[float], list[float]]:
@@ -86,6 +118,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     videos,
     node_kind,
     request,
+    asgi_server,
     processes,
     redis_db,
     tmp_path,
@@ -99,6 +132,9 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     avatar = avatar_create(owner=alice, name="Anna", engine="demo", video=video, consent=True)
     client = APIClient()
     client.force_authenticate(alice)
+    live = UserEvents(alice, asgi_server)
+    live.start()
+    assert live.connected.wait(10)
 
     response = client.post(
         f"/api/avatars/{avatar.pk}/train/", {"iterations": 40, "seconds": 1}, format="json"
@@ -106,7 +142,17 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     assert response.status_code == 201, response.json()
     assert response.json()["kind"] == "preprocess"
     avatar = trained(avatar.pk)
+    events = live.finish()
     jobs = list(Job.objects.filter(avatar=avatar).order_by("id"))
+    # Live events all the way: every step was seen starting and succeeding, with its progress.
+    for job in jobs:
+        statuses = [e["status"] for e in events if e.get("job") == job.pk and e["type"] == "status"]
+        assert "running" in statuses and statuses[-1] == "succeeded", (job.kind, statuses)
+        assert statuses.index("running") < statuses.index("succeeded")
+    progress_stages = {
+        e.get("stage") for e in events if e["type"] == "progress" and e.get("job") == jobs[0].pk
+    }
+    assert progress_stages & {"images", "landmarks", "face_tracking", "transforms"}, progress_stages
     assert [(job.kind, job.status) for job in jobs] == [
         ("preprocess", "succeeded"),
         ("train", "succeeded"),
