@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from avatars.job_kinds import preprocess_plan, train_plan
-from avatars.models import Avatar
+from avatars.job_kinds import evaluate_plan, preprocess_plan, train_plan
+from avatars.models import Avatar, DatasetCopy
 from gpu_nodes.connections import LocalConnection
 from gpu_nodes.models import Gpu, Node
 from jobs.models import Job
@@ -83,6 +83,7 @@ def test_gaussiantalker_training_with_other_iterations_uses_a_derived_config(ali
         "OptimizationParams = dict(\n    coarse_iterations = 7999,\n    iterations = 10000,\n"
         "    batch_size=32,\n)\n"
     )
+    DatasetCopy.objects.create(avatar=job.avatar, node=job.node, path="/data", complete=True)  # data here
     plan = train_plan(job)
     argv = plan.invocation.argv
     config = argv[argv.index("--configs") + 1]
@@ -128,3 +129,49 @@ def test_synctalk_training_resumes_its_workspace_and_lists_epoch_checkpoints(ali
 @pytest.fixture(autouse=True)
 def _db(db):
     return db
+
+
+def test_gaussiantalker_evaluation_runs_our_script_in_the_engine_container_next_to_the_data(alice, tmp_path):
+    job = make_job(
+        alice,
+        tmp_path,
+        engine="gaussiantalker",
+        kind="evaluate",
+        runtime="docker",
+        params={"iteration": 10000},
+    )
+    plan = evaluate_plan(job)
+    argv, work = plan.invocation.argv, tmp_path / "work"
+    assert (
+        argv[:3] == ["docker", "run", "--rm"] and f"{work}:{work}" in argv and "gaussiantalker:latest" in argv
+    )
+    shell = argv[-1]
+    video = f"{work}/output/anna-gaus/test/ours_10000/renders/output_test_10000iter_renders.mov"
+    assert f"python3 -u {work}/engines/evaluate.py --video {video} --data {work}/data/anna-gaus" in shell
+    assert f"--output-json {work}/jobs/{job.pk}/evaluation.json" in shell
+    assert {remote for _, remote in plan.uploads} == {f"{work}/engines/evaluate.py"}
+    assert plan.verify(LocalConnection(job.node)).startswith("The evaluation wrote no report")
+
+
+def test_synctalk_evaluation_scores_the_val_video_its_training_rendered(alice, tmp_path):
+    job = make_job(alice, tmp_path, engine="synctalk", kind="evaluate", params={"iteration": 12})
+    plan = evaluate_plan(job)
+    assert plan.outputs["video"] == f"{tmp_path}/work/model/anna-sync/results/ngp_ep0012.mp4"
+    assert plan.invocation.env["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_evaluation_parser_reads_the_bar_and_the_error():
+    from avatars.engines.console import EvaluateParser
+
+    parser = EvaluateParser()
+    assert parser.feed("[INFO] ===== evaluate 680 frames =====").stage == "evaluate"
+    update = parser.feed(
+        "Evaluating:  44%|####4     | 300/680 [00:03<00:04, 95.00it/s, psnr=31.20, ssim=0.9100]"
+    )
+    assert update.progress == pytest.approx(300 / 680) and update.metrics == {"psnr": 31.2, "ssim": 0.91}
+    assert update.eta_seconds == 4
+    parser.feed("[ERROR] The ground-truth frame gt_imgs/7.jpg is missing: preprocess the avatar again.")
+    assert (
+        parser.outcome(2) == "The ground-truth frame gt_imgs/7.jpg is missing: preprocess the avatar again."
+    )
+    assert parser.outcome(0) is None

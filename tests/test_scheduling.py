@@ -120,3 +120,30 @@ def test_an_avatar_s_steps_go_first_to_the_node_that_holds_its_data(
     # Busy there: the next free slot elsewhere takes it (the training then copies the data over).
     other = job_submit(owner=alice, kind="train", params={"avatar": avatar.pk}, avatar=avatar)
     assert Job.objects.get(pk=other.pk).node.name == "alpha"
+
+
+def test_training_preprocesses_again_only_when_no_online_node_can_hand_over_the_data(
+    alice, make_node, videos, redis_db, settings, tmp_path
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from avatars.models import Avatar, DatasetCopy
+    from avatars.pipeline import avatar_train
+    from avatars.services import avatar_create
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.AVATAR_MIN_SECONDS = 2
+    settings.QUALITY_SAMPLE_FRAMES = 6
+    holder = make_node("holder")
+    video = SimpleUploadedFile("anna.mp4", videos["good"].read_bytes(), content_type="video/mp4")
+    avatar = avatar_create(owner=alice, name="Anna", engine="demo", video=video, consent=True)
+    DatasetCopy.objects.create(avatar=avatar, node=holder, path="/data/anna", complete=True)
+
+    Node.objects.filter(pk=holder.pk).update(status=Node.Status.OFFLINE)
+    assert avatar_train(avatar=avatar, owner=alice).kind == "preprocess"  # the copy is out of reach
+
+    Job.objects.update(status=Job.Status.CANCELED)
+    Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.READY_TO_TRAIN)
+    Node.objects.filter(pk=holder.pk).update(status=Node.Status.DRAINING)  # draining: still hands data over
+    avatar.refresh_from_db()
+    assert avatar_train(avatar=avatar, owner=alice).kind == "train"
