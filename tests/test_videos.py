@@ -342,6 +342,10 @@ def test_bad_inputs_are_refused_with_a_message_and_leave_nothing(alice, media, m
     DatasetCopy.objects.filter(avatar=avatar).delete()
     refused({"text": "Hello"}, "not the avatar's preprocessed dataset")
 
+    settings.MAX_UPLOAD_BYTES = 20_000
+    refused({"audio": upload(media["long"])}, "larger than the limit")
+    settings.MAX_UPLOAD_BYTES = 2**30
+
     # The page says the same, in the form.
     page = Client()
     page.force_login(alice)
