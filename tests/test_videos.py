@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -26,6 +27,7 @@ from videos.models import Video
 from videos.services import video_create
 
 from .conftest import FACE, ffmpeg, wait_for
+from .test_browser import CHROMIUM, chromium_page, log_in  # noqa: F401 - chromium_page is a fixture
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = ROOT / "avatars" / "engines"
@@ -639,3 +641,42 @@ def test_the_pose_view_plays_the_val_frames_back_and_forth(tmp_path):
     assert not (view / "transforms_val.json").is_symlink()
     assert (tmp_path / "jobs/3/output/x/point_cloud").resolve() == model / "point_cloud"
     assert PurePosixPath(str(dataset / "transforms_val.json")).name == "transforms_val.json"
+
+
+# --- in the browser ------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"Chromium is not installed at {CHROMIUM}")
+def test_a_video_made_in_the_browser_plays_there_once_its_job_ends(
+    chromium_page,  # noqa: F811 - the fixture imported from test_browser
+    make_node,
+    processes,
+    alice,
+    media,
+):
+    make_node()
+    processes.worker("local")
+    avatar = train_demo_avatar(alice, media)
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.click("header nav >> text=Videos")
+        page.click("text=New video from audio or text")
+        page.select_option("#id_avatar", str(avatar.pk))
+        page.set_input_files("#id_audio", str(media["mp3"]))
+        page.fill("#id_batch_size", "16")
+        page.click("#video-form button[type=submit]")
+        page.wait_for_url(re.compile(r"/videos/\d+/$"))
+        # The page follows the job live, then reloads itself with the player.
+        page.wait_for_selector("#log:has-text('[talkforge] step')", timeout=60_000)
+        page.wait_for_selector("video", timeout=60_000)
+        state = page.wait_for_function(
+            """() => {
+                const video = document.querySelector('video');
+                if (video.error) return {error: video.error.code};
+                return video.readyState >= 1 ? {duration: video.duration, width: video.videoWidth} : null;
+            }"""
+        ).json_value()
+        assert state.get("error") is None, state
+        assert state["duration"] == pytest.approx(1.3, abs=0.05) and state["width"] == 320
+        assert page.locator("#download").get_attribute("href").endswith("/media/video/?download=1")
+        assert page.errors == [] and page.outside_requests == []
