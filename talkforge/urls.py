@@ -8,6 +8,7 @@ api_patterns = [
     path("", include("jobs.api.urls")),
     path("", include("avatars.api.urls")),
     path("", include("videos.api.urls")),
+    path("", include("chat.api.urls")),
     path("", include("gpu_nodes.api.urls")),
     path("token/", TokenObtainView.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
@@ -22,5 +23,6 @@ urlpatterns = [
     path("nodes/", include("gpu_nodes.urls")),
     path("avatars/", include("avatars.urls")),
     path("videos/", include("videos.urls")),
+    path("chat/", include("chat.urls")),
     path("", include("jobs.urls")),
 ]
