@@ -165,8 +165,8 @@ def generate_plan(job: Job) -> Plan:
         )  # fmt: skip
         cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         prepare = [python, "-u", views, "--link", str(checkpoint_file), str(linked)]
-        chain = [("poses", prepare), ("render", render)]
-        shares = {"poses": 0.02, "render": 0.88, "encode": 0.10}
+        chain = [("workspace", prepare), ("render", render)]
+        shares = {"workspace": 0.02, "render": 0.88, "encode": 0.10}
         engine_parser: ConsoleParser = synctalk.TestParser(evaluate=False)
     else:
         if checkpoint.stage != "fine":
