@@ -405,6 +405,8 @@ def test_another_user_gets_404_for_videos_avatars_and_checkpoints_not_theirs(
     detail = own.get(f"/videos/{video.pk}/").content.decode()
     assert f'data-job="{video.job_id}"' in detail and "Talkforge.watchJob" in detail
     assert avatar.name in own.get("/videos/new/").content.decode()
+    preselected = own.get(f"/videos/new/?avatar={avatar.pk}").content.decode()
+    assert f'<option value="{avatar.pk}" selected>' in preselected
     for what in ("video", "poster", "audio"):
         assert own.get(f"/videos/{video.pk}/media/{what}/").status_code == 200, what
     assert own.get(f"/videos/{video.pk}/media/secret/").status_code == 404

@@ -30,7 +30,9 @@ def _wants_json(request) -> bool:
 def video_new(request):
     """The page's script sends the form with XMLHttpRequest to show upload progress, and gets JSON back;
     without script it is an ordinary form post."""
-    form = VideoCreateForm(request.POST or None, request.FILES or None, user=request.user)
+    # ?avatar=<id> preselects an avatar (a link from its page).
+    initial = {"avatar": request.GET["avatar"]} if request.GET.get("avatar", "").isdigit() else {}
+    form = VideoCreateForm(request.POST or None, request.FILES or None, user=request.user, initial=initial)
     if request.method == "POST":
         if getattr(request, "upload_too_large", False):
             form.add_error("audio", upload_too_large_message())
