@@ -141,6 +141,10 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.role}: {self.text[:60]}"
 
+    def timing_rows(self) -> list[tuple[str, float]]:
+        """The stored stage timings in the order the stages happen."""
+        return [(key, self.timings[key]) for key in self.TIMING_KEYS if key in self.timings]
+
 
 class Chunk(models.Model):
     """One sentence of a reply: its text, its speech, and its rendered video, played in ``index`` order."""

@@ -1,9 +1,138 @@
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import Prefetch
 from django.http import FileResponse, Http404, HttpResponse
-from django.shortcuts import get_object_or_404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
-from .selectors import chunks_visible_to, voices_visible_to
+from avatars.uploads import upload_too_large_message
+from talkforge.errors import ServiceError
+
+from .forms import ConversationForm, VoiceCreateForm
+from .models import Chunk
+from .selectors import chunks_visible_to, conversations_visible_to, voices_visible_to
+from .services import (
+    UNCHANGED,
+    conversation_create,
+    conversation_delete,
+    conversation_update,
+    voice_create,
+    voice_delete,
+)  # fmt: skip
+from .tts import xtts_missing
+
+# --- pages ---------------------------------------------------------------------------------------------
+
+
+@login_required
+def conversation_list(request):
+    return render(
+        request, "chat/conversation_list.html",
+        {"conversations": conversations_visible_to(request.user), "voices": voices_visible_to(request.user)},
+    )  # fmt: skip
+
+
+@login_required
+def conversation_new(request):
+    form = ConversationForm(request.POST or None, user=request.user)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            conversation = conversation_create(
+                owner=request.user, avatar=data["avatar"], voice=data["voice"], language=data["language"],
+                title=data["title"], system_prompt=data["system_prompt"], llm_base_url=data["llm_base_url"],
+                llm_model=data["llm_model"], llm_api_key=data["llm_api_key"],
+            )  # fmt: skip
+        except ServiceError as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("chat-conversation", conversation_id=conversation.pk)
+    return render(request, "chat/conversation_new.html", {"form": form})
+
+
+def _settings_form(request, conversation, data=None) -> ConversationForm:
+    initial = {
+        "voice": conversation.voice_id, "language": conversation.language, "title": conversation.title,
+        "system_prompt": conversation.system_prompt, "llm_base_url": conversation.llm_base_url,
+        "llm_model": conversation.llm_model,
+    }  # fmt: skip
+    return ConversationForm(data, initial=initial, user=request.user, editing=True)
+
+
+@login_required
+def conversation_detail(request, conversation_id: int):
+    """The conversation's history (each reply's sentences with their speech and stage timings) and its
+    settings."""
+    conversation = get_object_or_404(conversations_visible_to(request.user), pk=conversation_id)
+    form = _settings_form(request, conversation, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        key = "" if data["remove_api_key"] else (data["llm_api_key"] or UNCHANGED)
+        try:
+            conversation_update(
+                conversation=conversation, voice=data["voice"], language=data["language"],
+                title=data["title"], system_prompt=data["system_prompt"], llm_base_url=data["llm_base_url"],
+                llm_model=data["llm_model"], llm_api_key=key,
+            )  # fmt: skip
+        except ServiceError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, "Settings saved.")
+            return redirect("chat-conversation", conversation_id=conversation.pk)
+    turns = conversation.messages.order_by("created_at", "id").prefetch_related(
+        Prefetch("chunks", queryset=Chunk.objects.order_by("index"))
+    )
+    return render(
+        request, "chat/conversation_detail.html",
+        {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing()},
+    )  # fmt: skip
+
+
+@login_required
+@require_POST
+def conversation_delete_view(request, conversation_id: int):
+    conversation = get_object_or_404(conversations_visible_to(request.user), pk=conversation_id)
+    conversation_delete(conversation=conversation)
+    messages.success(request, "The conversation and its recordings were deleted.")
+    return redirect("chat-list")
+
+
+@login_required
+def voice_list(request):
+    """The user's voices, and the form that adds one."""
+    form = VoiceCreateForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if getattr(request, "upload_too_large", False):
+            form.add_error("recording", upload_too_large_message())
+        elif form.is_valid():
+            data = form.cleaned_data
+            try:
+                voice = voice_create(
+                    owner=request.user, name=data["name"], language=data["language"],
+                    recording=data["recording"], consent=data["consent"],
+                )  # fmt: skip
+            except ServiceError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(request, f"Voice {voice.name} added.")
+                return redirect("chat-voices")
+    return render(
+        request, "chat/voice_list.html",
+        {"voices": voices_visible_to(request.user), "form": form, "xtts_missing": xtts_missing()},
+    )  # fmt: skip
+
+
+@login_required
+@require_POST
+def voice_delete_view(request, voice_id: int):
+    voice = get_object_or_404(voices_visible_to(request.user), pk=voice_id)
+    voice_delete(voice=voice)
+    messages.success(request, f"Voice {voice.name} and its recording were deleted.")
+    return redirect("chat-voices")
+
+
+# --- media ---------------------------------------------------------------------------------------------
 
 
 def _serve(relative: str, *, attachment: bool = False):
