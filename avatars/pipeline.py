@@ -187,6 +187,48 @@ def avatar_evaluate(*, avatar: Avatar, owner, checkpoint: Checkpoint) -> Job:
     )  # fmt: skip
 
 
+PIPELINE_KINDS = (Job.Kind.PREPROCESS, Job.Kind.TRAIN, Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE)
+
+
+def avatar_failed_step(avatar: Avatar) -> Job | None:
+    """The pipeline's newest step when it failed or was canceled (what Retry runs again), else None."""
+    latest = avatar.jobs.filter(kind__in=PIPELINE_KINDS).order_by("-created_at", "-id").first()
+    if latest is not None and latest.status in (Job.Status.FAILED, Job.Status.CANCELED):
+        return latest
+    return None
+
+
+@transaction.atomic
+def avatar_retry(*, avatar: Avatar, owner) -> Job:
+    """Run the failed step again, on its own: same kind and settings, same parent. Rendering and
+    evaluating stay on the node that holds the model; preprocessing and training are placed afresh
+    (training prefers, or copies, the data). The pipeline then goes on from there."""
+    from jobs.services import job_submit
+
+    avatar = Avatar.objects.select_for_update().get(pk=avatar.pk)
+    failed = avatar_failed_step(avatar)
+    if failed is None:
+        raise ServiceError("Nothing to retry: the avatar's last step did not fail. Train it to start again.")
+    if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
+        raise ServiceError("A step of this avatar is still running: wait for it or cancel it first.")
+    pinned = failed.node if failed.kind in (Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE) else None
+    if failed.kind != Job.Kind.EVALUATE:
+        Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
+    return job_submit(
+        owner=owner, kind=failed.kind, params=failed.params, node=pinned, parent=failed.parent, avatar=avatar
+    )
+
+
+def avatar_cancel(*, avatar: Avatar) -> list[Job]:
+    """Stop whatever runs or waits for this avatar (the engines' process trees are killed)."""
+    from jobs.services import job_cancel
+
+    active = list(avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES))
+    if not active:
+        raise ServiceError("Nothing to cancel: no step of this avatar is queued or running.")
+    return [job_cancel(job=job) for job in active]
+
+
 def _avatar_failed(avatar: Avatar, job: Job) -> None:
     status = Avatar.Status.READY_TO_TRAIN if job.status == Job.Status.CANCELED else Avatar.Status.FAILED
     Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=status)

@@ -9,6 +9,8 @@ urlpatterns = [
     path("<int:avatar_id>/proceed/", views.avatar_proceed_view, name="avatar-proceed"),
     path("<int:avatar_id>/train/", views.avatar_train_view, name="avatar-train"),
     path("<int:avatar_id>/evaluate/", views.avatar_evaluate_view, name="avatar-evaluate"),
+    path("<int:avatar_id>/retry/", views.avatar_retry_view, name="avatar-retry"),
+    path("<int:avatar_id>/cancel/", views.avatar_cancel_view, name="avatar-cancel"),
     path("<int:avatar_id>/delete/", views.avatar_delete_view, name="avatar-delete"),
     path("<int:avatar_id>/media/<str:what>/", views.avatar_media, name="avatar-media"),
 ]

@@ -13,7 +13,7 @@ from .engines.gaussiantalker import GAUSSIANTALKER_TASKS
 from .engines.synctalk import SYNCTALK_TASKS
 from .forms import AvatarCreateForm
 from .models import Avatar
-from .pipeline import avatar_evaluate, avatar_train
+from .pipeline import avatar_cancel, avatar_evaluate, avatar_failed_step, avatar_retry, avatar_train
 from .selectors import avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
@@ -104,9 +104,37 @@ def avatar_detail(request, avatar_id: int):
         "quality_chart": [{"iteration": e.iteration, "psnr": e.psnr, "ssim": e.ssim} for e in scored],
         "frame_chart": frames,
         "evaluated": {e.iteration for e in evaluations},
+        "failed_step": avatar_failed_step(avatar),
+        "active": avatar.jobs.filter(status__in=("queued", "running")).exists(),
         "nodes": Node.objects.filter(enabled=True),
     }
     return render(request, "avatars/avatar_detail.html", context)
+
+
+@login_required
+@require_POST
+def avatar_retry_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    try:
+        job = avatar_retry(avatar=avatar, owner=request.user)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Retrying: job #{job.pk} ({job.get_kind_display()}).")
+    return redirect("avatar-detail", avatar_id=avatar.pk)
+
+
+@login_required
+@require_POST
+def avatar_cancel_view(request, avatar_id: int):
+    avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    try:
+        stopped = avatar_cancel(avatar=avatar)
+    except ServiceError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Canceled {len(stopped)} job(s); running engines are being stopped.")
+    return redirect("avatar-detail", avatar_id=avatar.pk)
 
 
 @login_required

@@ -269,6 +269,24 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     failed = Job.objects.filter(avatar=avatar, kind="evaluate").latest("id")
     assert failed.status == "failed" and f"gt_imgs/{first_val}.jpg" in failed.error, failed.error
     assert avatar.status == Avatar.Status.TRAINED and not avatar.evaluations.filter(iteration=30).exists()
+    page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
+    assert 'id="retry"' in page and f"gt_imgs/{first_val}.jpg" in page
+
+    # Repaired, the step is retried on its own (same node, same checkpoint) and its figures join the table.
+    (data / "gt_imgs" / f"{first_val}.jpg").write_bytes((data / "ori_imgs" / f"{first_val}.jpg").read_bytes())
+    response = client.post(f"/api/avatars/{avatar.pk}/retry/")
+    assert response.status_code == 201 and response.json()["kind"] == "evaluate", response.json()
+    avatar = trained(avatar.pk)
+    retried = Job.objects.get(pk=response.json()["id"])
+    assert retried.status == "succeeded" and retried.node == node and retried.parent == failed.parent
+    repaired = avatar.evaluations.get(iteration=30)
+    assert repaired.reference_frames == len(frames_val["frames"])
+    # That render was made while the frame was damaged (the demo "renders" from gt_imgs), so it is a
+    # frame short: the mismatch is compared as far as both go and said, not silently misaligned.
+    assert repaired.rendered_frames == repaired.reference_frames - 1 == repaired.frames
+    assert any(str(repaired.rendered_frames) in note and str(repaired.reference_frames) in note
+               for note in repaired.notes), repaired.notes  # fmt: skip
+    assert client.post(f"/api/avatars/{avatar.pk}/retry/").status_code == 400  # nothing failed now
 
 
 def test_training_placed_on_another_node_copies_the_dataset_instead_of_preprocessing_again(
@@ -309,6 +327,39 @@ def test_training_placed_on_another_node_copies_the_dataset_instead_of_preproces
         ("render_validation", "succeeded", remote.pk),
         ("evaluate", "succeeded", remote.pk),
     ]
+
+
+def test_an_avatar_s_training_is_canceled_and_retried_from_its_page_and_api(
+    alice, videos, make_node, processes, redis_db
+):
+    node = make_node()
+    processes.worker(node.name)
+    video = SimpleUploadedFile("anna.mp4", videos["good"].read_bytes(), content_type="video/mp4")
+    avatar = avatar_create(owner=alice, name="Anna", engine="demo", video=video, consent=True)
+    client = APIClient()
+    client.force_authenticate(alice)
+    assert client.post(f"/api/avatars/{avatar.pk}/train/", {"seconds": 120}, format="json").status_code == 201
+    training = wait_for(
+        lambda: Job.objects.filter(avatar=avatar, kind="train", status="running").first(), 60,
+        message="the training to start",
+    )  # fmt: skip
+    page_client = Client()
+    page_client.force_login(alice)
+    assert 'id="cancel-training"' in page_client.get(f"/avatars/{avatar.pk}/").content.decode()
+    assert page_client.post(f"/avatars/{avatar.pk}/cancel/").status_code == 302
+    avatar = wait_for(
+        lambda: (a := Avatar.objects.get(pk=avatar.pk)).status == Avatar.Status.READY_TO_TRAIN and a, 30,
+        message="the avatar to be ready again",
+    )  # fmt: skip
+    assert Job.objects.get(pk=training.pk).status == "canceled"
+    assert client.post(f"/api/avatars/{avatar.pk}/cancel/").status_code == 400  # nothing left to cancel
+
+    # Retry runs the canceled training again (not preprocessing: the node holds the data).
+    response = client.post(f"/api/avatars/{avatar.pk}/retry/")
+    assert response.status_code == 201 and response.json()["kind"] == "train"
+    assert Avatar.objects.get(pk=avatar.pk).status == Avatar.Status.TRAINING
+    stopped = client.post(f"/api/avatars/{avatar.pk}/cancel/").json()
+    assert [job["id"] for job in stopped] == [response.json()["id"]]
 
 
 def test_training_waits_for_a_checked_video_and_failures_are_reported(

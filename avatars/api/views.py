@@ -7,7 +7,7 @@ from rest_framework.response import Response
 
 from jobs.api.serializers import JobSerializer
 
-from ..pipeline import avatar_evaluate, avatar_train
+from ..pipeline import avatar_cancel, avatar_evaluate, avatar_retry, avatar_train
 from ..selectors import avatars_visible_to
 from ..services import avatar_create, avatar_delete, avatar_proceed_anyway
 from ..uploads import upload_too_large_message
@@ -93,3 +93,16 @@ class AvatarViewSet(
             raise NotFound("No such checkpoint for this avatar.")
         job = avatar_evaluate(avatar=avatar, owner=request.user, checkpoint=checkpoint)
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        """Run the pipeline's failed (or canceled) step again; the pipeline goes on from there."""
+        job = avatar_retry(avatar=self.get_object(), owner=request.user)
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=JobSerializer(many=True))
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel every queued or running step of this avatar (running engines are killed)."""
+        return Response(JobSerializer(avatar_cancel(avatar=self.get_object()), many=True).data)
