@@ -17,8 +17,10 @@ Methods, each run ``--repetitions`` times, in a rotating order:
   frame ``cv2.imread`` of the ground truth, ``skimage.metrics.peak_signal_noise_ratio`` on the colour
   frames and ``structural_similarity`` on ``cv2.cvtColor(..., COLOR_BGR2GRAY)``;
 - ffmpeg: ``ffmpeg -i render -framerate 25 -start_number <first> -i gt_imgs/%d.jpg`` with
-  ``[1:v]split[g1][g2];[0:v][g1]psnr[m];[m][g2]ssim`` to ``-f null`` (ffmpeg's own definitions — YUV
-  planes, 8×8 blocks — so only its speed is comparable; its figures are reported for information).
+  ``[1:v]split[g1][g2];[0:v][g1]psnr=stats_file=…[m];[m][g2]ssim=stats_file=…`` to ``-f null`` (per-frame
+  figures to files, as ours keeps them). ffmpeg's own definitions — YUV planes, SSIM on 8×8 blocks at a
+  4-pixel stride — are not the seed's, so only its speed is comparable; its figures are reported for
+  information.
 
 ms/frame = wall seconds of the whole call / frames, median over repetitions. ``value`` = ours,
 ``baseline`` = seed, ``ratio`` = seed / ours (target ≥ 5, and faster than ffmpeg). The run fails if any
@@ -99,17 +101,26 @@ def seed_method(video: Path, dataset: Path, ids: list[int]) -> tuple[list[float]
     return psnr_values, ssim_values
 
 
-def ffmpeg_filters(video: Path, dataset: Path, ids: list[int]) -> dict[str, float]:
-    """ffmpeg's psnr and ssim filters over the same pairs; their averages as ffmpeg prints them."""
+def ffmpeg_filters(video: Path, dataset: Path, ids: list[int], folder: Path) -> dict[str, float]:
+    """ffmpeg's psnr and ssim filters over the same pairs, per-frame figures to stats files (as ours keeps
+    per-frame figures); their averages as ffmpeg prints them."""
+    graph = (
+        f"[1:v]split[g1][g2];[0:v][g1]psnr=stats_file={folder / 'psnr.log'}[m];"
+        f"[m][g2]ssim=stats_file={folder / 'ssim.log'}"
+    )
     result = subprocess.run(
         ["ffmpeg", "-nostdin", "-hide_banner", "-i", str(video), "-framerate", "25", "-start_number",
-         str(ids[0]), "-i", str(dataset / "gt_imgs" / "%d.jpg"), "-filter_complex",
-         "[1:v]split[g1][g2];[0:v][g1]psnr[m];[m][g2]ssim", "-f", "null", "-"],
+         str(ids[0]), "-i", str(dataset / "gt_imgs" / "%d.jpg"), "-filter_complex", graph, "-f", "null", "-"],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     psnr = re.search(r"PSNR .*average:([\d.]+|inf)", result.stderr)
     ssim = re.search(r"SSIM .*All:([\d.]+)", result.stderr)
-    return {"psnr": float(psnr[1]) if psnr else None, "ssim": float(ssim[1]) if ssim else None}
+    frames = len((folder / "ssim.log").read_text().splitlines())
+    return {
+        "psnr": float(psnr[1]) if psnr else None,
+        "ssim": float(ssim[1]) if ssim else None,
+        "frames": frames,
+    }
 
 
 def main() -> None:
@@ -133,7 +144,7 @@ def main() -> None:
         methods = {
             "ours": lambda: evaluate(str(video), str(dataset)),
             "seed": lambda: seed_method(video, dataset, ids),
-            "ffmpeg": lambda: ffmpeg_filters(video, dataset, ids),
+            "ffmpeg": lambda: ffmpeg_filters(video, dataset, ids, folder),
         }
         seconds = {name: [] for name in methods}
         names = list(methods)
