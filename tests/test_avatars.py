@@ -144,11 +144,16 @@ def test_another_user_cannot_see_use_or_fetch_an_avatar(alice, bob, videos, clie
     assert intruder.get(f"/api/avatars/{avatar_id}/").status_code == 404
     assert intruder.post(f"/api/avatars/{avatar_id}/proceed/").status_code == 404
     assert intruder.delete(f"/api/avatars/{avatar_id}/").status_code == 404
+    for action in ("checkpoints", "evaluations"):
+        assert intruder.get(f"/api/avatars/{avatar_id}/{action}/").status_code == 404
+    for action in ("retry", "cancel", "evaluate"):
+        assert intruder.post(f"/api/avatars/{avatar_id}/{action}/", {"checkpoint": 1}).status_code == 404
     assert intruder.get("/api/avatars/").json()["results"] == []
     client.force_login(bob)
     for url in (f"/avatars/{avatar_id}/", f"/avatars/{avatar_id}/media/video/"):
         assert client.get(url).status_code == 404
-    assert client.post(f"/avatars/{avatar_id}/delete/").status_code == 404
+    for action in ("delete", "retry", "cancel", "evaluate"):
+        assert client.post(f"/avatars/{avatar_id}/{action}/", {"checkpoint": 1}).status_code == 404
     assert Avatar.objects.filter(pk=avatar_id).exists()
 
     client.force_login(alice)
@@ -232,3 +237,24 @@ def test_no_upload_stays_in_memory(settings):
     assert settings.FILE_UPLOAD_HANDLERS[-1] == "django.core.files.uploadhandler.TemporaryFileUploadHandler"
     assert not any("Memory" in handler for handler in settings.FILE_UPLOAD_HANDLERS)
     assert os.path.isdir(settings.FILE_UPLOAD_TEMP_DIR or "/tmp")
+
+
+def test_avatar_list_queries_do_not_grow_with_datasets_and_figures(
+    alice, videos, django_assert_max_num_queries
+):
+    from avatars.models import Checkpoint, DatasetCopy, Evaluation
+    from gpu_nodes.models import Node
+
+    client = api(alice)
+    node = Node.objects.create(name="n1", workdir="/w", status="online")
+    for name in ("Anna", "Bert", "Cleo"):
+        avatar = Avatar.objects.get(pk=create(client, videos["good"], name=name).json()["id"])
+        DatasetCopy.objects.create(avatar=avatar, node=node, path="/w/data/x", complete=True)
+        checkpoint = Checkpoint.objects.create(
+            avatar=avatar, node=node, stage="fine", iteration=10, path="/p"
+        )
+        Evaluation.objects.create(avatar=avatar, checkpoint=checkpoint, iteration=10, psnr=30.0, ssim=0.9)
+    with django_assert_max_num_queries(8):
+        results = client.get("/api/avatars/").json()["results"]
+    assert len(results) == 3 and all(r["evaluations"][0]["psnr"] == 30.0 for r in results)
+    assert all(r["datasets"][0]["node"] == "n1" for r in results)
