@@ -44,6 +44,14 @@ def get_model():
     """The Whisper model named by the settings, loaded on first use and then reused."""
     name = settings.CHAT_WHISPER_MODEL
     download_dir = settings.CHAT_WHISPER_DOWNLOAD_DIR
+    try:
+        import torch  # noqa: F401
+        import whisper  # noqa: F401
+    except ImportError:
+        raise ASRError(
+            "Speech recognition needs the ML packages on this worker: install the project's `ml` extra "
+            "(openai-whisper, torch)."
+        ) from None
     with _lock:
         device = _device()
         key = (name, download_dir, device)
@@ -56,13 +64,8 @@ def get_model():
 
 
 def _load(name: str, *, download_dir: str, device: str):
-    try:
-        import whisper
-    except ImportError:
-        raise ASRError(
-            "Speech recognition needs the ML packages on this worker: install the project's `ml` extra "
-            "(openai-whisper, torch)."
-        ) from None
+    import whisper
+
     known = whisper.available_models()
     if name not in known and not Path(name).is_file():
         raise ASRError(

@@ -82,16 +82,20 @@ def get_xtts():
     if missing:
         raise TTSError(f"XTTS cannot be used: {missing}.")
     folder = Path(settings.CHAT_XTTS_DIR)
-    with _lock:
+    try:
         import torch
-
+        from TTS.tts.configs.xtts_config import XttsConfig
+        from TTS.tts.models.xtts import Xtts
+    except ImportError:
+        raise TTSError(
+            "XTTS needs the ML packages on this worker: install the project's `ml` extra (coqui-tts, torch), "
+            "or unset CHAT_XTTS_DIR to speak with espeak-ng."
+        ) from None
+    with _lock:
         device = settings.CHAT_XTTS_DEVICE or ("cuda" if torch.cuda.is_available() else "cpu")
         key = (str(folder), _fingerprint(folder), device)
         if key in _loaded:
             return _loaded[key]
-        from TTS.tts.configs.xtts_config import XttsConfig
-        from TTS.tts.models.xtts import Xtts
-
         try:
             config = XttsConfig()
             config.load_json(str(folder / "config.json"))
