@@ -238,3 +238,66 @@ def test_an_avatar_upload_shows_its_progress_and_lands_on_the_checked_avatar(
         )
         assert page.url.endswith("/avatars/new/")
         assert page.outside_requests == [] and page.errors == []
+
+
+def test_avatar_page_follows_preprocessing_live_and_charts_the_quality_figures(
+    chromium_page, alice, redis_db
+):
+    from avatars.models import Avatar, Checkpoint, Evaluation
+    from gpu_nodes.models import Node
+    from jobs import events
+
+    node = Node.objects.create(name="n1", workdir="/w", status="online")
+    avatar = Avatar.objects.create(
+        owner=alice, name="Anna", slug="anna-live", engine="demo", status="training", video="avatars/x/x.mp4",
+        video_info={"duration": 60.0, "width": 512, "height": 512, "frames": 1500},
+        consent_given_at="2026-01-01T00:00Z", consent_given_by=alice, consent_statement="yes",
+    )  # fmt: skip
+    for iteration, psnr, ssim in ((500, 27.5, 0.81), (1000, 29.25, 0.86)):
+        checkpoint = Checkpoint.objects.create(
+            avatar=avatar, node=node, stage="fine", iteration=iteration, path="/p"
+        )
+        Evaluation.objects.create(
+            avatar=avatar, checkpoint=checkpoint, iteration=iteration, psnr=psnr, ssim=ssim, frames=3,
+            rendered_frames=3, reference_frames=3,
+            per_frame={"psnr": [psnr - 1, psnr, psnr + 1], "ssim": [ssim] * 3},
+        )  # fmt: skip
+    job = Job.objects.create(
+        owner=alice, kind="preprocess", avatar=avatar, node=node, status="running", stage="images",
+        params={"avatar": avatar.pk},
+    )  # fmt: skip
+    message = events.job_status_message(job)
+
+    def state(page, stage: str) -> str:
+        return page.locator(f'#stages tr[data-stage="{stage}"] [data-field="state"]').inner_text()
+
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/avatars/{avatar.pk}/")
+        assert (state(page, "audio"), state(page, "images"), state(page, "semantics")) == (
+            "done",
+            "running",
+            "pending",
+        )
+        # The best checkpoint is marked; both charts draw PSNR and SSIM.
+        assert "best" in page.locator('#evaluations tr[data-iteration="1000"]').inner_text()
+        for chart in ("#quality-chart", "#frame-chart"):
+            drawn = page.locator(f"{chart} polyline").evaluate_all(
+                "lines => lines.map(l => l.dataset.series)"
+            )
+            assert drawn == ["psnr", "ssim"], chart
+        page.wait_for_timeout(500)  # the page's socket is connected and has its snapshot
+        events.publisher.publish(events.job_group(job.pk), {**message, "stage": "landmarks"})
+        page.wait_for_function(
+            """() => document.querySelector('#stages tr[data-stage="landmarks"] [data-field="state"]')
+                      .textContent === "running" """
+        )
+        assert state(page, "torso_gt") == "done" and state(page, "face_tracking") == "pending"
+        events.publisher.publish(
+            events.job_group(job.pk), {**message, "stage": "landmarks", "status": "failed"}
+        )
+        page.wait_for_function(
+            """() => document.querySelector('#stages tr[data-stage="landmarks"] [data-field="state"]')
+                      .textContent === "failed" """
+        )
+        assert not page.errors and not page.outside_requests
