@@ -30,7 +30,7 @@ PREPROCESS_TASKS = range(1, 10)
 CONTAINER_ROOT = {Avatar.Engine.GAUSSIANTALKER: "/GaussianTalker", Avatar.Engine.SYNCTALK: "/SyncTalk"}
 
 
-def _python_and_scripts(job: Job, *names: str) -> tuple[str, list[str], tuple[tuple[Path, str], ...]]:
+def python_and_scripts(job: Job, *names: str) -> tuple[str, list[str], tuple[tuple[Path, str], ...]]:
     """The interpreter and the node paths of our standard-library scripts (engines/<name>), with the uploads
     that put them there. On this machine they run in place."""
     if job.node.kind == Node.Kind.LOCAL and job.node.runtime == Node.Runtime.BARE:
@@ -39,7 +39,7 @@ def _python_and_scripts(job: Job, *names: str) -> tuple[str, list[str], tuple[tu
     return "python3", remote, tuple((ENGINES / name, path) for name, path in zip(names, remote, strict=True))
 
 
-def _engine_cwd(job: Job, engine: str) -> str:
+def engine_cwd(job: Job, engine: str) -> str:
     if job.node.runtime == Node.Runtime.DOCKER:
         return CONTAINER_ROOT[engine]
     return str(PurePosixPath(job.node.workdir) / "engines" / engine)
@@ -70,12 +70,12 @@ def preprocess_plan(job: Job) -> Plan:
     uploads = [(pipeline.local_video(avatar), str(video))]
     if avatar.au_csv:
         uploads.append((Path(settings.MEDIA_ROOT) / avatar.au_csv, str(data / "au.csv")))
-    python, (process, blinks), scripts = _python_and_scripts(job, "demo/process.py", "blinks.py")
+    python, (process, blinks), scripts = python_and_scripts(job, "demo/process.py", "blinks.py")
     data_root = str(data.parent)
     env: dict[str, str] = {}
     if avatar.engine == Avatar.Engine.SYNCTALK:
         preprocess = commands.synctalk_preprocess(name=avatar.slug, data_root=data_root)
-        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         parser, tasks = synctalk.PreprocessParser(), range(1, 11)
         expected = [name for task in tasks for name in synctalk.expected_artifacts(task)]
     else:
@@ -83,7 +83,7 @@ def preprocess_plan(job: Job) -> Plan:
             preprocess, cwd = [python, "-u", process, str(video)], str(data)
         else:
             preprocess = commands.gaussiantalker_preprocess(data_root=data_root, name=avatar.slug)
-            cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+            cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         parser, tasks = gaussiantalker.PreprocessParser(), PREPROCESS_TASKS
         expected = [name for task in tasks for name in gaussiantalker.expected_artifacts(task)]
     # GaussianTalker reads blinks from au.csv: without an uploaded one they are estimated next to the data
@@ -146,7 +146,7 @@ def train_plan(job: Job) -> Plan:
     scripts, env, derive = (), {}, None
     listing = _list_checkpoints
     if avatar.engine == Avatar.Engine.DEMO:
-        python, (train,), scripts = _python_and_scripts(job, "demo/train.py")
+        python, (train,), scripts = python_and_scripts(job, "demo/train.py")
         iterations = params.get("iterations", 1000)
         coarse = max(10, iterations // 2)
         argv = [python, "-u", train, "-s", str(data), "--model_path", str(model),
@@ -155,7 +155,7 @@ def train_plan(job: Job) -> Plan:
                 "--port", str(port)]  # fmt: skip
         parser, cwd = gaussiantalker.TrainParser(coarse_iterations=coarse, iterations=iterations), str(data)
     elif avatar.engine == Avatar.Engine.GAUSSIANTALKER:
-        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         config = commands.GAUSSIANTALKER_CONFIG
         if params.get("iterations"):
             # The config overrides --iterations (spec §1.5): train with a copy that says the new count.
@@ -168,7 +168,7 @@ def train_plan(job: Job) -> Plan:
         )
     else:
         # SyncTalk resumes from its workspace's latest checkpoint (main.py's default --ckpt latest).
-        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         iters = params.get("iterations") or commands.SYNCTALK_HEAD_ITERS
         model = PurePosixPath(job.node.workdir) / "model" / avatar.slug
         argv = commands.synctalk_train(name=avatar.slug, workspace=avatar.slug, iters=iters,
@@ -246,12 +246,12 @@ def render_validation_plan(job: Job) -> Plan:
     iteration = job.params.get("iteration", -1)
     scripts, env = (), {}
     if avatar.engine == Avatar.Engine.DEMO:
-        python, (render,), scripts = _python_and_scripts(job, "demo/render.py")
+        python, (render,), scripts = python_and_scripts(job, "demo/render.py")
         argv = [python, "-u", render, "-s", str(data), "--model_path", str(model),
                 "--iteration", str(iteration), "--batch", "128", "--skip_train"]  # fmt: skip
         cwd = str(data)
     else:
-        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         argv = commands.gaussiantalker_validation_render(
             data_root=str(data.parent), output_root=str(model.parent), name=avatar.slug, iteration=iteration
         )
@@ -285,7 +285,7 @@ def evaluate_plan(job: Job) -> Plan:
     data = pipeline.dataset_dir(job.avatar, job.node.workdir)
     video = _validation_video(job)
     report = str(job_folder(job) / "evaluation.json")
-    python, (evaluate,), scripts = _python_and_scripts(job, "evaluate.py")
+    python, (evaluate,), scripts = python_and_scripts(job, "evaluate.py")
     argv = pipeline.shell_and(
         ["mkdir", "-p", str(job_folder(job))],
         [python, "-u", evaluate, "--video", video, "--data", str(data), "--output-json", report],

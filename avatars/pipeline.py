@@ -47,6 +47,11 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
         if avatar.status == Avatar.Status.NEEDS_ATTENTION:
             raise ServiceError("The video failed quality checks: replace it, or choose 'Train anyway' first.")
         raise ServiceError("This avatar is already training: wait for it, or cancel its jobs.")
+    if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
+        # GaussianTalker restarts from scratch and rewrites the point clouds a render is reading.
+        raise ServiceError(
+            "A video or evaluation of this avatar is being rendered: wait for it or cancel it, then train."
+        )
     params = {"avatar": avatar.pk}
     if iterations not in (None, ""):
         params["iterations"] = int_param(

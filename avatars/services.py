@@ -148,8 +148,16 @@ def avatar_proceed_anyway(*, avatar: Avatar) -> Avatar:
 
 
 def avatar_delete(*, avatar: Avatar) -> None:
+    """Delete the avatar with its files and records. Refused while any job of it (training, a video, a
+    chat reply) is queued or running: those rows would vanish under their workers."""
+    from jobs.models import Job
+
     if avatar.status == Avatar.Status.TRAINING:
         raise ServiceError("The avatar is training: cancel its jobs first.")
+    if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
+        raise ServiceError(
+            "A job of this avatar is queued or running: cancel it or wait for it, then delete the avatar."
+        )
     folder = Path(settings.MEDIA_ROOT) / avatar.folder
     avatar.delete()
     shutil.rmtree(folder, ignore_errors=True)

@@ -258,3 +258,21 @@ def test_avatar_list_queries_do_not_grow_with_datasets_and_figures(
         results = client.get("/api/avatars/").json()["results"]
     assert len(results) == 3 and all(r["evaluations"][0]["psnr"] == 30.0 for r in results)
     assert all(r["datasets"][0]["node"] == "n1" for r in results)
+
+
+def test_an_avatar_is_neither_deleted_nor_retrained_under_a_running_render(alice, videos):
+    from jobs.models import Job
+
+    client = api(alice)
+    avatar = Avatar.objects.get(pk=create(client, videos["good"]).json()["id"])
+    Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
+    render = Job.objects.create(owner=alice, kind="generate_video", avatar=avatar, status="running")
+    deleted = client.delete(f"/api/avatars/{avatar.pk}/")
+    assert deleted.status_code == 400 and "queued or running" in deleted.json()["detail"]
+    trained = client.post(f"/api/avatars/{avatar.pk}/train/", {}, format="json")
+    assert trained.status_code == 400 and "being rendered" in trained.json()["detail"]
+    assert Job.objects.filter(avatar=avatar).count() == 1
+
+    Job.objects.filter(pk=render.pk).update(status="succeeded")
+    assert client.delete(f"/api/avatars/{avatar.pk}/").status_code == 204
+    assert not Avatar.objects.filter(pk=avatar.pk).exists()

@@ -25,7 +25,7 @@ from django.conf import settings
 
 from avatars.engines import commands, gaussiantalker, synctalk
 from avatars.engines.console import ConsoleParser, Update
-from avatars.job_kinds import _engine_cwd, _python_and_scripts
+from avatars.job_kinds import engine_cwd, python_and_scripts
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
 from avatars.pipeline import shell_and
@@ -154,7 +154,7 @@ def generate_plan(job: Job) -> Plan:
     dataset = _dataset(video, job.node)
     env: dict[str, str] = {}
     if avatar.engine == Avatar.Engine.SYNCTALK:
-        python, (views,), scripts = _python_and_scripts(job, "pose_view.py")
+        python, (views,), scripts = python_and_scripts(job, "pose_view.py")
         checkpoint_file = PurePosixPath(checkpoint.path)
         workspace = folder / "model" / avatar.slug
         linked = workspace / "checkpoints" / checkpoint_file.name
@@ -163,7 +163,7 @@ def generate_plan(job: Job) -> Plan:
             name=avatar.slug, workspace=avatar.slug, wav=str(wav), data_root=str(dataset.parent),
             model_root=str(workspace.parent),
         )  # fmt: skip
-        cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         prepare = [python, "-u", views, "--link", str(checkpoint_file), str(linked)]
         chain = [("workspace", prepare), ("render", render)]
         shares = {"workspace": 0.02, "render": 0.88, "encode": 0.10}
@@ -180,16 +180,16 @@ def generate_plan(job: Job) -> Plan:
             batch=video.batch_size,
         )  # fmt: skip
         if avatar.engine == Avatar.Engine.DEMO:
-            python, (views, extract, render_py), scripts = _python_and_scripts(
+            python, (views, extract, render_py), scripts = python_and_scripts(
                 job, "pose_view.py", "demo/features.py", "demo/render.py"
             )
             extract_features = [python, "-u", extract, "--input", str(wav), "--output", str(features)]
             render = [python, "-u", render_py, *render[3:]]  # the same arguments as render.py's
             cwd = str(folder)
         else:
-            python, (views,), scripts = _python_and_scripts(job, "pose_view.py")
+            python, (views,), scripts = python_and_scripts(job, "pose_view.py")
             extract_features = commands.gaussiantalker_audio_features(wav=str(wav), output=str(features))
-            cwd, env = _engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
+            cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         prepare = [
             python, "-u", views, "--dataset", str(dataset), "--view", str(data_view),
             "--frames", str(audio_frames(seconds)),
