@@ -308,6 +308,7 @@ def evaluate_plan(job: Job) -> Plan:
         uploads=scripts,
         verify=lambda conn: None if conn.exists(report) else f"The evaluation wrote no report at {report}.",
         finish=finish,
+        cleanup=(str(job_folder(job)),),
     )  # fmt: skip
 
 

@@ -31,6 +31,9 @@ class Plan:
     prepare: Callable[[NodeConnection], None] | None = None  # after the uploads, before the start
     verify: Callable[[NodeConnection], str | None] | None = None
     finish: Callable[[NodeConnection], dict] | None = None
+    # Folders on the node removed once the job succeeded and its files are back (scratch space; a failed
+    # job's folder stays for a look at what went wrong).
+    cleanup: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 import socket
 import threading
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import close_old_connections, connection, transaction
@@ -355,6 +355,7 @@ class Attempt:
             services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
             return "failed"
         services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+        self._clean_up()
         return "succeeded"
 
     def _collect(self) -> dict[str, str]:
@@ -365,6 +366,16 @@ class Attempt:
             self.conn.get(remote_path, Path(settings.MEDIA_ROOT) / relative)
             files[name] = relative
         return files
+
+    def _clean_up(self) -> None:
+        workdir = PurePosixPath(self.job.node.workdir)
+        doomed = [path for path in self.plan.cleanup if workdir in PurePosixPath(path).parents]
+        if not doomed:
+            return
+        try:
+            self.conn.run(["rm", "-rf", "--", *doomed], timeout=300)
+        except NodeError:
+            logger.warning("could not remove %s on node %s", doomed, self.job.node.name, exc_info=True)
 
     def abandon(self) -> None:
         """After an internal error: stop the engine and keep what was logged."""

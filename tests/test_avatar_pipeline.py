@@ -162,6 +162,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     preprocess, train, render, evaluate = jobs
     assert render.parent == train and render.node == node
     assert evaluate.parent == render and evaluate.node == node
+    assert not (Path(node.workdir) / "jobs" / str(evaluate.pk)).exists()  # its scratch folder is gone
     assert render.params["iteration"] == evaluate.params["iteration"] == 40  # the newest fine checkpoint
     listed = client.get(f"/api/jobs/?avatar={avatar.pk}").json()["results"]
     assert sorted(job["id"] for job in listed) == [preprocess.pk, train.pk, render.pk, evaluate.pk]

@@ -175,3 +175,21 @@ def test_evaluation_parser_reads_the_bar_and_the_error():
         parser.outcome(2) == "The ground-truth frame gt_imgs/7.jpg is missing: preprocess the avatar again."
     )
     assert parser.outcome(0) is None
+
+
+def test_the_demo_render_dies_like_render_py_on_an_iteration_never_saved(tmp_path):
+    import subprocess
+    import sys
+
+    from avatars.job_kinds import ENGINES
+
+    model = tmp_path / "output" / "anna"
+    (model / "point_cloud" / "iteration_10").mkdir(parents=True)
+    (model / "cfg_args").write_text("Namespace()")
+    run = subprocess.run(
+        [sys.executable, str(ENGINES / "demo" / "render.py"), "-s", str(tmp_path), "--model_path", str(model),
+         "--iteration", "20", "--batch", "8", "--skip_train"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert f"No such file or directory: '{model}/point_cloud/iteration_20/point_cloud.ply'" in run.stderr

@@ -218,6 +218,9 @@ def test_videos_are_generated_from_every_audio_format_and_from_text(
         assert video.job.node == node and video.checkpoint.node == node
         assert video.checkpoint.stage == "fine" and video.checkpoint.iteration == 20  # the latest
         assert len(val_view(video.job, avatar)) == frames
+        # On the node, only the small pose/model views are left (the heavy files are back or dropped).
+        left = {p.name for p in (Path(node.workdir) / "jobs" / str(video.job.pk)).iterdir()}
+        assert left == {"data", "output"}, left
         # Only the demo's own tone files: the driving audio kept is a 16 kHz mono WAV.
         wav = ffprobe(media_root / video.audio)["streams"][0]
         assert (wav["codec_name"], wav["sample_rate"], wav["channels"]) == ("pcm_s16le", "16000", 1)

@@ -227,6 +227,10 @@ def generate_plan(job: Job) -> Plan:
         uploads=(*scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),
         verify=verify,
         collect=((str(result), RESULT), (str(poster), POSTER)),
+        # The heavy files go once the result is back; the small pose and model views (symlinks and one
+        # transforms file) stay as a record of what drove the render.
+        cleanup=(str(wav), str(wav.with_suffix(".npy")), str(result), str(poster),
+                 str(PurePosixPath(engine_video).parent)),
     )  # fmt: skip
 
 

@@ -135,6 +135,12 @@ def main():
         return 1
     loaded = latest_iteration(args.model_path) if args.iteration == -1 else args.iteration
     stamp(f"Loading trained model at iteration {loaded}")
+    ply = os.path.join(args.model_path, "point_cloud", f"iteration_{loaded}", "point_cloud.ply")
+    if not os.path.isdir(os.path.dirname(ply)):
+        # What render.py dies of when asked for an iteration that was never saved.
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print(f"FileNotFoundError: [Errno 2] No such file or directory: '{ply}'", file=sys.stderr)
+        return 1
     if args.custom_aud:
         render_custom(args, loaded)
     if args.skip_test:
