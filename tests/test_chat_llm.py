@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -29,6 +30,11 @@ class FakeOpenAI(BaseHTTPRequestHandler):
                 "body": json.loads(self.rfile.read(length)),
             }
         )
+        # The client may hang up mid-stream (a stopped reply): nothing more to send then.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            self._answer(server)
+
+    def _answer(self, server):
         mode = server.mode
         if mode in {401, 429, 500, 503}:
             body = json.dumps({"error": {"message": f"fake error {mode}", "code": str(mode)}}).encode()
