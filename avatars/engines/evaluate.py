@@ -2,8 +2,9 @@
 """Quality figures: PSNR and SSIM of a rendered validation video against the dataset's ground truth.
 
 Runs standalone on a GPU node (``python -u evaluate.py --video V --data D --output-json O``) inside the
-engine's environment — numpy, OpenCV and the ffmpeg/ffprobe binaries only, Python 3.8 syntax — and is
-importable in the platform as ``avatars.engines.evaluate``.
+engine's environment — numpy and OpenCV only (the ffmpeg/ffprobe binaries where this OpenCV cannot open
+the video), Python 3.8 syntax, no Django — and is importable in the platform as
+``avatars.engines.evaluate``.
 
 The definition is the seed's (its evaluate.py, shared/spec/engines.md §4): the i-th decoded render frame
 against the i-th val frame ``gt_imgs/<img_id>.jpg`` (the render resized to the ground truth's size with
@@ -12,11 +13,12 @@ colour 8-bit frames, data range 255; SSIM = scikit-image's ``structural_similari
 frames with its defaults (7×7 uniform window, K1 0.01, K2 0.03, sample covariance, the mean over the
 windows that lie wholly inside the frame). tests/test_evaluation.py proves equality within 1e-6.
 
-Why it is fast: for 8-bit frames the five 7×7 window sums (x, y, xy, x²+y²) are integers that fit in
+Why it is fast: for 8-bit frames the 7×7 window sums of x, y, xy, x² and y² are integers that fit in
 int32, so they are computed exactly with OpenCV's box filter, and SSIM is rearranged on those integers
-(no float rounding until the last division); the work goes in bands of rows small enough to stay in the
-CPU cache. Decoding (an ffmpeg process), reading the ground truth (a thread) and computing overlap, and
-everything streams: bounded queues, only per-frame numbers kept.
+(no float rounding until the last products and division); the work goes in bands of rows small enough
+to stay in the CPU cache. Decoding (a thread in OpenCV's VideoCapture, the seed's own decoder), reading
+the ground truth (another thread) and computing overlap, and everything streams: bounded queues, only
+per-frame numbers kept.
 """
 
 from __future__ import annotations
@@ -125,16 +127,15 @@ def ssim(reference_gray: np.ndarray, test_gray: np.ndarray) -> float:
         np.subtract(sxy, a, out=sxy)  # C
         np.multiply(sq, _N, out=sq)
         np.subtract(sq, b, out=sq)  # D
-        np.multiply(a, 2, out=a)
-        np.multiply(sxy, 2, out=sxy)
-        np.add(a, _C1, out=numerator)
-        np.add(sxy, _C2, out=scratch)
+        # (2A + c1·N²)(2C + c2·N(N−1)) = 4 (A + c1·N²/2)(C + c2·N(N−1)/2): the 4 goes on the total.
+        np.add(a, _C1 / 2, out=numerator)
+        np.add(sxy, _C2 / 2, out=scratch)
         np.multiply(numerator, scratch, out=numerator)
         np.add(b, _C1, out=denominator)
         np.add(sq, _C2, out=scratch)
         np.multiply(denominator, scratch, out=denominator)
         np.divide(numerator, denominator, out=numerator)
-        total += cv2.sumElems(numerator[:, _PAD : width - _PAD])[0]
+        total += 4 * cv2.sumElems(numerator[:, _PAD : width - _PAD])[0]
     return total / ((height - 2 * _PAD) * (width - 2 * _PAD))
 
 
@@ -350,8 +351,16 @@ class _OpenCVDecoder:
 
 
 def _opencv_capture(video: str):
-    """An opened cv2.VideoCapture of ``video`` through OpenCV's FFmpeg backend, or None."""
-    capture = cv2.VideoCapture(video, cv2.CAP_FFMPEG)
+    """An opened cv2.VideoCapture of ``video`` through OpenCV's FFmpeg backend, or None.
+
+    One decoding thread (where this OpenCV lets us choose) keeps well ahead of the computation, and
+    FFmpeg's frame threading would cost CPU time the computation needs on a small machine."""
+    capture = None
+    if hasattr(cv2, "CAP_PROP_N_THREADS"):
+        with contextlib.suppress(cv2.error, TypeError):
+            capture = cv2.VideoCapture(video, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    if capture is None or not capture.isOpened():
+        capture = cv2.VideoCapture(video, cv2.CAP_FFMPEG)
     if capture.isOpened():
         return capture
     capture.release()
