@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from .models import Chunk, Conversation, Message, Voice
 
@@ -22,6 +23,7 @@ class ConversationAdmin(admin.ModelAdmin):
     list_filter = ("language",)
     search_fields = ("title", "owner__username", "avatar__name")
     readonly_fields = ("created_at", "updated_at")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     @admin.display(boolean=True, description="Own API key")
     def has_own_api_key(self, conversation: Conversation) -> bool:
