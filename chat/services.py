@@ -18,7 +18,7 @@ from gpu_nodes import secrets as secret_box
 from talkforge.errors import ServiceError
 
 from . import llm
-from .audio import VOICE_SAMPLE_RATE, probe_audio, to_wav
+from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE, probe_audio, to_wav
 from .models import Conversation, Language, Message, Voice
 from .selectors import voices_visible_to
 
@@ -243,3 +243,68 @@ def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None
     )
     messages.extend({"role": turn.role, "content": turn.text} for turn in turns.order_by("created_at", "id"))
     return llm.trim_history(messages, budget_tokens=budget_tokens or settings.CHAT_LLM_HISTORY_TOKENS)
+
+
+def _store_turn_audio(upload: UploadedFile, folder: Path) -> None:
+    """A spoken turn as 16 kHz mono WAV (what Whisper reads), checked to last at most
+    CHAT_TURN_MAX_SECONDS; written to ``folder``/input.wav."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        source = _local_path(upload, Path(scratch))
+        info = probe_audio(source)
+        limit = settings.CHAT_TURN_MAX_SECONDS
+        if info.duration > limit:
+            raise ServiceError(f"The recording is {info.duration:.0f} s long; a turn may last {limit:.0f} s.")
+        to_wav(source, folder / "input.wav", sample_rate=SPEECH_SAMPLE_RATE)
+
+
+def message_send(*, conversation: Conversation, text: str = "", audio: UploadedFile | None = None) -> Message:
+    """The person's turn (typed ``text`` or a recorded ``audio``) and the reply it asks for: a pending
+    assistant message made by a chat_reply job. Returns the reply (its ``job`` is set)."""
+    from jobs.models import Job
+    from jobs.services import job_submit
+
+    text = (text or "").strip()
+    if bool(text) == bool(audio):
+        raise ServiceError("Send either a text or a recording.")
+    if len(text) > 4000:
+        raise ServiceError("A message may be at most 4000 characters long.")
+    busy = conversation.messages.filter(
+        role=Message.Role.ASSISTANT, status__in=[Message.Status.PENDING, Message.Status.RUNNING]
+    )
+    if busy.exists():
+        raise ServiceError("The avatar is still answering: wait for the reply or stop it first.")
+    folder = None
+    try:
+        with transaction.atomic():
+            user = Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
+            if audio is not None:
+                folder = Path(settings.MEDIA_ROOT) / conversation.folder / str(user.pk)
+                _store_turn_audio(audio, folder)
+                user.audio = f"{conversation.folder}/{user.pk}/input.wav"
+                user.save(update_fields=["audio"])
+            reply = Message.objects.create(
+                conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING
+            )
+            reply.job = job_submit(
+                owner=conversation.owner, kind=Job.Kind.CHAT_REPLY, params={"message": reply.pk},
+                avatar=conversation.avatar,
+            )  # fmt: skip
+            reply.save(update_fields=["job"])
+            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+            return reply
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def reply_stop(*, reply: Message) -> Message:
+    """The stop button: the rest of the reply is not made (the chunks already spoken stay)."""
+    from jobs.services import job_cancel
+
+    if reply.job is None or reply.job.is_terminal:
+        raise ServiceError("This reply is not being made any more; there is nothing to stop.")
+    job_cancel(job=reply.job)
+    reply.refresh_from_db()
+    return reply

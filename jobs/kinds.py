@@ -40,11 +40,15 @@ class Plan:
 class KindSpec:
     label: str
     needs_gpu: bool
-    plan: Callable[[Job], Plan]
+    plan: Callable[[Job], Plan] | None  # None for kinds that ``run`` in the worker
     clean: Callable[[dict], dict]  # the submitted params → the stored ones; ServiceError when invalid
     after: Callable[[Job], None] | None = None  # once the job has ended, whatever the outcome
     # Node ids to try first when placing the job (those that hold its data), best first.
     prefer: Callable[[Job], list[int]] | None = None
+    # Work done in the worker's own process instead of as a command on the node (a chat reply: next to the
+    # models the worker loaded once). Called with the claimed job and its context (jobs.runner.InWorker:
+    # should_stop(), log()); returns the job's result, with "error" when it failed.
+    run: Callable[[Job, object], dict] | None = None
 
 
 def job_folder(job: Job) -> PurePosixPath:

@@ -202,8 +202,11 @@ def run_job(job_id: int) -> str:
 
 
 def _run_claimed(job: Job) -> str:
+    spec = kind_spec(job.kind)
+    if spec.run is not None:
+        return InWorker(job).run(spec.run)
     try:
-        plan = kind_spec(job.kind).plan(job)
+        plan = spec.plan(job)
         conn = connection_for(job.node)
     except (NodeError, KeyError, ValueError) as error:
         services.job_finish(job=job, status=Job.Status.FAILED, error=f"Could not start: {error}")
@@ -387,3 +390,89 @@ class Attempt:
             self.reporter.flush()
         except Exception:
             logger.exception("could not save the log of job %s", self.job.pk)
+
+
+class InWorker:
+    """A job whose work is a function run in this worker process, not a command on the node. It gets what
+    an engine's attempt gets: heartbeat, cancel (``should_stop()`` turns true), the time limit, log lines
+    and progress (``log()``, live and batched to the database) and one settled outcome."""
+
+    def __init__(self, job: Job):
+        self.job = job
+        self.reporter = Reporter(job)
+        self.lock = threading.Lock()  # log() may be called from the work's own threads
+        self.stop = threading.Event()
+        self.done = threading.Event()
+        self.canceled = self.lost = self.timed_out = False
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+    def log(self, line: str, *, stage: str | None = None, progress: float | None = None) -> None:
+        with self.lock:
+            changed = stage is not None or progress is not None
+            if changed:
+                self.reporter.update(Update(stage=stage, progress=progress))
+            self.reporter.lines([line[: settings.JOB_MAX_LOG_LINE]], progress_changed=changed)
+            self.reporter.maybe_flush()
+
+    def _watch(self) -> None:
+        """Heartbeat, cancel and time limit, as Watcher does for a process (which it would kill)."""
+        last_beat, started = 0.0, time.monotonic()
+        try:
+            while not self.done.wait(Watcher.POLL):
+                if self.job.timeout_seconds and time.monotonic() - started > self.job.timeout_seconds:
+                    self.timed_out = True
+                    self.stop.set()
+                row = (
+                    Job.objects.filter(pk=self.job.pk)
+                    .values("status", "attempts", "cancel_requested_at")
+                    .first()
+                )
+                if row is None or row["status"] != Job.Status.RUNNING or row["attempts"] != self.job.attempts:
+                    self.lost = True
+                    self.stop.set()
+                elif row["cancel_requested_at"] is not None:
+                    self.canceled = True
+                    self.stop.set()
+                if time.monotonic() - last_beat >= settings.JOB_HEARTBEAT_INTERVAL:
+                    Job.objects.filter(
+                        pk=self.job.pk, status=Job.Status.RUNNING, attempts=self.job.attempts
+                    ).update(heartbeat_at=timezone.now())
+                    last_beat = time.monotonic()
+        except Exception:
+            logger.exception("watcher of job %s failed", self.job.pk)
+        finally:
+            connection.close()
+
+    def run(self, work) -> str:
+        Job.objects.filter(pk=self.job.pk).update(stage="running")
+        watcher = threading.Thread(target=self._watch, name=f"job-{self.job.pk}-watcher", daemon=True)
+        watcher.start()
+        try:
+            result = work(self.job, self)
+        except Exception as error:
+            logger.exception("job %s failed in the worker", self.job.pk)
+            result = {"error": f"Internal error while running the job: {type(error).__name__}: {error}"}
+        finally:
+            self.done.set()
+            watcher.join(timeout=10)
+            with self.lock:
+                self.reporter.flush()
+        job = self.job
+        if self.lost:
+            return "lost"
+        if self.timed_out:
+            error = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
+            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
+            return "timed out"
+        if self.canceled:
+            services.job_finish(
+                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
+            )
+            return "canceled"
+        if result.get("error"):
+            services.job_finish(job=job, status=Job.Status.FAILED, error=result["error"], result=result)
+            return "failed"
+        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+        return "succeeded"

@@ -75,3 +75,8 @@ class MessageSerializer(serializers.ModelSerializer):
             "job", "chunks", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
+
+
+class MessageSendSerializer(serializers.Serializer):
+    text = serializers.CharField(required=False, allow_blank=True, max_length=4000)
+    audio = serializers.FileField(required=False, help_text="A spoken turn (any format ffmpeg reads).")

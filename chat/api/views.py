@@ -15,10 +15,18 @@ from ..services import (
     conversation_create,
     conversation_delete,
     conversation_update,
+    message_send,
+    reply_stop,
     voice_create,
     voice_delete,
 )
-from .serializers import ConversationSerializer, MessageSerializer, VoiceCreateSerializer, VoiceSerializer
+from .serializers import (
+    ConversationSerializer,
+    MessageSendSerializer,
+    MessageSerializer,
+    VoiceCreateSerializer,
+    VoiceSerializer,
+)  # fmt: skip
 
 
 class VoiceViewSet(
@@ -82,13 +90,46 @@ class ConversationViewSet(viewsets.ModelViewSet):
     def perform_destroy(self, instance):
         conversation_delete(conversation=instance)
 
-    @extend_schema(request=None, responses=MessageSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @extend_schema(
+        methods=["get"],
+        request=None,
+        responses=MessageSerializer(many=True),
+        description="The conversation's turns in order, each reply with its chunks (text, speech, timings).",
+    )
+    @extend_schema(
+        methods=["post"],
+        request={"multipart/form-data": MessageSendSerializer, "application/json": MessageSendSerializer},
+        responses={202: MessageSerializer},
+        description="Say something (text, or a recording as multipart `audio`). Answers 202 with the pending "
+        "reply; its `job` makes it: follow /ws/chat/<conversation>/ or poll the messages.",
+    )  # fmt: skip
+    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser, JSONParser])
     def messages(self, request, pk=None):
-        """The conversation's turns in order, each reply with its chunks (text, speech, video, timings)."""
         conversation = self.get_object()
+        if request.method == "POST":
+            body = MessageSendSerializer(data=request.data)
+            valid = body.is_valid()
+            if getattr(request._request, "upload_too_large", False):
+                raise ValidationError({"audio": [upload_too_large_message()]})
+            if not valid:
+                raise ValidationError(body.errors)
+            reply = message_send(
+                conversation=conversation, text=body.validated_data.get("text", ""),
+                audio=body.validated_data.get("audio"),
+            )  # fmt: skip
+            return Response(MessageSerializer(reply).data, status=status.HTTP_202_ACCEPTED)
         turns = conversation.messages.order_by("created_at", "id").prefetch_related(
             Prefetch("chunks", queryset=Chunk.objects.order_by("index"))
         )
         page = self.paginate_queryset(turns)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)
+
+    @extend_schema(request=None, responses=MessageSerializer)
+    @action(detail=True, methods=["post"])
+    def stop(self, request, pk=None):
+        """Stop the reply being made: the sentences already spoken stay."""
+        conversation = self.get_object()
+        reply = conversation.messages.filter(role="assistant").select_related("job").order_by("-id").first()
+        if reply is None:
+            raise ValidationError({"detail": "Nothing has been said yet."})
+        return Response(MessageSerializer(reply_stop(reply=reply)).data)

@@ -194,6 +194,7 @@ CHAT_XTTS_DEVICE = env_str("CHAT_XTTS_DEVICE", "")  # "" = cuda when available, 
 CHAT_VOICE_MIN_SECONDS = env_float("CHAT_VOICE_MIN_SECONDS", 3.0, minimum=0.5)
 CHAT_VOICE_MAX_SECONDS = env_float("CHAT_VOICE_MAX_SECONDS", 60.0, minimum=1.0)
 CHAT_SENTENCE_MIN_CHARS = env_int("CHAT_SENTENCE_MIN_CHARS", 20, minimum=1)
+CHAT_TURN_MAX_SECONDS = env_float("CHAT_TURN_MAX_SECONDS", 120.0, minimum=1.0)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,78 @@
+"""The chat_reply job: one reply turn (chat.turn.reply_run), run inside the worker that claimed it, next to
+the Whisper and XTTS models it loaded once. The job holds a slot on the avatar's node (preferring the
+nodes that hold its data), where each sentence will be rendered (chat.turn.render_chunk, not yet)."""
+
+from __future__ import annotations
+
+from avatars.job_kinds import data_nodes
+from jobs.kinds import KindSpec, register
+from jobs.models import Job
+from talkforge.errors import ServiceError
+
+from .events import publisher_for
+from .models import Message
+from .turn import reply_run
+
+
+def clean_reply(params: dict) -> dict:
+    """A reply job carries its (pending) assistant message; everything else is on the conversation."""
+    unknown = set(params) - {"message", "node"}
+    if unknown:
+        raise ServiceError(f"Unknown parameter(s) for a chat reply: {', '.join(sorted(unknown))}.")
+    message = params.get("message")
+    if isinstance(message, bool) or not isinstance(message, int) or message < 1:
+        raise ServiceError("A chat reply job needs the id of its message; send one to a conversation.")
+    return {"message": message}
+
+
+def _log_line(event: dict) -> tuple[str, str | None] | None:
+    """The job log's line (and stage) for a turn event; tokens go to the websocket only."""
+    kind = event["type"]
+    if kind == "chat.stage":
+        return f"[chat] {event['stage']}", {"asr": "recognising speech", "llm": "writing"}[event["stage"]]
+    if kind == "chat.transcript":
+        return f"[chat] heard ({event['language']}): {event['text']}", None
+    if kind == "chat.chunk":
+        line = f"[chat] sentence {event['index'] + 1} spoken by {event['voice_engine']}: {event['text']}"
+        return line, "speaking"
+    if kind == "chat.reply":
+        timings = ", ".join(f"{key} {seconds:.2f} s" for key, seconds in event["timings"].items())
+        return f"[chat] reply {event['status']} ({timings}) {event['error']}".strip(), None
+    return None
+
+
+def run_reply(job: Job, context) -> dict:
+    reply = Message.objects.get(pk=job.params["message"])
+    to_socket = publisher_for(reply.conversation_id)
+
+    def publish(event: dict) -> None:
+        to_socket(event)
+        if logged := _log_line(event):
+            context.log(logged[0], stage=logged[1])
+
+    reply.job = job
+    reply.save(update_fields=["job"])
+    reply = reply_run(reply=reply, publish=publish, should_stop=context.should_stop)
+    result = {
+        "message": reply.pk, "status": reply.status, "chunks": reply.chunks.count(), "timings": reply.timings,
+    }  # fmt: skip
+    if reply.status == Message.Status.FAILED:
+        result["error"] = reply.error
+    return result
+
+
+def after_reply(job: Job) -> None:
+    """A job that ended before its turn did (canceled while waiting, its worker lost) ends the reply too."""
+    ended = {Job.Status.CANCELED: Message.Status.CANCELED, Job.Status.FAILED: Message.Status.FAILED}
+    if job.status in ended:
+        Message.objects.filter(
+            pk=job.params.get("message"), status__in=[Message.Status.PENDING, Message.Status.RUNNING]
+        ).update(status=ended[job.status], error=job.error[:2000] or "The reply was stopped.")
+
+
+def register_kind() -> None:
+    register(
+        Job.Kind.CHAT_REPLY,
+        KindSpec(label="Chat reply", needs_gpu=False, plan=None, clean=clean_reply, after=after_reply,
+                 prefer=data_nodes, run=run_reply),
+    )  # fmt: skip
