@@ -1,5 +1,7 @@
 from django import forms
 
+from gpu_nodes.models import Node
+
 from .models import Avatar
 from .services import CONSENT_STATEMENT
 
@@ -13,4 +15,9 @@ class AvatarCreateForm(forms.Form):
         label="au.csv (optional)",
         help_text="OpenFace's blink output for GaussianTalker. Without it the platform estimates blinks.",
     )
+    preferred_node = forms.ModelChoiceField(
+        queryset=Node.objects.filter(enabled=True), required=False, to_field_name="name",
+        empty_label="any (the scheduler decides)",
+        help_text="Where preprocessing goes first; later steps follow the data.",
+    )  # fmt: skip
     consent = forms.BooleanField(label=CONSENT_STATEMENT)

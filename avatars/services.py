@@ -74,8 +74,10 @@ def avatar_create(
     engine: str = Avatar.Engine.GAUSSIANTALKER,
     au_csv: UploadedFile | None = None,
     training_settings: dict | None = None,
+    preferred_node=None,
 ) -> Avatar:
-    """Validate and store a training video and make the avatar. On any error nothing is left behind."""
+    """Validate and store a training video and make the avatar. On any error nothing is left behind.
+    ``preferred_node``: where its steps go first when nothing else decides (no node holds its data yet)."""
     name = (name or "").strip()
     if not consent:
         raise ServiceError("Confirm that the person in the video agreed to have their likeness trained.")
@@ -85,6 +87,8 @@ def avatar_create(
         raise ServiceError(f"Unknown engine {engine!r}: choose one of {', '.join(Avatar.Engine.values)}.")
     if Avatar.objects.filter(owner=owner, name=name).exists():
         raise ServiceError(f"You already have an avatar named {name!r}: choose another name.")
+    if preferred_node is not None and not preferred_node.enabled:
+        raise ServiceError(f"Node {preferred_node.name} is disabled: choose another node, or none.")
 
     slug = _slug_for(name)
     folder = Path(settings.MEDIA_ROOT) / "avatars" / slug
@@ -111,6 +115,7 @@ def avatar_create(
                 engine=engine,
                 status=Avatar.Status.READY_TO_TRAIN if report["passed"] else Avatar.Status.NEEDS_ATTENTION,
                 training_settings=training_settings or {},
+                preferred_node=preferred_node,
                 video=f"avatars/{slug}/{slug}.mp4",
                 video_info={
                     "duration": info.duration,

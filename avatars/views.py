@@ -41,7 +41,7 @@ def avatar_new(request):
             try:
                 avatar = avatar_create(
                     owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
-                    au_csv=data["au_csv"], consent=data["consent"],
+                    au_csv=data["au_csv"], consent=data["consent"], preferred_node=data["preferred_node"],
                 )  # fmt: skip
             except ServiceError as error:
                 form.add_error(None, str(error))

@@ -147,3 +147,29 @@ def test_training_preprocesses_again_only_when_no_online_node_can_hand_over_the_
     Node.objects.filter(pk=holder.pk).update(status=Node.Status.DRAINING)  # draining: still hands data over
     avatar.refresh_from_db()
     assert avatar_train(avatar=avatar, owner=alice).kind == "train"
+
+
+def test_an_avatar_s_preferred_node_takes_its_first_step(
+    alice, make_node, videos, redis_db, settings, tmp_path
+):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from rest_framework.test import APIClient
+
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.AVATAR_MIN_SECONDS = 2
+    settings.QUALITY_SAMPLE_FRAMES = 6
+    make_node("alpha")
+    make_node("beta")
+    client = APIClient()
+    client.force_authenticate(alice)
+    video = SimpleUploadedFile("anna.mp4", videos["good"].read_bytes(), content_type="video/mp4")
+    body = {"name": "Anna", "engine": "demo", "consent": "true", "video": video, "preferred_node": "beta"}
+    created = client.post("/api/avatars/", body, format="multipart")
+    assert created.status_code == 201 and created.json()["preferred_node"] == "beta", created.json()
+    job = client.post(f"/api/avatars/{created.json()['id']}/train/", {}, format="json").json()
+    assert Job.objects.get(pk=job["id"]).node.name == "beta"  # alpha sorts first and is free too
+
+    Node.objects.filter(name="beta").update(enabled=False)
+    video.seek(0)
+    refused = client.post("/api/avatars/", {**body, "name": "Bert"}, format="multipart")
+    assert refused.status_code == 400 and "preferred_node" in refused.json()

@@ -43,6 +43,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
 class AvatarSerializer(serializers.ModelSerializer):
     video_url = serializers.SerializerMethodField()
+    preferred_node = serializers.SlugRelatedField(slug_field="name", read_only=True)
     datasets = DatasetSerializer(many=True, read_only=True)
     evaluations = EvaluationSummarySerializer(many=True, read_only=True)
 
@@ -51,7 +52,7 @@ class AvatarSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "slug", "engine", "status", "training_settings", "video_info", "quality",
             "quality_override_at", "consent_given_at", "consent_statement", "created_at", "video_url",
-            "datasets", "evaluations",
+            "preferred_node", "datasets", "evaluations",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -64,6 +65,10 @@ class AvatarCreateSerializer(serializers.Serializer):
     engine = serializers.ChoiceField(choices=Avatar.Engine.choices, default=Avatar.Engine.GAUSSIANTALKER)
     video = serializers.FileField()
     au_csv = serializers.FileField(required=False, allow_null=True)
+    preferred_node = serializers.SlugRelatedField(
+        slug_field="name", queryset=Node.objects.filter(enabled=True), required=False, allow_null=True,
+        help_text="Where preprocessing goes first (a node's name); later steps follow the data.",
+    )  # fmt: skip
     consent = serializers.BooleanField(
         help_text="true: the person shown agreed that their likeness is trained (see consent_statement)."
     )

@@ -44,7 +44,7 @@ class AvatarViewSet(
         data = body.validated_data
         avatar = avatar_create(
             owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
-            au_csv=data.get("au_csv"), consent=data["consent"],
+            au_csv=data.get("au_csv"), consent=data["consent"], preferred_node=data.get("preferred_node"),
         )  # fmt: skip
         return Response(AvatarSerializer(avatar).data, status=status.HTTP_201_CREATED)
 
