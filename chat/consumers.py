@@ -1,5 +1,6 @@
 """``/ws/chat/<conversation id>/``: a reply as it is made — stage changes, the text token by token, each
-spoken chunk as soon as it exists, the end with its timings — to the conversation's owner only."""
+spoken chunk as soon as it exists and its video once rendered, the end with its timings — to the
+conversation's owner only."""
 
 from __future__ import annotations
 
@@ -34,4 +35,6 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({**event, "type": event["type"].removeprefix("chat.")})
 
     # One handler per event type a turn publishes (chat.turn): "chat.token" → chat_token, and so on.
-    chat_stage = chat_transcript = chat_token = chat_chunk = chat_reply = _forward
+    chat_stage = chat_transcript = chat_token = chat_chunk = chat_video = chat_chunk_video = chat_reply = (
+        _forward
+    )

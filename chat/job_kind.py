@@ -1,10 +1,12 @@
 """The chat_reply job: one reply turn (chat.turn.reply_run), run inside the worker that claimed it, next to
-the Whisper and XTTS models it loaded once. The job holds a slot on the avatar's node (preferring the
-nodes that hold its data), where each sentence will be rendered (chat.turn.render_chunk, not yet)."""
+the Whisper and XTTS models it loaded once. The job holds a slot on the node of the avatar's checkpoint
+(``message_send`` pins it there), where each sentence is rendered (chat.video.NodeRenderer); an avatar
+that cannot be rendered is placed like its other steps (nodes holding its data first) and only speaks."""
 
 from __future__ import annotations
 
 from avatars.job_kinds import data_nodes
+from avatars.models import Checkpoint
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
@@ -12,17 +14,24 @@ from talkforge.errors import ServiceError
 from .events import publisher_for
 from .models import Message
 from .turn import reply_run
+from .video import NodeRenderer, RenderFailed
 
 
 def clean_reply(params: dict) -> dict:
-    """A reply job carries its (pending) assistant message; everything else is on the conversation."""
-    unknown = set(params) - {"message", "node"}
+    """A reply job carries its (pending) assistant message and the checkpoint that renders it, if any;
+    everything else is on the conversation."""
+    unknown = set(params) - {"message", "node", "checkpoint"}
     if unknown:
         raise ServiceError(f"Unknown parameter(s) for a chat reply: {', '.join(sorted(unknown))}.")
     message = params.get("message")
     if isinstance(message, bool) or not isinstance(message, int) or message < 1:
         raise ServiceError("A chat reply job needs the id of its message; send one to a conversation.")
-    return {"message": message}
+    checkpoint = params.get("checkpoint")
+    if checkpoint is None:
+        return {"message": message}
+    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 1:
+        raise ServiceError("checkpoint: the id of the avatar's checkpoint that renders the reply.")
+    return {"message": message, "checkpoint": checkpoint}
 
 
 def _log_line(event: dict) -> tuple[str, str | None] | None:
@@ -35,6 +44,14 @@ def _log_line(event: dict) -> tuple[str, str | None] | None:
     if kind == "chat.chunk":
         line = f"[chat] sentence {event['index'] + 1} spoken by {event['voice_engine']}: {event['text']}"
         return line, "speaking"
+    if kind == "chat.video":
+        if event["on"]:
+            return "[chat] each sentence is rendered on this node as soon as it is spoken", None
+        return (f"[chat] spoken only: {event['note']}", None) if event["note"] else None
+    if kind == "chat.chunk_video":
+        line = (f"[chat] sentence {event['index'] + 1} rendered in {event['render']:.2f} s: "
+                f"{event['frames']} frames from pose {event['pose_start']}")  # fmt: skip
+        return line, "rendering"
     if kind == "chat.reply":
         timings = ", ".join(f"{key} {seconds:.2f} s" for key, seconds in event["timings"].items())
         return f"[chat] reply {event['status']} ({timings}) {event['error']}".strip(), None
@@ -52,13 +69,42 @@ def run_reply(job: Job, context) -> dict:
 
     reply.job = job
     reply.save(update_fields=["job"])
-    reply = reply_run(reply=reply, publish=publish, should_stop=context.should_stop)
+    renderer = _renderer(job, reply, context)
+    try:
+        reply = reply_run(reply=reply, publish=publish, should_stop=context.should_stop, renderer=renderer)
+    finally:
+        if renderer is not None:
+            renderer.close()
     result = {
         "message": reply.pk, "status": reply.status, "chunks": reply.chunks.count(), "timings": reply.timings,
     }  # fmt: skip
     if reply.status == Message.Status.FAILED:
         result["error"] = reply.error
     return result
+
+
+def _renderer(job: Job, reply: Message, context) -> NodeRenderer | None:
+    """The node renderer for this turn, or None with the reason on the reply (it is spoken only)."""
+    if not job.params.get("checkpoint"):
+        return None
+    checkpoint = (
+        Checkpoint.objects.select_related("avatar", "node").filter(pk=job.params["checkpoint"]).first()
+    )
+    note = ""
+    if checkpoint is None:
+        note = "The avatar's checkpoint was deleted after this message was sent: send it again."
+    elif checkpoint.node_id != job.node_id:
+        note = (
+            f"This reply runs on node {job.node.name}, not on {checkpoint.node.name}, which holds the model."
+        )
+    else:
+        try:
+            return NodeRenderer(job=job, checkpoint=checkpoint, log=context.log)
+        except RenderFailed as error:
+            note = str(error)
+    reply.video_note = note
+    reply.save(update_fields=["video_note"])
+    return None
 
 
 def after_reply(job: Job) -> None:

@@ -132,6 +132,12 @@ class Message(models.Model):
     timings = models.JSONField(default=dict, blank=True, help_text="Stage → seconds (see TIMING_KEYS).")
     voice_engine = models.CharField(max_length=20, blank=True, help_text="xtts or espeak-ng.")
     voice_note = models.CharField(max_length=300, blank=True, help_text="Why espeak-ng spoke, when it did.")
+    video_note = models.TextField(
+        blank=True, help_text="Why the reply (or its rest) is spoken only, not shown as video, when it is."
+    )
+    video_frames = models.PositiveIntegerField(
+        default=0, help_text="Video frames (25 per s) rendered so far: the next sentence's poses start here."
+    )
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -155,7 +161,17 @@ class Chunk(models.Model):
     audio = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
     audio_seconds = models.FloatField(null=True, blank=True)
     video = models.CharField(max_length=300, blank=True, help_text="Relative to MEDIA_ROOT.")
-    timings = models.JSONField(default=dict, blank=True, help_text="tts, render: seconds.")
+    pose_start = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="The frame of the avatar's ping-pong pose sequence its video starts at.",
+    )
+    video_frames = models.PositiveIntegerField(null=True, blank=True, help_text="Frames its video renders.")
+    timings = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Seconds: tts, ready, render, video_ready (from the turn's start).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

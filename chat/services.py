@@ -258,9 +258,43 @@ def _store_turn_audio(upload: UploadedFile, folder: Path) -> None:
         to_wav(source, folder / "input.wav", sample_rate=SPEECH_SAMPLE_RATE)
 
 
+def reply_checkpoint(avatar) -> tuple[object | None, str]:
+    """The checkpoint that renders a reply of ``avatar`` (its latest renderable one, as for a video), or
+    None and why the reply will only be spoken. A disabled node is an error: the job must run there."""
+    from avatars.models import Avatar, DatasetCopy
+    from videos.services import default_checkpoint
+
+    if avatar.status != Avatar.Status.TRAINED:
+        state = avatar.get_status_display().lower()
+        return (
+            None,
+            f"{avatar.name} is not trained ({state}), so replies are only spoken: train it to see it talk.",
+        )
+    checkpoint = default_checkpoint(avatar)
+    if checkpoint is None:
+        return (
+            None,
+            f"{avatar.name} has no checkpoint that can render, so replies are only spoken: train it again.",
+        )
+    node = checkpoint.node
+    if not node.enabled:
+        raise ServiceError(
+            f"Node {node.name}, which holds {avatar.name}'s model and renders its replies, is disabled: "
+            "ask an administrator to enable it."
+        )
+    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+        return None, (
+            f"Node {node.name} holds {avatar.name}'s model but not its preprocessed dataset, which rendering "
+            "needs, so replies are only spoken: train the avatar again on that node."
+        )
+    return checkpoint, ""
+
+
 def message_send(*, conversation: Conversation, text: str = "", audio: UploadedFile | None = None) -> Message:
     """The person's turn (typed ``text`` or a recorded ``audio``) and the reply it asks for: a pending
-    assistant message made by a chat_reply job. Returns the reply (its ``job`` is set)."""
+    assistant message made by a chat_reply job, pinned to the node of the checkpoint that renders it (or,
+    for an avatar that cannot be rendered, placed anywhere and spoken only: ``video_note`` says why).
+    Returns the reply (its ``job`` is set)."""
     from jobs.models import Job
     from jobs.services import job_submit
 
@@ -274,6 +308,7 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
     )
     if busy.exists():
         raise ServiceError("The avatar is still answering: wait for the reply or stop it first.")
+    checkpoint, video_note = reply_checkpoint(conversation.avatar)
     folder = None
     try:
         with transaction.atomic():
@@ -284,11 +319,15 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
                 user.audio = f"{conversation.folder}/{user.pk}/input.wav"
                 user.save(update_fields=["audio"])
             reply = Message.objects.create(
-                conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING
-            )
+                conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING,
+                video_note=video_note,
+            )  # fmt: skip
+            params = {"message": reply.pk}
+            if checkpoint is not None:
+                params["checkpoint"] = checkpoint.pk
             reply.job = job_submit(
-                owner=conversation.owner, kind=Job.Kind.CHAT_REPLY, params={"message": reply.pk},
-                avatar=conversation.avatar,
+                owner=conversation.owner, kind=Job.Kind.CHAT_REPLY, params=params, avatar=conversation.avatar,
+                node=checkpoint.node if checkpoint is not None else None,
             )  # fmt: skip
             reply.save(update_fields=["job"])
             Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())

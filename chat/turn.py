@@ -6,7 +6,9 @@ exists while the model is still writing the rest. Every stage's time is stored w
 (``Message.TIMING_KEYS``, seconds from the start of the turn) and each step is announced through
 ``publish`` (the job's websocket group), so the page can show text as it arrives and play chunks in order.
 
-Rendering a chunk on the avatar's node is :func:`render_chunk`; it is not called yet (see there).
+Each spoken chunk is then rendered as video on the avatar's node (:func:`render_chunk`) by a renderer
+thread fed in order (:class:`Videos`), so the speech of the next sentence is made while this one renders;
+the turn ends when the last clip is back. A turn given no renderer (an untrained avatar) is spoken only.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import close_old_connections
 
+from avatars.media import engine_wav
 from talkforge.errors import ServiceError
+from videos.services import wav_seconds
 
 from . import asr, llm, tts
 from .models import Chunk, Conversation, Message
 from .sentences import SentenceSplitter
 from .services import conversation_llm_config, conversation_prompt, voice_latents_saved
+from .video import RenderFailed, RenderStopped
 
 logger = logging.getLogger(__name__)
 
@@ -70,14 +76,100 @@ def warm_up() -> None:
         tts.get_xtts()
 
 
-def render_chunk(*, chunk: Chunk, conversation: Conversation, audio: Path) -> Path:
-    """The seam for video: render ``audio`` (one sentence's speech) as a clip of the conversation's avatar
-    on the node that holds its model, and return the clip here.
+def render_chunk(
+    *, chunk: Chunk, reply: Message, renderer, clock: Clock, publish: Publish, should_stop
+) -> Chunk:
+    """Render ``chunk`` (one sentence, its speech already in MEDIA_ROOT) as a clip of the avatar on its
+    node, its poses going on where the reply's previous clip ended (``reply.video_frames``); save the
+    clip beside the speech and announce it (``chat.chunk_video``). Raises RenderFailed or RenderStopped.
 
-    Not called yet. It will reuse the ``videos`` app's generation (pose view, audio features, render.py,
-    web encode: ``videos/job_kind.py``) per sentence, on the connection to the avatar's node, and the turn
-    will call it for each chunk right after its speech exists (marking ``first_video_chunk``)."""
-    raise NotImplementedError("rendering reply chunks waits for the videos app's render (issue 6)")
+    Called by the reply's renderer thread, one sentence after the other (the job holds one slot)."""
+    speech = _media(chunk.audio)
+    wav = speech.with_name(f"{speech.stem}-16k.wav")  # what the engines' audio features read
+    target = speech.with_suffix(".mp4")
+    started = time.monotonic()
+    try:
+        engine_wav(speech, wav)
+    except ServiceError as error:
+        raise RenderFailed(str(error)) from None
+    seconds = wav_seconds(wav)
+    pose_start, frames = reply.video_frames, renderer.frames(seconds)
+    try:
+        renderer.render(
+            index=chunk.index, wav=wav, seconds=seconds, pose_start=pose_start, target=target,
+            should_stop=should_stop,
+        )  # fmt: skip
+    finally:
+        wav.unlink(missing_ok=True)
+    render_seconds = round(time.monotonic() - started, 3)
+    chunk.video, chunk.pose_start, chunk.video_frames = _relative(target), pose_start, frames
+    chunk.timings = {
+        **chunk.timings, "render": render_seconds, "video_ready": round(time.monotonic() - clock.started, 3)
+    }  # fmt: skip
+    chunk.save(update_fields=["video", "pose_start", "video_frames", "timings"])
+    reply.video_frames = pose_start + frames
+    Message.objects.filter(pk=reply.pk).update(video_frames=reply.video_frames)
+    clock.mark("first_video_chunk")
+    publish({
+        "type": "chat.chunk_video", "message": reply.pk, "index": chunk.index, "chunk": chunk.pk,
+        "url": f"/chat/media/chunk/{chunk.pk}/video/", "seconds": round(seconds, 3), "render": render_seconds,
+        "pose_start": pose_start, "frames": frames, "at": chunk.timings["video_ready"],
+    })  # fmt: skip
+    return chunk
+
+
+class Videos(threading.Thread):
+    """The renderer thread: spoken chunks in (``put``), their clips made in order on the avatar's node, so
+    the speech of sentence k+1 is made while sentence k renders. After a failed render the rest of the
+    reply is spoken only (said once: ``chat.video`` off, from that sentence)."""
+
+    def __init__(self, *, renderer, reply: Message, clock: Clock, publish: Publish, should_stop):
+        super().__init__(name=f"chat-video-{reply.pk}", daemon=True)
+        self.renderer, self.reply, self.clock, self.publish = renderer, reply, clock, publish
+        self.halt = threading.Event()
+        self._should_stop = should_stop
+        self.items: queue.Queue = queue.Queue()
+        self.stopped = False
+
+    def should_stop(self) -> bool:
+        return self.halt.is_set() or self._should_stop()
+
+    def put(self, chunk: Chunk) -> None:
+        self.items.put(chunk)
+
+    def close(self) -> None:
+        """No more chunks: the thread ends once the queued ones are rendered."""
+        self.items.put(_END)
+
+    def run(self) -> None:
+        try:
+            while (chunk := self.items.get()) is not _END:
+                if self.reply.video_note or self.should_stop():
+                    continue  # video is off for the rest of the reply, or the turn is ending
+                try:
+                    render_chunk(chunk=chunk, reply=self.reply, renderer=self.renderer, clock=self.clock,
+                                 publish=self.publish, should_stop=self.should_stop)  # fmt: skip
+                except RenderStopped:
+                    self.stopped = True
+                except Exception as error:
+                    if not isinstance(error, RenderFailed):
+                        logger.exception(
+                            "rendering sentence %s of reply %s failed", chunk.index, self.reply.pk
+                        )
+                    self.reply.video_note = (
+                        f"Sentence {chunk.index + 1} could not be rendered, so the rest of the reply is only "
+                        f"spoken: {error}"
+                    )[:2000]
+                    self.publish({"type": "chat.video", "message": self.reply.pk, "on": False,
+                                  "from": chunk.index, "note": self.reply.video_note})  # fmt: skip
+        finally:
+            close_old_connections()
+
+    def finish(self) -> None:
+        """Stop now: kill a running render and wait for the thread (nothing is left on the node)."""
+        self.halt.set()
+        self.close()
+        self.join(timeout=30)
 
 
 def _speaker(conversation: Conversation) -> tuple[Path | None, Path | None]:
@@ -149,11 +241,14 @@ def reply_run(
     reply: Message,
     publish: Publish = lambda event: None,
     should_stop: Callable[[], bool] = lambda: False,
+    renderer=None,
 ) -> Message:
     """Make the assistant message ``reply`` (pending, in its conversation, after the person's turn).
 
     Returns it done, failed (with ``error`` for the person) or canceled (with the chunks made before the
-    stop). ``should_stop`` is asked between sentences and while waiting for the LLM."""
+    stop). ``should_stop`` is asked between sentences, while waiting for the LLM and during each render.
+    ``renderer`` (chat.video.NodeRenderer) renders each sentence; without one the reply is spoken only,
+    and ``reply.video_note`` says why (once, in ``chat.video``)."""
     conversation = Conversation.objects.select_related("voice", "avatar").get(pk=reply.conversation_id)
     user = conversation.messages.filter(role=Message.Role.USER, created_at__lte=reply.created_at).last()
     clock = Clock()
@@ -161,6 +256,9 @@ def reply_run(
     reply.save(update_fields=["status"])
     stop = threading.Event()
     texts: list[str] = []
+    videos = None
+    publish({"type": "chat.video", "message": reply.pk, "on": renderer is not None, "from": 0,
+             "note": reply.video_note})  # fmt: skip
     try:
         if user is None:
             raise TurnFailed("There is nothing to reply to: send a message first.")
@@ -180,6 +278,11 @@ def reply_run(
         folder = _media(conversation.folder) / str(reply.pk)
         folder.mkdir(parents=True, exist_ok=True)
         reference, voice_folder = _speaker(conversation)
+        if renderer is not None:
+            videos = Videos(
+                renderer=renderer, reply=reply, clock=clock, publish=publish, should_stop=should_stop
+            )
+            videos.start()
         while True:
             try:
                 item = sentences.get(timeout=0.2)
@@ -194,12 +297,22 @@ def reply_run(
             if should_stop():
                 raise TurnStopped()
             texts.append(item)
-            _speak_chunk(
+            chunk = _speak_chunk(
                 reply=reply, conversation=conversation, index=len(texts) - 1, text=item, language=language,
                 folder=folder, reference=reference, voice_folder=voice_folder, clock=clock, publish=publish,
             )  # fmt: skip
+            if videos is not None:
+                videos.put(chunk)
         if not texts:
             raise TurnFailed("The LLM answered with nothing: try again or rephrase.")
+        if videos is not None:
+            videos.close()
+            while videos.is_alive():  # the last clips are still rendering
+                videos.join(timeout=0.2)
+                if should_stop():
+                    raise TurnStopped()
+            if videos.stopped:
+                raise TurnStopped()
         reply.status = Message.Status.DONE
     except TurnStopped:
         reply.status = Message.Status.CANCELED
@@ -213,12 +326,15 @@ def reply_run(
         raise
     finally:
         stop.set()
+        if videos is not None:
+            videos.finish()  # a stop or failure kills the render running on the node, and waits for it
         clock.mark("whole_reply")
         reply.text = " ".join(texts)
         reply.timings = {**reply.timings, **clock.marks}
         reply.save(
-            update_fields=["status", "error", "text", "timings", "language", "voice_engine", "voice_note"]
-        )
+            update_fields=["status", "error", "text", "timings", "language", "voice_engine", "voice_note",
+                           "video_note", "video_frames"]
+        )  # fmt: skip
     publish({"type": "chat.reply", "message": reply.pk, "status": reply.status, "error": reply.error,
              "text": reply.text, "timings": reply.timings})  # fmt: skip
     return reply
@@ -258,5 +374,6 @@ def _speak_chunk(
     publish({
         "type": "chat.chunk", "message": reply.pk, "index": index, "text": text, "chunk": chunk.pk,
         "audio_seconds": chunk.audio_seconds, "voice_engine": speech.engine, "voice_note": speech.note,
+        "ready": chunk.timings["ready"],
     })  # fmt: skip
     return chunk

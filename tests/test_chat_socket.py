@@ -68,7 +68,9 @@ def test_the_owner_hears_the_reply_as_it_is_made(alice, conversation, redis_db, 
 
     received = async_to_sync(run)()
     kinds = [event["type"] for event in received]
-    assert kinds[0] == "stage" and received[0]["stage"] == "llm"
+    assert received[0] == {"type": "video", "message": reply.pk, "on": False, "from": 0, "note": "",
+                           "conversation": conversation.pk}  # fmt: skip
+    assert kinds[1] == "stage" and received[1]["stage"] == "llm"
     assert [e["text"] for e in received if e["type"] == "token"] == llm_server.pieces
     chunks = [e for e in received if e["type"] == "chunk"]
     assert [(c["index"], c["text"]) for c in chunks] == [(0, "Hello there."), (1, "How are you today?")]

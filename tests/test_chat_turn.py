@@ -116,7 +116,7 @@ def test_a_spoken_turn_is_answered_sentence_by_sentence_in_the_cloned_voice(
     assert "first_video_chunk" not in timings  # rendering is not wired yet (chat.turn.render_chunk)
 
     kinds = [event["type"] for _, event in events]
-    assert kinds[:2] == ["chat.stage", "chat.transcript"]
+    assert kinds[:3] == ["chat.video", "chat.stage", "chat.transcript"]
     assert kinds.count("chat.token") == len(REPLY)
     assert [event["index"] for _, event in events if event["type"] == "chat.chunk"] == [0, 1, 2]
     assert kinds[-1] == "chat.reply"

@@ -13,12 +13,15 @@ SyncTalk (AVE)
   1. a per-job workspace whose ``checkpoints/`` holds only the chosen checkpoint (main.py loads the latest);
   2. ``main.py --test --test_train --aud x.wav`` → ``<ws>/results/ngp_ep<EEEE>_audio.mp4`` (its poses
      mirror natively); 3. encode, as above.
+
+The chain is :func:`speech_render`, shared with the chat, which runs it once per sentence of a reply.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -133,8 +136,9 @@ class GenerationParser(ConsoleParser):
 # --- the plan ----------------------------------------------------------------------------------------
 
 
-def _dataset(video: Video, node) -> PurePosixPath:
-    copy = DatasetCopy.objects.filter(avatar=video.avatar, node=node, complete=True).first()
+def dataset_on(avatar: Avatar, node) -> PurePosixPath:
+    """The avatar's preprocessed dataset on ``node`` (rendering reads its poses and frames)."""
+    copy = DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).first()
     if copy is None:
         raise ValueError(
             f"node {node.name} no longer holds the avatar's preprocessed dataset: train the avatar again"
@@ -142,16 +146,41 @@ def _dataset(video: Video, node) -> PurePosixPath:
     return PurePosixPath(copy.path)
 
 
-def generate_plan(job: Job) -> Plan:
-    video = Video.objects.select_related("avatar", "checkpoint").get(pk=job.params["video"])
-    avatar, checkpoint = video.avatar, video.checkpoint
-    if checkpoint is None:
-        raise ValueError("the chosen checkpoint was deleted: generate the video again with another one")
-    folder = job_folder(job)
-    wav = folder / "audio.wav"
-    result, poster = folder / RESULT, folder / POSTER
-    seconds = video.audio_duration
-    dataset = _dataset(video, job.node)
+@dataclass(frozen=True)
+class SpeechRender:
+    """The node-side work that turns one WAV into an MP4 of the avatar saying it: one shell chain (step
+    markers, poses, audio features, render, encode, ``[talkforge] done``) and what goes with it."""
+
+    argv: list[str]  # ``sh -c`` the chain, not yet wrapped for the node's runtime
+    cwd: str
+    env: dict[str, str]
+    parser: GenerationParser  # a fresh one: it follows one run of the chain
+    scripts: tuple[tuple[Path, str], ...]  # our standard-library scripts to put on the node first
+    result: PurePosixPath
+    poster: PurePosixPath | None
+    engine_video: str
+    scratch: tuple[str, ...]  # the heavy files on the node, to remove once the result is back
+
+
+def speech_render(
+    *,
+    job: Job,
+    avatar: Avatar,
+    checkpoint,
+    dataset: PurePosixPath,
+    folder: PurePosixPath,
+    wav: PurePosixPath,
+    seconds: float,
+    batch: int = 128,
+    pose_start: int = 0,
+    poster: bool = True,
+) -> SpeechRender:
+    """The chain that renders ``wav`` (16 kHz mono PCM, already at that path on ``job``'s node, ``seconds``
+    long) with ``checkpoint`` into ``folder``/video.mp4 (and poster.jpg when ``poster``), for both a
+    video generation (one run) and a chat reply (one run per sentence, ``pose_start`` continuing the
+    ping-pong poses where the previous sentence ended; SyncTalk plays its own poses and ignores it)."""
+    result = folder / RESULT
+    poster_path = folder / POSTER if poster else None
     env: dict[str, str] = {}
     if avatar.engine == Avatar.Engine.SYNCTALK:
         python, (views,), scripts = python_and_scripts(job, "pose_view.py")
@@ -173,11 +202,10 @@ def generate_plan(job: Job) -> Plan:
             raise ValueError(f"checkpoint {checkpoint.stage} {checkpoint.iteration} cannot render")
         model = PurePosixPath(checkpoint.path).parent.parent  # <model>/point_cloud/iteration_N
         data_view, model_view = folder / "data" / avatar.slug, folder / "output" / avatar.slug
-        features = folder / "audio.npy"
+        features = wav.with_suffix(".npy")
         render = commands.gaussiantalker_render(
             data_root=str(data_view.parent), output_root=str(model_view.parent), name=avatar.slug,
-            custom_aud=str(features), custom_wav=str(wav), iteration=checkpoint.iteration,
-            batch=video.batch_size,
+            custom_aud=str(features), custom_wav=str(wav), iteration=checkpoint.iteration, batch=batch,
         )  # fmt: skip
         if avatar.engine == Avatar.Engine.DEMO:
             python, (views, extract, render_py), scripts = python_and_scripts(
@@ -192,7 +220,7 @@ def generate_plan(job: Job) -> Plan:
             cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
         prepare = [
             python, "-u", views, "--dataset", str(dataset), "--view", str(data_view),
-            "--frames", str(audio_frames(seconds)),
+            "--frames", str(audio_frames(seconds)), "--start", str(pose_start),
             "--link", str(model / "cfg_args"), str(model_view / "cfg_args"),
             "--link", str(model / "point_cloud"), str(model_view / "point_cloud"),
         ]  # fmt: skip
@@ -200,10 +228,9 @@ def generate_plan(job: Job) -> Plan:
         chain = [("poses", prepare), ("audio features", extract_features), ("render", render)]
         shares = {"poses": 0.02, "audio features": 0.08, "render": 0.80, "encode": 0.10}
         engine_parser = gaussiantalker.RenderParser(sets=("custom",))
-    encode = [
-        web_video(source=engine_video, audio=str(wav), seconds=seconds, target=str(result)),
-        poster_frame(source=str(result), target=str(poster)),
-    ]
+    encode = [web_video(source=engine_video, audio=str(wav), seconds=seconds, target=str(result))]
+    if poster_path is not None:
+        encode.append(poster_frame(source=str(result), target=str(poster_path)))
     if avatar.engine != Avatar.Engine.SYNCTALK:
         # render.py's own videos (the result and its attention views) are intermediate: drop them.
         encode.append(["rm", "-rf", str(PurePosixPath(engine_video).parent.parent)])
@@ -212,6 +239,27 @@ def generate_plan(job: Job) -> Plan:
     for number, (name, command) in enumerate(chain, start=1):
         commands_run += [step(number, total, name), command]
     commands_run += [step(total, total, "encode"), *encode, ["echo", "[talkforge] done"]]
+    outputs = [str(result)] + ([str(poster_path)] if poster_path is not None else [])
+    return SpeechRender(
+        argv=shell_and(*commands_run), cwd=cwd, env=env,
+        parser=GenerationParser(steps=shares, engine=engine_parser, engine_step="render"),
+        scripts=scripts, result=result, poster=poster_path, engine_video=engine_video,
+        scratch=(str(wav), str(wav.with_suffix(".npy")), *outputs, str(PurePosixPath(engine_video).parent)),
+    )  # fmt: skip
+
+
+def generate_plan(job: Job) -> Plan:
+    video = Video.objects.select_related("avatar", "checkpoint").get(pk=job.params["video"])
+    avatar, checkpoint = video.avatar, video.checkpoint
+    if checkpoint is None:
+        raise ValueError("the chosen checkpoint was deleted: generate the video again with another one")
+    folder = job_folder(job)
+    wav = folder / "audio.wav"
+    chain = speech_render(
+        job=job, avatar=avatar, checkpoint=checkpoint, dataset=dataset_on(avatar, job.node), folder=folder,
+        wav=wav, seconds=video.audio_duration, batch=video.batch_size,
+    )  # fmt: skip
+    result, poster = chain.result, chain.poster
 
     def verify(conn: NodeConnection) -> str | None:
         missing = [path.name for path in (result, poster) if not conn.exists(str(path))]
@@ -220,17 +268,16 @@ def generate_plan(job: Job) -> Plan:
         return None
 
     return Plan(
-        invocation=wrap(node=job.node, gpu=job.gpu, argv=shell_and(*commands_run), name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd, env=env),
-        parser=GenerationParser(steps=shares, engine=engine_parser, engine_step="render"),
-        outputs={"video": str(result), "poster": str(poster), "engine_video": engine_video},
-        uploads=(*scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),
+        invocation=wrap(node=job.node, gpu=job.gpu, argv=chain.argv, name=job.container_name,
+                        mounts=[job.node.workdir], cwd=chain.cwd, env=chain.env),
+        parser=chain.parser,
+        outputs={"video": str(result), "poster": str(poster), "engine_video": chain.engine_video},
+        uploads=(*chain.scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),
         verify=verify,
         collect=((str(result), RESULT), (str(poster), POSTER)),
         # The heavy files go once the result is back; the small pose and model views (symlinks and one
         # transforms file) stay as a record of what drove the render.
-        cleanup=(str(wav), str(wav.with_suffix(".npy")), str(result), str(poster),
-                 str(PurePosixPath(engine_video).parent)),
+        cleanup=chain.scratch,
     )  # fmt: skip
 
 
