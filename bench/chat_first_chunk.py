@@ -158,10 +158,26 @@ def sequential(config, renderer, folder: Path) -> dict:
             "render": done - tts_done, "audio_seconds": seconds}  # fmt: skip
 
 
+STEP_NAMES = ("poses", "audio features", "render", "encode")
+
+
+def step_seconds(lines: list[tuple[float, str]]) -> dict[str, float]:
+    """How long each step of the first clip's chain took, from the times its marker lines arrived."""
+    marks = [(at, line.split(": ", 1)[1]) for at, line in lines if line.startswith("[talkforge] step ")]
+    ends = [at for at, line in lines if line == "[talkforge] done"]
+    if len(marks) < len(STEP_NAMES) or not ends:
+        return {}
+    marks = marks[: len(STEP_NAMES)] + [(ends[0], "done")]
+    return {name: later - at for (at, name), (later, _) in zip(marks, marks[1:], strict=False)}
+
+
 def streamed(conversation, renderer) -> dict:
     """Ours: seconds to the first clip, and where they went."""
     from chat.models import Message
     from chat.turn import reply_run
+
+    lines: list[tuple[float, str]] = []
+    renderer.log = lambda line: lines.append((time.monotonic(), line))
 
     Message.objects.create(conversation=conversation, role="user", text="Hi!")
     reply = Message.objects.create(conversation=conversation, role="assistant", status="pending")
@@ -182,6 +198,7 @@ def streamed(conversation, renderer) -> dict:
         "first_video": first[0], "whole": whole, "first_sentence": reply.timings["first_sentence"],
         "first_audio": reply.timings["tts_first_audio"], "first_render": chunks[0].timings["render"],
         "first_audio_seconds": chunks[0].audio_seconds,
+        **{f"step {name}": seconds for name, seconds in step_seconds(lines).items()},
     }  # fmt: skip
 
 
@@ -252,6 +269,9 @@ def main() -> None:
                 ours_first_sentence_s=median(ours, "first_sentence"),
                 ours_first_audio_s=median(ours, "first_audio"),
                 ours_first_render_s=median(ours, "first_render"),
+                # The first clip's chain on the node, step by step (the rest of ours_first_render_s is
+                # the 16 kHz conversion, the copies to and from the node and starting the chain).
+                ours_first_render_steps_s={name: median(ours, f"step {name}") for name in STEP_NAMES},
                 ours_first_sentence_audio_s=median(ours, "first_audio_seconds"),
                 ours_whole_reply_s=median(ours, "whole"),
                 sequential_llm_s=median(base, "llm"),
