@@ -219,6 +219,24 @@ def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
     assert stopped.timings["whole_reply"] < 15  # not the minute the encode was held for
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_reply_is_rendered_on_an_ssh_node(alice, media, make_ssh_node, processes, redis_db, llm_server):
+    node = make_ssh_node(name="remote", gpus=1)
+    llm_server.pieces, llm_server.delay = REPLY, 0.3
+    processes.worker(
+        node.name, CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm_server.server_port}/v1/", CHAT_XTTS_DIR="",
+        CHAT_SENTENCE_MIN_CHARS=10,
+    )  # fmt: skip
+    avatar = train_demo_avatar(alice, media)
+    conversation = services.conversation_create(owner=alice, avatar=avatar, language="en")
+    url = f"/api/conversations/{conversation.pk}/messages/"
+    reply = settled(api_for(alice).post(url, {"text": "Hello Ada!"}, format="json").json()["id"])
+    assert reply.status == Message.Status.DONE, (reply.error, job_log_text(reply.job)[-3000:])
+    assert reply.job.node == node
+    assert_rendered_in_order(reply)
+    assert not (Path(node.workdir) / "jobs" / str(reply.job_id)).exists()  # the loopback node's folder
+
+
 @pytest.mark.django_db
 def test_a_reply_is_pinned_to_the_checkpoint_s_node_or_spoken_only_saying_why(alice, media, make_node):
     node = make_node()
