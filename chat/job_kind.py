@@ -47,7 +47,8 @@ def _log_line(event: dict) -> tuple[str, str | None] | None:
     if kind == "chat.video":
         if event["on"]:
             return "[chat] each sentence is rendered on this node as soon as it is spoken", None
-        return (f"[chat] spoken only: {event['note']}", None) if event["note"] else None
+        # The note's first line: the render's own last lines, which it quotes, are in the log already.
+        return (f"[chat] spoken only: {event['note'].splitlines()[0]}", None) if event["note"] else None
     if kind == "chat.chunk_video":
         line = (f"[chat] sentence {event['index'] + 1} rendered in {event['render']:.2f} s: "
                 f"{event['frames']} frames from pose {event['pose_start']}")  # fmt: skip

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connection
 
 from avatars.media import engine_wav
 from talkforge.errors import ServiceError
@@ -163,7 +163,7 @@ class Videos(threading.Thread):
                     self.publish({"type": "chat.video", "message": self.reply.pk, "on": False,
                                   "from": chunk.index, "note": self.reply.video_note})  # fmt: skip
         finally:
-            close_old_connections()
+            connection.close()  # this thread's own database connection
 
     def finish(self) -> None:
         """Stop now: kill a running render and wait for the thread (nothing is left on the node)."""

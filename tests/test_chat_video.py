@@ -51,13 +51,16 @@ def small_media(settings, tmp_path):
 @pytest.fixture
 def slow_encode(tmp_path) -> Path:
     """An ``ffmpeg`` first on the worker's PATH that, while the returned flag file exists, holds the web
-    encode of a clip for a minute (a render long enough to be stopped), and otherwise is ffmpeg."""
+    encode of a clip for a minute (a render long enough to be stopped) or, when the file says "fail",
+    fails it; otherwise it is ffmpeg."""
     folder = tmp_path / "slow-bin"
     folder.mkdir()
     flag = tmp_path / "slow-encode"
     script = folder / "ffmpeg"
     script.write_text(
         "#!/bin/sh\n"
+        f'case "$*" in *+faststart*) if grep -q fail {flag} 2>/dev/null; then echo "[test] no encoder" >&2; '
+        "exit 1; fi;;\nesac\n"
         f'case "$*" in *+faststart*) if [ -e {flag} ]; then echo "[test] encode held"; sleep 60; fi;; esac\n'
         f'exec {shutil.which("ffmpeg")} "$@"\n'
     )
@@ -180,6 +183,7 @@ def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
     # The API lists each chunk's clip; the owner gets it, bob gets 404.
     chunks = api_for(alice).get(url).json()["results"][-1]["chunks"]
     assert [c["index"] for c in chunks] == [0, 1, 2] and all(c["video_url"] for c in chunks)
+    assert [c["pose_start"] for c in chunks] == [c.pose_start for c in reply.chunks.order_by("index")]
     owner, other = Client(), Client()
     owner.force_login(alice)
     other.force_login(bob)
@@ -217,6 +221,18 @@ def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
     assert marked_processes(running.marker) == []
     assert not stopped.chunks.exclude(video="").exists()
     assert stopped.timings["whole_reply"] < 15  # not the minute the encode was held for
+
+    # A render that fails: the reply is still spoken, and says once why the rest is not shown.
+    slow_encode.write_text("fail")
+    failed = settled(api_for(alice).post(url, {"text": "Again."}, format="json").json()["id"])
+    assert failed.status == Message.Status.DONE and failed.job.status == Job.Status.SUCCEEDED
+    assert [c.text for c in failed.chunks.all()] == SENTENCES and all(c.audio for c in failed.chunks.all())
+    assert not failed.chunks.exclude(video="").exists() and "first_video_chunk" not in failed.timings
+    assert failed.video_note.startswith("Sentence 1 could not be rendered, so the rest of the reply is only")
+    assert "in the encode step" in failed.video_note and "[test] no encoder" in failed.video_note
+    log = job_log_text(failed.job)
+    assert log.count("[chat] spoken only: Sentence 1 could not be rendered") == 1
+    assert log.count("[talkforge] step 4/4: encode") == 1  # not tried again for sentences 2 and 3
 
 
 @pytest.mark.django_db(transaction=True)

@@ -55,7 +55,10 @@ class ChunkSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Chunk
-        fields = ["index", "text", "audio_url", "audio_seconds", "video_url", "timings"]
+        fields = [
+            "index", "text", "audio_url", "audio_seconds", "video_url", "pose_start", "video_frames",
+            "timings",
+        ]  # fmt: skip
         read_only_fields = fields
 
     def get_audio_url(self, chunk) -> str | None:
@@ -72,7 +75,7 @@ class MessageSerializer(serializers.ModelSerializer):
         model = Message
         fields = [
             "id", "role", "text", "language", "status", "error", "timings", "voice_engine", "voice_note",
-            "job", "chunks", "created_at",
+            "video_note", "video_frames", "job", "chunks", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
 
