@@ -6,6 +6,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
@@ -21,6 +22,9 @@ from . import llm
 from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE, probe_audio, to_wav
 from .models import Conversation, Language, Message, Voice
 from .selectors import voices_visible_to
+
+if TYPE_CHECKING:
+    from avatars.models import Checkpoint
 
 VOICE_CONSENT_STATEMENT = (
     "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
@@ -258,7 +262,7 @@ def _store_turn_audio(upload: UploadedFile, folder: Path) -> None:
         to_wav(source, folder / "input.wav", sample_rate=SPEECH_SAMPLE_RATE)
 
 
-def reply_checkpoint(avatar) -> tuple[object | None, str]:
+def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
     """The checkpoint that renders a reply of ``avatar`` (its latest renderable one, as for a video), or
     None and why the reply will only be spoken. A disabled node is an error: the job must run there."""
     from avatars.models import Avatar, DatasetCopy

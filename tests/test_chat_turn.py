@@ -113,7 +113,7 @@ def test_a_spoken_turn_is_answered_sentence_by_sentence_in_the_cloned_voice(
     assert set(timings) >= {"asr", "llm_first_token", "first_sentence", "tts_first_audio", "whole_reply"}
     assert timings["asr"] <= timings["llm_first_token"] <= timings["first_sentence"]
     assert timings["first_sentence"] <= timings["tts_first_audio"] < timings["whole_reply"]
-    assert "first_video_chunk" not in timings  # rendering is not wired yet (chat.turn.render_chunk)
+    assert "first_video_chunk" not in timings  # no renderer given: spoken only
 
     kinds = [event["type"] for _, event in events]
     assert kinds[:3] == ["chat.video", "chat.stage", "chat.transcript"]

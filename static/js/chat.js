@@ -88,6 +88,9 @@
   function clipReady(reply, event) {
     if (reply.items.has(event.index)) return;
     reply.items.set(event.index, { kind: "video", url: event.url });
+    // The next clip loads while this one plays (once it is on screen: the other element shows the last
+    // frame until then).
+    if (showing && showing.classList.contains("on")) preload(reply);
     pump(reply);
   }
 
@@ -120,6 +123,7 @@
     if (!item || item.kind !== "video") return;
     const screen = screens.find((s) => s !== showing);
     if (screen.dataset.src !== item.url) {
+      screen.onplaying = screen.onended = screen.onerror = null; // the clip it played is over
       screen.dataset.src = item.url;
       screen.src = item.url;
       screen.load();
@@ -243,7 +247,7 @@
         note.textContent = "Spoken by " + event.voice_engine + ": " + event.voice_note;
         reply.item.append(note);
       }
-      if (event.index === 0) liveTiming(reply, "first sentence spoken", event.ready);
+      if (event.index === 0) liveTiming(reply, "tts_first_audio", event.ready);
       chunkReady(reply, event);
     },
     chunk_video: (event) => {
