@@ -17,6 +17,7 @@ from .services import (
     conversation_create,
     conversation_delete,
     conversation_update,
+    reply_checkpoint,
     voice_create,
     voice_delete,
 )  # fmt: skip
@@ -83,9 +84,14 @@ def conversation_detail(request, conversation_id: int):
     turns = conversation.messages.order_by("created_at", "id").prefetch_related(
         Prefetch("chunks", queryset=Chunk.objects.order_by("index"))
     )
+    try:  # whether the next reply will be shown as video, and why not
+        video_note = reply_checkpoint(conversation.avatar)[1]
+    except ServiceError as error:
+        video_note = str(error)
     return render(
         request, "chat/conversation_detail.html",
-        {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing()},
+        {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing(),
+         "video_note": video_note},
     )  # fmt: skip
 
 

@@ -271,6 +271,16 @@ def test_a_reply_is_pinned_to_the_checkpoint_s_node_or_spoken_only_saying_why(al
     )
     assert "checkpoint" not in reply.job.params and "node" not in reply.job.params
     assert "no checkpoint that can render" in reply.video_note and "only spoken" in reply.video_note
+    page = Client()
+    page.force_login(alice)
+    html = page.get(f"/chat/{reply.conversation_id}/").content.decode()
+    assert '<div id="avatar-view" hidden' in html and "Ada has no checkpoint that can render" in html
+    assert (
+        '<div id="avatar-view" style'
+        in page.get(
+            f"/chat/{Message.objects.filter(conversation__avatar=trained).first().conversation_id}/"
+        ).content.decode()
+    )
     Avatar.objects.filter(pk=untrained.pk).update(status=Avatar.Status.TRAINING)
     untrained.refresh_from_db()
     conversation = services.conversation_create(owner=alice, avatar=untrained)

@@ -175,6 +175,7 @@
   function videoState(reply, event) {
     if (event.on) {
       reply.video = true;
+      if (viewNote) viewNote.textContent = "";
     } else {
       if (reply.video === null) reply.video = false;
       else reply.videoFrom = Math.min(reply.videoFrom, event.from);
