@@ -12,6 +12,7 @@ it) or, for bare nodes, from a checkout at ``<workdir>/engines/<engine>`` in the
 
 from __future__ import annotations
 
+import logging
 import shlex
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +23,8 @@ from jobs.models import Job
 from talkforge.errors import ServiceError
 
 from .models import Avatar, Checkpoint, DatasetCopy, Evaluation
+
+logger = logging.getLogger(__name__)
 
 # Checkpoints a render can load: GaussianTalker's fine stage (point_cloud/iteration_N), SyncTalk's epochs.
 RENDERABLE_STAGES = ("fine", "epoch")
@@ -79,16 +82,27 @@ def _succeeded(job: Job) -> Avatar | None:
     return avatar
 
 
-def _next_step(job: Job, kind: str, **params) -> Job:
-    """Chain the pipeline's next step on the same node (its data is there), with this step as parent."""
+def _next_step(job: Job, kind: str, **params) -> Job | None:
+    """Chain the pipeline's next step on the same node (its data is there), with this step as parent.
+    When it cannot be queued (the node was disabled meanwhile), a training avatar is marked failed with
+    the reason in the log, rather than left "training" for ever."""
     from jobs.services import job_submit
 
-    return job_submit(
-        owner=job.owner, kind=kind, params={**job.params, **params}, node=job.node, parent=job,
-        avatar=job.avatar,
-    )  # fmt: skip
+    try:
+        with transaction.atomic():
+            return job_submit(
+                owner=job.owner, kind=kind, params={**job.params, **params}, node=job.node, parent=job,
+                avatar=job.avatar,
+            )  # fmt: skip
+    except ServiceError as error:
+        logger.warning("could not chain %s after job %s: %s", kind, job.pk, error)
+        Avatar.objects.filter(pk=job.avatar_id, status=Avatar.Status.TRAINING).update(
+            status=Avatar.Status.FAILED
+        )
+        return None
 
 
+@transaction.atomic
 def after_preprocess(job: Job) -> None:
     """Record the dataset on the node — complete, or how far it got (the stage that failed, the ones
     before it done) — and on success chain training there."""
@@ -114,6 +128,7 @@ def after_preprocess(job: Job) -> None:
     _next_step(job, Job.Kind.TRAIN)
 
 
+@transaction.atomic
 def after_train(job: Job) -> None:
     """Record the checkpoints the training left (result "checkpoints": (stage, iteration, path, size));
     then render the validation split with the newest one, except for SyncTalk, whose training tests it
@@ -136,6 +151,7 @@ def after_train(job: Job) -> None:
         _next_step(job, Job.Kind.RENDER_VALIDATION, iteration=-1 if final is None else final)
 
 
+@transaction.atomic  # trained and the evaluation queued together: no moment with neither running
 def after_render_validation(job: Job) -> None:
     """The validation video is back: the avatar is trained (a checkpoint rendered later leaves its status
     alone); its quality figures come next."""
