@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,7 +10,6 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from talkforge.errors import ServiceError
 
@@ -19,27 +17,12 @@ from .aucsv import validate_au_csv
 from .media import VideoInfo, normalise, probe
 from .models import Avatar
 from .quality import quality_report
+from .uploads import unique_slug, upload_on_disk
 
 CONSENT_STATEMENT = (
     "The person shown in this video has agreed that their likeness and voice are used to train a "
     "talking-head model on Talkforge, and I may upload it on their behalf."
 )
-
-
-def _slug_for(name: str) -> str:
-    base = slugify(name)[:40].strip("-") or "avatar"
-    return f"{base}-{secrets.token_hex(3)}"
-
-
-def _local_path(upload: UploadedFile, folder: Path) -> Path:
-    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
-    if hasattr(upload, "temporary_file_path"):
-        return Path(upload.temporary_file_path())
-    path = folder / "upload.bin"
-    with open(path, "wb") as target:
-        for chunk in upload.chunks():
-            target.write(chunk)
-    return path
 
 
 def check_video(info: VideoInfo) -> None:
@@ -90,12 +73,12 @@ def avatar_create(
     if preferred_node is not None and not preferred_node.enabled:
         raise ServiceError(f"Node {preferred_node.name} is disabled: choose another node, or none.")
 
-    slug = _slug_for(name)
+    slug = unique_slug(name, "avatar")
     folder = Path(settings.MEDIA_ROOT) / "avatars" / slug
     folder.mkdir(parents=True, exist_ok=False)
     try:
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-            source = _local_path(video, Path(scratch))
+            source = upload_on_disk(video, Path(scratch))
             check_video(probe(source))
             target = folder / f"{slug}.mp4"
             normalise(source, target)

@@ -1,7 +1,13 @@
-"""Uploads go to disk as they arrive (never whole into memory) and stop at the configured size."""
+"""Uploads go to disk as they arrive (never whole into memory) and stop at the configured size; the
+helpers every upload service shares (avatars, voices, videos, chat turns)."""
+
+import secrets
+from pathlib import Path
 
 from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.utils.text import slugify
 
 
 class SizeLimitedUploadHandler(FileUploadHandler):
@@ -27,3 +33,21 @@ class SizeLimitedUploadHandler(FileUploadHandler):
 def upload_too_large_message() -> str:
     limit = settings.MAX_UPLOAD_BYTES
     return f"The file is larger than the limit of {limit / 2**20:.0f} MiB: trim or compress it and try again."
+
+
+def upload_on_disk(upload: UploadedFile, folder: Path) -> Path:
+    """The upload as a file on disk (TemporaryFileUploadHandler already put it there; a small in-memory
+    one is written into ``folder``)."""
+    if hasattr(upload, "temporary_file_path"):
+        return Path(upload.temporary_file_path())
+    path = folder / "upload.bin"
+    with open(path, "wb") as target:
+        for chunk in upload.chunks():
+            target.write(chunk)
+    return path
+
+
+def unique_slug(name: str, fallback: str) -> str:
+    """A path-safe, unguessable folder name from a display name: ``anna-3f9a1c``."""
+    base = slugify(name)[:40].strip("-") or fallback
+    return f"{base}-{secrets.token_hex(3)}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import tempfile
 from pathlib import Path
@@ -12,9 +11,9 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from avatars.selectors import avatars_visible_to
+from avatars.uploads import unique_slug, upload_on_disk
 from gpu_nodes import secrets as secret_box
 from talkforge.errors import ServiceError
 
@@ -30,22 +29,6 @@ VOICE_CONSENT_STATEMENT = (
     "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
     "new sentences, and I may upload it on their behalf."
 )
-
-
-def _slug_for(name: str) -> str:
-    base = slugify(name)[:40].strip("-") or "voice"
-    return f"{base}-{secrets.token_hex(3)}"
-
-
-def _local_path(upload: UploadedFile, folder: Path) -> Path:
-    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
-    if hasattr(upload, "temporary_file_path"):
-        return Path(upload.temporary_file_path())
-    path = folder / "upload.bin"
-    with open(path, "wb") as target:
-        for chunk in upload.chunks():
-            target.write(chunk)
-    return path
 
 
 def _check_language(language: str, *, blank_ok: bool) -> str:
@@ -71,12 +54,12 @@ def voice_create(
     if Voice.objects.filter(owner=owner, name=name).exists():
         raise ServiceError(f"You already have a voice named {name!r}: choose another name.")
 
-    slug = _slug_for(name)
+    slug = unique_slug(name, "voice")
     folder = Path(settings.MEDIA_ROOT) / "voices" / slug
     folder.mkdir(parents=True, exist_ok=False)
     try:
         with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-            source = _local_path(recording, Path(scratch))
+            source = upload_on_disk(recording, Path(scratch))
             info = probe_audio(source)
             low, high = settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS
             if info.duration < low:
@@ -254,7 +237,7 @@ def _store_turn_audio(upload: UploadedFile, folder: Path) -> None:
     CHAT_TURN_MAX_SECONDS; written to ``folder``/input.wav."""
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as scratch:
-        source = _local_path(upload, Path(scratch))
+        source = upload_on_disk(upload, Path(scratch))
         info = probe_audio(source)
         limit = settings.CHAT_TURN_MAX_SECONDS
         if info.duration > limit:

@@ -15,6 +15,7 @@ from django.db import transaction
 
 from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
+from avatars.uploads import upload_on_disk
 from jobs.models import Job
 from jobs.services import int_param, job_cancel, job_submit
 from talkforge.errors import ServiceError
@@ -83,17 +84,6 @@ def _check_length(seconds: float, what: str) -> None:
         )
 
 
-def _upload_path(upload: UploadedFile, folder: Path) -> Path:
-    """The upload as a file on disk (TemporaryFileUploadHandler already put it there)."""
-    if hasattr(upload, "temporary_file_path"):
-        return Path(upload.temporary_file_path())
-    path = folder / "upload.bin"
-    with open(path, "wb") as target:
-        for chunk in upload.chunks():
-            target.write(chunk)
-    return path
-
-
 def wav_seconds(path: Path) -> float:
     with wave.open(str(path), "rb") as audio:
         return audio.getnframes() / audio.getframerate()
@@ -147,7 +137,7 @@ def video_create(
     try:
         with tempfile.TemporaryDirectory(dir=folder) as scratch:
             if audio is not None:
-                source = _upload_path(audio, Path(scratch))
+                source = upload_on_disk(audio, Path(scratch))
                 what = "The audio"
             else:
                 source = Path(scratch) / "speech.wav"
