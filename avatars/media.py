@@ -179,18 +179,22 @@ def probe_audio(path: Path) -> AudioInfo:
     )
 
 
-def engine_wav(source: Path, target: Path) -> None:
-    """The first audio stream as mono 16 kHz 16-bit PCM WAV, what the engines' audio features need.
-
-    Written under a temporary name, then renamed."""
+def to_wav(source: Path, target: Path, *, sample_rate: int, max_seconds: float | None = None) -> None:
+    """The first audio stream as mono 16-bit PCM WAV at ``sample_rate`` (at most ``max_seconds`` of it),
+    written under a temporary name and then renamed, so a failure leaves no half file."""
     partial = target.with_name(f".{target.name}.part.wav")
-    command = [
-        "ffmpeg", "-nostdin", "-y", "-v", "error", "-i", str(source), "-map", "0:a:0", "-vn",
-        "-ac", "1", "-ar", str(ENGINE_SAMPLE_RATE), "-c:a", "pcm_s16le", "-f", "wav", str(partial),
-    ]  # fmt: skip
+    command = ["ffmpeg", "-nostdin", "-y", "-v", "error", "-i", str(source), "-map", "0:a:0", "-vn"]
+    if max_seconds is not None:
+        command += ["-t", f"{max_seconds:.3f}"]
+    command += ["-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(partial)]
     result = _run(command, timeout=600, what="Converting the audio")
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
         reason = result.stderr.decode("utf-8", "replace").strip()[-300:]
-        raise ServiceError(f"The audio could not be converted to 16 kHz WAV ({reason}).")
+        raise ServiceError(f"The audio could not be converted to {sample_rate / 1000:g} kHz WAV ({reason}).")
     partial.replace(target)
+
+
+def engine_wav(source: Path, target: Path) -> None:
+    """Mono 16 kHz 16-bit PCM WAV, what the engines' audio features need."""
+    to_wav(source, target, sample_rate=ENGINE_SAMPLE_RATE)

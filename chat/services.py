@@ -12,13 +12,14 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import unique_slug, upload_on_disk
 from gpu_nodes import secrets as secret_box
 from talkforge.errors import ServiceError
 
 from . import llm
-from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE, probe_audio, to_wav
+from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE
 from .models import Conversation, Language, Message, Voice
 from .selectors import voices_visible_to
 

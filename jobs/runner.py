@@ -13,6 +13,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
@@ -125,13 +126,15 @@ CURVE_METRICS = {"loss", "psnr", "lpips (alex)", "lmd (fan)"}
 
 
 class Watcher(threading.Thread):
-    """Beats the heartbeat; on a cancel request (or if the job was settled elsewhere) stops the tree."""
+    """Beats the heartbeat; on a cancel request, the time limit, or if the job was settled elsewhere, notes
+    why and calls ``on_stop`` once (an engine's attempt kills its process tree; in-worker work is told to
+    stop)."""
 
     POLL = 0.25
 
-    def __init__(self, job: Job, conn: NodeConnection, pid: int, container: str | None):
+    def __init__(self, job: Job, on_stop: Callable[[], None]):
         super().__init__(name=f"job-{job.pk}-watcher", daemon=True)
-        self.job, self.conn, self.pid, self.container = job, conn, pid, container
+        self.job, self.on_stop = job, on_stop
         self.stop_event = threading.Event()
         self.canceled = False
         self.lost = False
@@ -144,7 +147,7 @@ class Watcher(threading.Thread):
             while not self.stop_event.wait(self.POLL):
                 if self.job.timeout_seconds and time.monotonic() - started > self.job.timeout_seconds:
                     self.timed_out = True
-                    self.kill()
+                    self.on_stop()
                     return
                 row = (
                     Job.objects.filter(pk=self.job.pk)
@@ -153,11 +156,11 @@ class Watcher(threading.Thread):
                 )
                 if row is None or row["status"] != Job.Status.RUNNING or row["attempts"] != self.job.attempts:
                     self.lost = True  # settled by the reconciler: this attempt must not keep running
-                    self.kill()
+                    self.on_stop()
                     return
                 if row["cancel_requested_at"] is not None:
                     self.canceled = True
-                    self.kill()
+                    self.on_stop()
                     return
                 if time.monotonic() - last_beat >= settings.JOB_HEARTBEAT_INTERVAL:
                     Job.objects.filter(
@@ -169,17 +172,18 @@ class Watcher(threading.Thread):
         finally:
             connection.close()
 
-    def kill(self) -> None:
-        if self.container:
-            try:
-                self.conn.run(["docker", "rm", "-f", self.container], timeout=60)
-            except NodeError:
-                logger.exception("could not remove container %s", self.container)
-        self.conn.kill_tree(self.pid, marker=self.job.marker, grace=settings.JOB_KILL_GRACE)
-
     def stop(self) -> None:
         self.stop_event.set()
         self.join(timeout=10)
+
+
+def _kill_engine(conn: NodeConnection, job: Job, pid: int, container: str | None) -> None:
+    if container:
+        try:
+            conn.run(["docker", "rm", "-f", container], timeout=60)
+        except NodeError:
+            logger.exception("could not remove container %s", container)
+    conn.kill_tree(pid, marker=job.marker, grace=settings.JOB_KILL_GRACE)
 
 
 def _tail(lines: list[str], count: int = 8) -> str:
@@ -274,7 +278,8 @@ class Attempt:
             services.job_finish(job=self.job, status=Job.Status.FAILED, error=str(error))
             return "failed"
         Job.objects.filter(pk=self.job.pk).update(pid=self.process.pid, stage="running")
-        self.watcher = Watcher(self.job, self.conn, self.process.pid, invocation.container)
+        pid, container = self.process.pid, invocation.container
+        self.watcher = Watcher(self.job, on_stop=lambda: _kill_engine(self.conn, self.job, pid, container))
         self.watcher.start()
         returncode = self._stream()
         self._stop_everything(grace=1.0)
@@ -402,8 +407,6 @@ class InWorker:
         self.reporter = Reporter(job)
         self.lock = threading.Lock()  # log() may be called from the work's own threads
         self.stop = threading.Event()
-        self.done = threading.Event()
-        self.canceled = self.lost = self.timed_out = False
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
@@ -416,38 +419,9 @@ class InWorker:
             self.reporter.lines([line[: settings.JOB_MAX_LOG_LINE]], progress_changed=changed)
             self.reporter.maybe_flush()
 
-    def _watch(self) -> None:
-        """Heartbeat, cancel and time limit, as Watcher does for a process (which it would kill)."""
-        last_beat, started = 0.0, time.monotonic()
-        try:
-            while not self.done.wait(Watcher.POLL):
-                if self.job.timeout_seconds and time.monotonic() - started > self.job.timeout_seconds:
-                    self.timed_out = True
-                    self.stop.set()
-                row = (
-                    Job.objects.filter(pk=self.job.pk)
-                    .values("status", "attempts", "cancel_requested_at")
-                    .first()
-                )
-                if row is None or row["status"] != Job.Status.RUNNING or row["attempts"] != self.job.attempts:
-                    self.lost = True
-                    self.stop.set()
-                elif row["cancel_requested_at"] is not None:
-                    self.canceled = True
-                    self.stop.set()
-                if time.monotonic() - last_beat >= settings.JOB_HEARTBEAT_INTERVAL:
-                    Job.objects.filter(
-                        pk=self.job.pk, status=Job.Status.RUNNING, attempts=self.job.attempts
-                    ).update(heartbeat_at=timezone.now())
-                    last_beat = time.monotonic()
-        except Exception:
-            logger.exception("watcher of job %s failed", self.job.pk)
-        finally:
-            connection.close()
-
     def run(self, work) -> str:
         Job.objects.filter(pk=self.job.pk).update(stage="running")
-        watcher = threading.Thread(target=self._watch, name=f"job-{self.job.pk}-watcher", daemon=True)
+        watcher = Watcher(self.job, on_stop=self.stop.set)
         watcher.start()
         try:
             result = work(self.job, self)
@@ -455,18 +429,17 @@ class InWorker:
             logger.exception("job %s failed in the worker", self.job.pk)
             result = {"error": f"Internal error while running the job: {type(error).__name__}: {error}"}
         finally:
-            self.done.set()
-            watcher.join(timeout=10)
+            watcher.stop()
             with self.lock:
                 self.reporter.flush()
         job = self.job
-        if self.lost:
+        if watcher.lost:
             return "lost"
-        if self.timed_out:
+        if watcher.timed_out:
             error = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
             services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
             return "timed out"
-        if self.canceled:
+        if watcher.canceled:
             services.job_finish(
                 job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
             )
