@@ -1,13 +1,14 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, Http404, HttpResponse, JsonResponse
+from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from gpu_nodes.models import Node
 from talkforge.errors import ServiceError
+from talkforge.http import form_errors, private_file, wants_json
 
 from .engines.gaussiantalker import GAUSSIANTALKER_TASKS
 from .engines.synctalk import SYNCTALK_TASKS
@@ -22,10 +23,6 @@ from .uploads import upload_too_large_message
 @login_required
 def avatar_list(request):
     return render(request, "avatars/avatar_list.html", {"avatars": avatars_visible_to(request.user)})
-
-
-def _wants_json(request) -> bool:
-    return request.headers.get("x-requested-with") == "XMLHttpRequest"
 
 
 @login_required
@@ -47,12 +44,11 @@ def avatar_new(request):
                 form.add_error(None, str(error))
             else:
                 url = reverse("avatar-detail", args=[avatar.pk])
-                if _wants_json(request):
+                if wants_json(request):
                     return JsonResponse({"redirect": url}, status=201)
                 return redirect(url)
-        if _wants_json(request):
-            errors = {field: [str(e) for e in errs] for field, errs in form.errors.items()}
-            return JsonResponse({"errors": errors}, status=400)
+        if wants_json(request):
+            return JsonResponse({"errors": form_errors(form)}, status=400)
     return render(request, "avatars/avatar_new.html", {"form": form, "max_bytes": settings.MAX_UPLOAD_BYTES})
 
 
@@ -211,14 +207,4 @@ def avatar_media(request, avatar_id: int, what: str):
         relative = render.result.get("files", {}).get("validation.mov", "") if render else ""
     else:
         relative = getattr(avatar, MEDIA_FILES[what], "") if what in MEDIA_FILES else ""
-    if not relative:
-        raise Http404("No such file.")
-    if getattr(settings, "MEDIA_ACCEL_REDIRECT", False):
-        response = HttpResponse()
-        response["X-Accel-Redirect"] = f"/protected-media/{relative}"
-        response["Content-Type"] = ""
-        return response
-    path = settings.MEDIA_ROOT / relative
-    if not path.is_file():
-        raise Http404("The file is missing on the server.")
-    return FileResponse(open(path, "rb"), as_attachment=what != "video")  # noqa: SIM115 - closed by Django
+    return private_file(request, relative, attachment=what != "video")
