@@ -4,15 +4,18 @@ Kept beside the avatars (jobs/kinds.py registers them) so the job machinery know
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
+from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import wrap
@@ -24,6 +27,7 @@ from . import pipeline, transfer
 from .engines import commands, gaussiantalker, synctalk
 from .engines.console import EvaluateParser
 from .models import Avatar
+from .selectors import avatars_visible_to
 
 ENGINES = Path(__file__).resolve().parent / "engines"
 PREPROCESS_TASKS = range(1, 10)
@@ -312,14 +316,38 @@ def evaluate_plan(job: Job) -> Plan:
     )  # fmt: skip
 
 
-def clean_avatar_step(params: dict) -> dict:
-    """Pipeline steps carry the avatar, the training settings chosen when it was started, and (rendering
-    and evaluating a chosen checkpoint) its iteration."""
-    allowed = {"avatar", "iterations", "seconds", "iteration", "node"}
-    unknown = set(params) - allowed
-    if unknown:
-        raise ServiceError(f"Unknown parameter(s) for an avatar job: {', '.join(sorted(unknown))}.")
-    return {key: value for key, value in params.items() if key != "node"}
+STEP_ITERATION = Number("iteration", -1, 100_000_000)
+
+
+def clean_avatar_step(params: dict, *, owner) -> dict:
+    """Pipeline steps carry the avatar (one of the owner's), the training settings chosen when it was
+    started, and (rendering and evaluating a chosen checkpoint) its iteration."""
+    reject_unknown(params, {"avatar", "iterations", "seconds", "iteration", "node"}, "an avatar job")
+    avatar = object_id(params.get("avatar"), name="avatar")
+    if not avatars_visible_to(owner).filter(pk=avatar).exists():
+        raise ServiceError(f"Avatar {avatar} is not one of your avatars.")
+    cleaned = {"avatar": avatar}
+    if params.get("iterations") is not None:
+        cleaned["iterations"] = TRAIN_ITERATIONS.clean(params["iterations"])
+    if params.get("seconds") is not None:
+        cleaned["seconds"] = DEMO_SECONDS.clean(params["seconds"])
+    if params.get("iteration") is not None:
+        cleaned["iteration"] = STEP_ITERATION.clean(params["iteration"])
+    return cleaned
+
+
+def owned_step(plan: Callable[[Job], Plan]) -> Callable[[Job], Plan]:
+    """The plan re-checks what ``clean`` checked when the job was submitted: the job's avatar is the one
+    its params name, and it belongs to the job's owner (a step never runs on someone else's data)."""
+
+    @functools.wraps(plan)
+    def checked(job: Job) -> Plan:
+        avatar = job.avatar
+        if avatar is None or avatar.pk != job.params.get("avatar") or avatar.owner_id != job.owner_id:
+            raise ValueError("this job's avatar is gone or is not its owner's; start the step again")
+        return plan(job)
+
+    return checked
 
 
 def data_nodes(job: Job) -> list[int]:
@@ -345,6 +373,11 @@ def register_kinds() -> None:
     )  # fmt: skip
     for kind, label, plan, after in steps:
         spec = KindSpec(
-            label=label, needs_gpu=False, plan=plan, clean=clean_avatar_step, after=after, prefer=data_nodes
+            label=label,
+            needs_gpu=False,
+            plan=owned_step(plan),
+            clean=clean_avatar_step,
+            after=after,
+            prefer=data_nodes,
         )
         register(kind, spec)

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from django.conf import settings
 from django.db import transaction
 
+from core.params import DEMO_SECONDS, TRAIN_ITERATIONS
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
@@ -44,7 +45,7 @@ def model_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
 @transaction.atomic
 def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=None) -> Job:
     """Start (or restart) an avatar's training pipeline. Returns its first job."""
-    from jobs.services import int_param, job_submit
+    from jobs.services import job_submit
 
     if avatar.status not in (Avatar.Status.READY_TO_TRAIN, Avatar.Status.FAILED, Avatar.Status.TRAINED):
         if avatar.status == Avatar.Status.NEEDS_ATTENTION:
@@ -57,11 +58,9 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
         )
     params = {"avatar": avatar.pk}
     if iterations not in (None, ""):
-        params["iterations"] = int_param(
-            {"iterations": iterations}, "iterations", 0, minimum=10, maximum=500_000
-        )
+        params["iterations"] = TRAIN_ITERATIONS.clean(iterations)
     if avatar.engine == Avatar.Engine.DEMO:
-        params["seconds"] = float(seconds) if seconds not in (None, "") else 20.0
+        params["seconds"] = DEMO_SECONDS.clean(seconds)
     # A complete dataset on a node that can hand it over means no preprocessing: training goes where the
     # data is when a slot is free there, and elsewhere copies it first (avatars/transfer.py).
     from .transfer import transfer_sources

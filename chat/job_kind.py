@@ -7,30 +7,32 @@ from __future__ import annotations
 
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
+from avatars.selectors import avatars_visible_to
+from core.params import object_id, reject_unknown
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
 from .events import publisher_for
 from .models import Message
+from .selectors import messages_visible_to
 from .turn import reply_run
 from .video import NodeRenderer, RenderFailed
 
 
-def clean_reply(params: dict) -> dict:
-    """A reply job carries its (pending) assistant message and the checkpoint that renders it, if any;
-    everything else is on the conversation."""
-    unknown = set(params) - {"message", "node", "checkpoint"}
-    if unknown:
-        raise ServiceError(f"Unknown parameter(s) for a chat reply: {', '.join(sorted(unknown))}.")
-    message = params.get("message")
-    if isinstance(message, bool) or not isinstance(message, int) or message < 1:
-        raise ServiceError("A chat reply job needs the id of its message; send one to a conversation.")
-    checkpoint = params.get("checkpoint")
-    if checkpoint is None:
+def clean_reply(params: dict, *, owner) -> dict:
+    """A reply job carries its (pending) assistant message, in one of the owner's conversations, and the
+    checkpoint of the owner's avatar that renders it, if any; everything else is on the conversation."""
+    reject_unknown(params, {"message", "node", "checkpoint"}, "a chat reply")
+    message = object_id(params.get("message"), name="message")
+    replies = messages_visible_to(owner).filter(role=Message.Role.ASSISTANT)
+    if not replies.filter(pk=message).exists():
+        raise ServiceError(f"Message {message} is not a reply in one of your conversations.")
+    if params.get("checkpoint") is None:
         return {"message": message}
-    if isinstance(checkpoint, bool) or not isinstance(checkpoint, int) or checkpoint < 1:
-        raise ServiceError("checkpoint: the id of the avatar's checkpoint that renders the reply.")
+    checkpoint = object_id(params["checkpoint"], name="checkpoint")
+    if not Checkpoint.objects.filter(pk=checkpoint, avatar__in=avatars_visible_to(owner)).exists():
+        raise ServiceError(f"Checkpoint {checkpoint} is not one of your avatars' checkpoints.")
     return {"message": message, "checkpoint": checkpoint}
 
 
@@ -60,7 +62,8 @@ def _log_line(event: dict) -> tuple[str, str | None] | None:
 
 
 def run_reply(job: Job, context) -> dict:
-    reply = Message.objects.get(pk=job.params["message"])
+    # Re-checked at run time: the reply is in one of the job owner's conversations.
+    reply = messages_visible_to(job.owner).get(pk=job.params["message"], role=Message.Role.ASSISTANT)
     to_socket = publisher_for(reply.conversation_id)
 
     def publish(event: dict) -> None:
@@ -89,7 +92,9 @@ def _renderer(job: Job, reply: Message, context) -> NodeRenderer | None:
     if not job.params.get("checkpoint"):
         return None
     checkpoint = (
-        Checkpoint.objects.select_related("avatar", "node").filter(pk=job.params["checkpoint"]).first()
+        Checkpoint.objects.select_related("avatar", "node")
+        .filter(pk=job.params["checkpoint"], avatar__owner=job.owner_id)
+        .first()
     )
     note = ""
     if checkpoint is None:

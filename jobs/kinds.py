@@ -10,6 +10,14 @@ from pathlib import Path, PurePosixPath
 
 from avatars.engines.console import ConsoleParser
 from avatars.engines.gaussiantalker import TrainParser
+from core.params import (
+    DEMO_COARSE_ITERATIONS,
+    DEMO_FAIL_AT,
+    DEMO_ITERATIONS,
+    DEMO_SAVE_EVERY,
+    DEMO_SECONDS,
+    reject_unknown,
+)
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.models import Node
 from gpu_nodes.runtime import Invocation, wrap
@@ -38,10 +46,21 @@ class Plan:
 
 @dataclass(frozen=True)
 class KindSpec:
+    """What the job machinery needs to know of one kind of job.
+
+    The contract: ``clean(params, owner=...)`` turns what was submitted into what is stored, resolving
+    every id it carries through the owner's own selectors (another user's id is "not found", exactly like
+    an id that does not exist), and raises ServiceError otherwise. The plan (or ``run``) re-checks the
+    objects it loads against ``job.owner``. Only ``public`` kinds may be submitted as raw jobs
+    (``/api/jobs/``, the jobs page); every other kind is created by its own service, which checked
+    ownership and the state of what it works on before submitting."""
+
     label: str
     needs_gpu: bool
     plan: Callable[[Job], Plan] | None  # None for kinds that ``run`` in the worker
-    clean: Callable[[dict], dict]  # the submitted params → the stored ones; ServiceError when invalid
+    # The submitted params → the stored ones, for this owner; ServiceError when invalid or not theirs.
+    clean: Callable[..., dict]
+    public: bool = False
     after: Callable[[Job], None] | None = None  # once the job has ended, whatever the outcome
     # Node ids to try first when placing the job (those that hold its data), best first.
     prefer: Callable[[Job], list[int]] | None = None
@@ -116,14 +135,29 @@ def kind_spec(kind: str) -> KindSpec:
     return KINDS[kind]
 
 
-def _clean_demo_train(params: dict) -> dict:
-    from .services import clean_demo_train
+def public_kinds() -> list[str]:
+    """The kinds anyone may submit as a raw job."""
+    return [kind for kind, spec in KINDS.items() if spec.public]
 
-    return clean_demo_train(params)
+
+def clean_demo_train(params: dict, *, owner) -> dict:
+    """A demo training's settings; it works on no one's data, so anyone may submit it."""
+    cleaned = {
+        "seconds": DEMO_SECONDS.clean(params.get("seconds")),
+        "iterations": DEMO_ITERATIONS.clean(params.get("iterations")),
+        "coarse_iterations": DEMO_COARSE_ITERATIONS.clean(params.get("coarse_iterations")),
+        "save_every": DEMO_SAVE_EVERY.clean(params.get("save_every")),
+    }
+    if params.get("fail_at"):
+        cleaned["fail_at"] = DEMO_FAIL_AT.clean(params["fail_at"])
+    if params.get("stamp_lines"):
+        cleaned["stamp_lines"] = True  # the demo appends the wall clock to bar lines (latency benchmarks)
+    reject_unknown(params, set(cleaned) | {"fail_at", "stamp_lines", "node"}, "a demo training")
+    return cleaned
 
 
 register(
     Job.Kind.DEMO_TRAIN,
     KindSpec(label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train,
-             clean=_clean_demo_train),
+             clean=clean_demo_train, public=True),
 )  # fmt: skip

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
@@ -212,8 +213,17 @@ def _run_claimed(job: Job) -> str:
     try:
         plan = spec.plan(job)
         conn = connection_for(job.node)
-    except (NodeError, KeyError, ValueError) as error:
+    except NodeError as error:
         services.job_finish(job=job, status=Job.Status.FAILED, error=f"Could not start: {error}")
+        return "failed"
+    except Exception as error:
+        # Any fault in a kind's plan fails the job at once and frees its slot; a missing row (deleted
+        # while the job waited, or not the owner's) reads as what it is, not as a traceback.
+        logger.exception("job %s: its plan failed", job.pk)
+        reason = "what it works on no longer exists" if isinstance(error, ObjectDoesNotExist) else error
+        services.job_finish(
+            job=job, status=Job.Status.FAILED, error=f"Could not start: {type(error).__name__}: {reason}"
+        )
         return "failed"
     attempt = Attempt(job, plan, conn)
     try:

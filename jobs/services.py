@@ -9,55 +9,18 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, When
 from django.utils import timezone
 
+from core.params import JOB_TIMEOUT
 from gpu_nodes.models import Gpu, Node
 from talkforge.errors import ServiceError
 
 from . import events, queue
-from .kinds import KINDS, kind_spec
+from .kinds import KINDS, kind_spec, public_kinds
 from .models import Job
 
 logger = logging.getLogger(__name__)
 
 
 # --- submit ---------------------------------------------------------------------------------------
-
-
-def int_param(params: dict, name: str, default: int, *, minimum: int, maximum: int) -> int:
-    """``params[name]`` as a whole number within bounds, or a ServiceError that names it and the range."""
-    value = params.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ServiceError(f"{name} must be a whole number between {minimum} and {maximum}.")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ServiceError(f"{name} must be a whole number between {minimum} and {maximum}.") from None
-    if not minimum <= number <= maximum:
-        raise ServiceError(f"{name} must be between {minimum} and {maximum}; got {number}.")
-    return number
-
-
-def clean_demo_train(params: dict) -> dict:
-    seconds = params.get("seconds", 20)
-    try:
-        seconds = float(seconds)
-    except (TypeError, ValueError):
-        raise ServiceError("seconds must be a number of seconds between 0 and 86400.") from None
-    if not 0 <= seconds <= 86400:
-        raise ServiceError(f"seconds must be between 0 and 86400; got {seconds:g}.")
-    cleaned = {
-        "seconds": seconds,
-        "iterations": int_param(params, "iterations", 1000, minimum=10, maximum=100_000),
-        "coarse_iterations": int_param(params, "coarse_iterations", 500, minimum=10, maximum=100_000),
-        "save_every": int_param(params, "save_every", 500, minimum=1, maximum=100_000),
-    }
-    if params.get("fail_at"):
-        cleaned["fail_at"] = int_param(params, "fail_at", 0, minimum=1, maximum=100_000)
-    if params.get("stamp_lines"):
-        cleaned["stamp_lines"] = True  # the demo appends the wall clock to bar lines (latency benchmarks)
-    unknown = set(params) - set(cleaned) - {"fail_at", "stamp_lines", "node"}
-    if unknown:
-        raise ServiceError(f"Unknown parameter(s) for a demo training: {', '.join(sorted(unknown))}.")
-    return cleaned
 
 
 @transaction.atomic
@@ -72,13 +35,18 @@ def job_submit(
     max_attempts: int = 1,
     timeout_seconds: int | None = None,
 ) -> Job:
-    """Record a job and, once committed, place it on a free slot (or leave it waiting in line)."""
+    """Record a job and, once committed, place it on a free slot (or leave it waiting in line).
+
+    For the services that own a kind (they checked what the job works on); users submit raw jobs through
+    :func:`job_submit_public`."""
     if kind not in KINDS:
-        raise ServiceError(f"Unknown job kind {kind!r}: choose one of {', '.join(KINDS)}.")
-    if timeout_seconds is not None and not 1 <= timeout_seconds <= 30 * 86400:
-        raise ServiceError(f"timeout_seconds must be between 1 and {30 * 86400}; got {timeout_seconds}.")
+        raise ServiceError(f"Unknown job kind {kind!r}.")
+    if timeout_seconds is not None:
+        timeout_seconds = JOB_TIMEOUT.clean(timeout_seconds)
+    if not isinstance(params or {}, dict):
+        raise ServiceError("params must be an object of parameter names and values.")
     params = dict(params or {})
-    cleaned = kind_spec(kind).clean(params)
+    cleaned = kind_spec(kind).clean(params, owner=owner)
     if node is not None:
         if not node.enabled:
             raise ServiceError(
@@ -98,6 +66,21 @@ def job_submit(
     transaction.on_commit(jobs_dispatch)
     events.job_status_publish(job)
     return job
+
+
+def job_submit_public(
+    *, owner, kind: str, params: dict | None = None, node: Node | None = None, timeout_seconds=None
+) -> Job:
+    """A raw job submitted by a person (``/api/jobs/``, the jobs page): only kinds marked public. Every
+    other kind starts from its own service (training an avatar, generating a video, sending a message),
+    which checks what the job will touch belongs to the person."""
+    if kind not in public_kinds():
+        raise ServiceError(
+            f"Jobs of kind {str(kind)[:40]!r} cannot be submitted directly: choose one of "
+            f"{', '.join(public_kinds())}. Avatars, videos and chat replies start from their own pages "
+            "and API endpoints."
+        )
+    return job_submit(owner=owner, kind=kind, params=params, node=node, timeout_seconds=timeout_seconds)
 
 
 # --- placement ------------------------------------------------------------------------------------

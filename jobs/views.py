@@ -9,7 +9,7 @@ from talkforge.errors import ServiceError
 from .forms import DemoTrainForm
 from .models import Job
 from .selectors import jobs_visible_to
-from .services import job_cancel, job_submit
+from .services import job_cancel, job_submit_public
 
 
 @login_required
@@ -46,7 +46,7 @@ def job_new(request):
     if request.method == "POST" and form.is_valid():
         params = {key: form.cleaned_data[key] for key in ("seconds", "iterations", "coarse_iterations")}
         try:
-            job = job_submit(
+            job = job_submit_public(
                 owner=request.user, kind=Job.Kind.DEMO_TRAIN, params=params, node=form.cleaned_data["node"]
             )
         except ServiceError as error:

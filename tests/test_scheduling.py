@@ -89,7 +89,7 @@ def test_bad_parameters_are_refused_and_nothing_is_created(alice, make_node, red
 
     make_node()
     for params, words in (
-        ({"iterations": 5}, "iterations must be between 10 and 100000"),
+        ({"iterations": 5}, "iterations must be a whole number from 10 to 100000; got 5"),
         ({"seconds": "soon"}, "seconds must be a number"),
         ({"colour": "red"}, "Unknown parameter(s) for a demo training: colour"),
     ):

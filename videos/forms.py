@@ -1,6 +1,7 @@
 from django import forms
 
 from avatars.models import Avatar, Checkpoint
+from core.params import RENDER_BATCH
 
 from . import tts
 
@@ -19,7 +20,7 @@ class VideoCreateForm(forms.Form):
         required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text="Or a text for the voice to say."
     )
     voice = forms.ChoiceField(choices=list(tts.VOICES.items()), initial=tts.OFFLINE)
-    batch_size = forms.IntegerField(min_value=1, max_value=1024, initial=128, help_text="render.py --batch")
+    batch_size = RENDER_BATCH.form_field()
 
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)

@@ -32,13 +32,14 @@ from avatars.job_kinds import engine_cwd, python_and_scripts
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
 from avatars.pipeline import shell_and
+from core.params import object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
-from .models import Video
+from .selectors import videos_visible_to
 
 RESULT, POSTER = "video.mp4", "poster.jpg"
 
@@ -249,7 +250,8 @@ def speech_render(
 
 
 def generate_plan(job: Job) -> Plan:
-    video = Video.objects.select_related("avatar", "checkpoint").get(pk=job.params["video"])
+    # Re-checked at run time: the video (and so its avatar and audio) is the job owner's.
+    video = videos_visible_to(job.owner).get(pk=job.params["video"])
     avatar, checkpoint = video.avatar, video.checkpoint
     if checkpoint is None:
         raise ValueError("the chosen checkpoint was deleted: generate the video again with another one")
@@ -281,14 +283,12 @@ def generate_plan(job: Job) -> Plan:
     )  # fmt: skip
 
 
-def clean_generate(params: dict) -> dict:
-    """A generation job carries its Video's id; everything else is on the Video row."""
-    unknown = set(params) - {"video", "node"}
-    if unknown:
-        raise ServiceError(f"Unknown parameter(s) for a video generation: {', '.join(sorted(unknown))}.")
-    video = params.get("video")
-    if isinstance(video, bool) or not isinstance(video, int) or video < 1:
-        raise ServiceError("A video generation job needs the id of its video; start one from /videos/new/.")
+def clean_generate(params: dict, *, owner) -> dict:
+    """A generation job carries its Video's id (one of the owner's); everything else is on the Video."""
+    reject_unknown(params, {"video", "node"}, "a video generation")
+    video = object_id(params.get("video"), name="video")
+    if not videos_visible_to(owner).filter(pk=video).exists():
+        raise ServiceError(f"Video {video} is not one of your videos; start one from /videos/new/.")
     return {"video": video}
 
 

@@ -16,8 +16,9 @@ from django.db import transaction
 from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.uploads import upload_on_disk
+from core.params import RENDER_BATCH
 from jobs.models import Job
-from jobs.services import int_param, job_cancel, job_submit
+from jobs.services import job_cancel, job_submit
 from talkforge.errors import ServiceError
 
 from . import tts
@@ -124,10 +125,7 @@ def video_create(
             f"Avatar {avatar.name} is not trained yet ({avatar.get_status_display().lower()}): train it, "
             "then generate videos."
         )
-    batch = int_param(
-        {"batch_size": batch_size if batch_size not in (None, "") else 128}, "batch_size", 128,
-        minimum=1, maximum=1024,
-    )  # fmt: skip
+    batch = RENDER_BATCH.clean(batch_size)
     checkpoint = _check_checkpoint(avatar, checkpoint)
 
     token = secrets.token_hex(8)

@@ -1,5 +1,6 @@
 from rest_framework import serializers
 
+from core.params import DEMO_SECONDS, TRAIN_ITERATIONS
 from gpu_nodes.models import Node
 
 from ..models import Avatar, Checkpoint, DatasetCopy, Evaluation
@@ -79,9 +80,9 @@ class AvatarTrainSerializer(serializers.Serializer):
         slug_field="name", queryset=Node.objects.filter(enabled=True), required=False, allow_null=True,
         help_text="Run on this node (default: one that holds the data, else any free one).",
     )  # fmt: skip
-    iterations = serializers.IntegerField(required=False, allow_null=True, min_value=10, max_value=500_000)
-    seconds = serializers.FloatField(
-        required=False, allow_null=True, min_value=0, max_value=86400, help_text="Demo engine only: run time."
+    iterations = TRAIN_ITERATIONS.serializer_field(required=False, allow_null=True)
+    seconds = DEMO_SECONDS.serializer_field(
+        required=False, allow_null=True, help_text="Demo engine only: run time in seconds."
     )
 
 

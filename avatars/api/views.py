@@ -2,9 +2,9 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
+from core.parsers import UPLOAD_PARSERS
 from jobs.api.serializers import JobSerializer
 
 from ..pipeline import avatar_cancel, avatar_evaluate, avatar_retry, avatar_train
@@ -28,7 +28,7 @@ class AvatarViewSet(
     """Your avatars. Create one with a multipart upload: name, engine, video, optional au_csv, consent."""
 
     serializer_class = AvatarSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = UPLOAD_PARSERS
 
     def get_queryset(self):
         return avatars_visible_to(self.request.user)

@@ -3,10 +3,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from avatars.uploads import upload_too_large_message
+from core.parsers import UPLOAD_PARSERS
 
 from ..models import Chunk
 from ..selectors import conversations_visible_to, voices_visible_to
@@ -36,7 +36,7 @@ class VoiceViewSet(
     """Your voices. Create one with a multipart upload: name, language, recording, consent."""
 
     serializer_class = VoiceSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = UPLOAD_PARSERS
 
     def get_queryset(self):
         return voices_visible_to(self.request.user)
@@ -103,7 +103,7 @@ class ConversationViewSet(viewsets.ModelViewSet):
         description="Say something (text, or a recording as multipart `audio`). Answers 202 with the pending "
         "reply; its `job` makes it: follow /ws/chat/<conversation>/ or poll the messages.",
     )  # fmt: skip
-    @action(detail=True, methods=["get", "post"], parser_classes=[MultiPartParser, FormParser, JSONParser])
+    @action(detail=True, methods=["get", "post"], parser_classes=UPLOAD_PARSERS)
     def messages(self, request, pk=None):
         conversation = self.get_object()
         if request.method == "POST":

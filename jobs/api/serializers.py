@@ -1,8 +1,9 @@
 from rest_framework import serializers
 
+from core.params import JOB_TIMEOUT
 from gpu_nodes.models import Node
 
-from ..kinds import KINDS
+from ..kinds import public_kinds
 from ..models import Job
 
 
@@ -24,11 +25,12 @@ class JobSerializer(serializers.ModelSerializer):
 
 
 class JobSubmitSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=list(KINDS))
+    """A raw job: only the public kinds (the demo training). Avatars, videos and chat replies start from
+    their own endpoints, which check that what the job touches is yours."""
+
+    kind = serializers.ChoiceField(choices=[])
     params = serializers.DictField(required=False, default=dict)
-    timeout_seconds = serializers.IntegerField(
-        required=False, allow_null=True, help_text="Stop the job after this many seconds of running."
-    )
+    timeout_seconds = JOB_TIMEOUT.serializer_field(required=False, allow_null=True)
     node = serializers.SlugRelatedField(
         slug_field="name",
         queryset=Node.objects.all(),
@@ -36,6 +38,10 @@ class JobSubmitSerializer(serializers.Serializer):
         allow_null=True,
         help_text="Run on this node only (default: any node with a free slot).",
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = public_kinds()  # registered by the apps' ready()
 
 
 class JobLogSerializer(serializers.Serializer):

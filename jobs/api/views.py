@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
 from ..selectors import job_log_lines, jobs_visible_to
-from ..services import job_cancel, job_submit
+from ..services import job_cancel, job_submit_public
 from .serializers import JobLogSerializer, JobSerializer, JobSubmitSerializer
 
 MAX_LOG_PAGE = 10_000
@@ -55,7 +55,7 @@ class JobViewSet(
     def create(self, request, *args, **kwargs):
         submit = JobSubmitSerializer(data=request.data)
         submit.is_valid(raise_exception=True)
-        job = job_submit(
+        job = job_submit_public(
             owner=request.user,
             kind=submit.validated_data["kind"],
             params=submit.validated_data["params"],

@@ -126,9 +126,17 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "talkforge.api.exception_handler",
+    # JSON bodies with a size and depth limit and finite numbers only (core/parsers.py).
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     # /api/token/ takes passwords: limit guessing per client address.
     "DEFAULT_THROTTLE_RATES": {"anon": env_str("API_ANON_THROTTLE_RATE", "20/min")},
 }
+API_MAX_JSON_BYTES = env_int("API_MAX_JSON_BYTES", 1024**2, minimum=1024)
+API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 20, minimum=2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Talkforge API",
     "DESCRIPTION": "Avatars, GPU nodes and jobs. Authenticate with `Authorization: Token <key>`.",

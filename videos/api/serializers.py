@@ -1,5 +1,7 @@
 from rest_framework import serializers
 
+from core.params import RENDER_BATCH
+
 from .. import tts
 from ..models import Video
 
@@ -50,4 +52,4 @@ class VideoCreateSerializer(serializers.Serializer):
     checkpoint = serializers.IntegerField(
         required=False, allow_null=True, help_text="Default: the avatar's latest renderable checkpoint."
     )
-    batch_size = serializers.IntegerField(required=False, allow_null=True, min_value=1, max_value=1024)
+    batch_size = RENDER_BATCH.serializer_field(required=False, allow_null=True)

@@ -2,12 +2,12 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import upload_too_large_message
+from core.parsers import UPLOAD_PARSERS
 
 from ..selectors import videos_visible_to
 from ..services import video_create, video_delete
@@ -21,7 +21,7 @@ class VideoViewSet(
     """Your generated videos. Create one with a multipart post: avatar, and an audio file or a text."""
 
     serializer_class = VideoSerializer
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = UPLOAD_PARSERS
 
     def get_queryset(self):
         return videos_visible_to(self.request.user)
