@@ -68,6 +68,7 @@ class DatasetCopy(models.Model):
         default=dict, blank=True, help_text="Preprocessing stage → done / failed / pending."
     )
     complete = models.BooleanField(default=False)
+    size_bytes = models.BigIntegerField(default=0, help_text="Measured on the node after preprocessing.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -70,6 +70,9 @@ class Job(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True, help_text="Latest figures the engine printed.")
     log_line_count = models.PositiveIntegerField(default=0)
+    gpu_seconds = models.FloatField(
+        default=0.0, help_text="Seconds this job held a GPU (set when it ends; counts against GPU hours)."
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     placed_at = models.DateTimeField(null=True, blank=True)
