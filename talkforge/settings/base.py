@@ -4,11 +4,12 @@ The defaults are the embedded ones that ``make run`` uses: SQLite under ./var, R
 media under ./var/media. Nothing here has side effects: no folders are made, no keys generated.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import database_from_url, env_bool, env_float, env_int, env_list, env_str
+from .env import database_from_url, env_bool, env_float, env_int, env_list, env_rate, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("TALKFORGE_VAR_DIR", str(BASE_DIR / "var")))
@@ -19,6 +20,10 @@ if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY is not set: export a long random string (make run sets one).")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# Reverse proxies in front of this process that each append the address they saw to X-Forwarded-For.
+# 0: the client is REMOTE_ADDR and X-Forwarded-For is ignored (anyone can write it); N: the Nth address
+# from the right, the one the outermost trusted proxy saw (talkforge/proxies.py).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 INSTALLED_APPS = [
     "daphne",
@@ -34,6 +39,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "channels",
     "django_rq",
+    "axes",
     "accounts",
     "gpu_nodes",
     "jobs",
@@ -51,6 +57,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into accounts/lockout.py's page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "talkforge.urls"
@@ -77,6 +85,11 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
+# django-axes first: it refuses a locked-out sign-in before the password is even checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -114,6 +127,24 @@ CHANNEL_LAYERS = {
 }
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}}
 RQ_SHOW_ADMIN_LINK = True
+# Shared by every web process (a per-process cache would give each its own quota): DRF's throttle counters.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+
+# --- Sign-in lockout (django-axes) -------------------------------------------------------------------
+# Failed sign-ins (portal, admin, POST /api/token/) are counted per account *and* client address together:
+# whoever guesses alice's password from one address is locked out of alice's account there, while alice
+# at her own address, and everyone else, can still sign in (a stranger cannot lock her out).
+# Attempts live in the database: shared by every process, kept when Redis is flushed, listed in the admin
+# (a cache handler would keep them only as long as Redis does).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+# Minutes a locked-out account/address waits; a further failed attempt while locked out restarts the wait.
+LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "talkforge.proxies.client_address"
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 
 # --- REST API -------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -132,8 +163,17 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
-    # /api/token/ takes passwords: limit guessing per client address.
-    "DEFAULT_THROTTLE_RATES": {"anon": env_str("API_ANON_THROTTLE_RATE", "20/min")},
+    # Requests per signed-in user, and per client address without one (/api/token/ takes passwords), counted
+    # in the shared cache. The client address is the one TRUSTED_PROXY_COUNT gives (talkforge/proxies.py).
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env_rate("API_ANON_THROTTLE_RATE", "20/min"),
+        "user": env_rate("API_USER_THROTTLE_RATE", "600/min"),
+    },
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 API_MAX_JSON_BYTES = env_int("API_MAX_JSON_BYTES", 1024**2, minimum=1024)
 API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 20, minimum=2)

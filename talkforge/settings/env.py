@@ -6,6 +6,7 @@ process at start-up with a message naming the variable, not surface later as odd
 
 import math
 import os
+import re
 from urllib.parse import parse_qs, unquote, urlparse
 
 from django.core.exceptions import ImproperlyConfigured
@@ -60,6 +61,16 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_rate(name: str, default: str) -> str:
+    """A request rate as Django REST framework reads it: ``<number>/<s|m|h|d…>``, e.g. ``20/min``."""
+    value = os.environ.get(name) or default
+    if not re.fullmatch(r"[0-9]+/(s|sec|second|m|min|minute|h|hour|d|day)", value.strip()):
+        raise ImproperlyConfigured(
+            f"{name}={value!r} is not a rate: use a number per s, min, hour or day, like 20/min."
+        )
+    return value.strip()
 
 
 def database_from_url(url: str) -> dict:
