@@ -1,9 +1,16 @@
+import logging
 import secrets
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
-from .models import ApiToken, User
+from talkforge.errors import ServiceError
+
+from .models import ApiToken, InviteCode, User
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -30,3 +37,34 @@ def user_for_api_key(key: str) -> User | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+@transaction.atomic
+def user_sign_up(*, form, invite_code: str = "") -> User:
+    """Create an account from a valid sign-up form, as SIGNUP_POLICY says: open (active at once), invite
+    (one use of a valid code), approval (inactive until staff activate it in the admin) or closed."""
+    policy = settings.SIGNUP_POLICY
+    if policy == "closed":
+        raise ServiceError("Sign-up is closed on this platform: ask its operators for an account.")
+    if policy == "invite":
+        code = (invite_code or "").strip()
+        used = InviteCode.objects.filter(code=code, uses_left__gt=0).exclude(expires_at__lt=timezone.now())
+        if not code or not used.update(uses_left=F("uses_left") - 1):
+            raise ServiceError("That invite code is not valid (or used up, or expired): ask for a new one.")
+    user = form.save(commit=False)
+    user.is_active = policy != "approval"
+    user.save()
+    logger.info(
+        "signed up: %s (policy %s, %s)", user.username, policy, "active" if user.is_active else "waiting"
+    )
+    return user
+
+
+def invite_code_create(*, created_by, uses: int = 1, note: str = "", expires_at=None) -> InviteCode:
+    return InviteCode.objects.create(
+        code=secrets.token_urlsafe(16),
+        uses_left=uses,
+        note=note,
+        expires_at=expires_at,
+        created_by=created_by,
+    )

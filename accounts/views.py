@@ -1,30 +1,47 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from talkforge.errors import ServiceError
+
 from .forms import SignUpForm
-from .services import api_token_revoke, api_token_rotate
+from .quotas import usage_rows
+from .services import api_token_revoke, api_token_rotate, user_sign_up
 
 
 def signup(request):
     if request.user.is_authenticated:
         return redirect("dashboard")
+    policy = settings.SIGNUP_POLICY
+    if policy == "closed":
+        return render(request, "accounts/signup.html", {"policy": policy}, status=403)
     form = SignUpForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = form.save()
-        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
-        messages.success(request, f"Welcome to Talkforge, {user.username}.")
-        return redirect("dashboard")
-    return render(request, "accounts/signup.html", {"form": form})
+        try:
+            user = user_sign_up(form=form, invite_code=form.cleaned_data.get("invite_code", ""))
+        except ServiceError as error:
+            form.add_error("invite_code" if policy == "invite" else None, str(error))
+        else:
+            if not user.is_active:
+                return render(request, "accounts/signup_waiting.html", {"username": user.username})
+            login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+            messages.success(request, f"Welcome to Talkforge, {user.username}.")
+            return redirect("dashboard")
+    return render(request, "accounts/signup.html", {"form": form, "policy": policy})
 
 
 @login_required
 def profile(request):
     token = getattr(request.user, "api_token", None)
     new_key = request.session.pop("new_api_key", None)
-    return render(request, "accounts/profile.html", {"token": token, "new_key": new_key})
+    return render(
+        request,
+        "accounts/profile.html",
+        {"token": token, "new_key": new_key, "usage": usage_rows(request.user)},
+    )
 
 
 @login_required

@@ -115,8 +115,21 @@ def preprocess_plan(job: Job) -> Plan:
         outputs={"dataset": str(data)},
         uploads=(*scripts, *uploads),
         verify=verify,
-        finish=lambda conn: {"stages": {stage: "done" for stage in _stage_names(avatar.engine, tasks)}},
+        finish=lambda conn: {
+            "stages": {stage: "done" for stage in _stage_names(avatar.engine, tasks)},
+            "size_bytes": folder_bytes(conn, data),
+        },
     )  # fmt: skip
+
+
+def folder_bytes(conn: NodeConnection, folder: PurePosixPath) -> int:
+    """What a folder on the node takes (``du -sk``; 0 when it cannot be measured): counted in the owner's
+    storage (accounts/quotas.py)."""
+    try:
+        result = conn.run(["du", "-sk", str(folder)], timeout=300)
+        return int(result.output.split()[0]) * 1024 if result.returncode == 0 else 0
+    except (NodeError, ValueError, IndexError):
+        return 0
 
 
 def _stage_names(engine: str, tasks) -> list[str]:

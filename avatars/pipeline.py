@@ -122,7 +122,7 @@ def after_preprocess(job: Job) -> None:
     DatasetCopy.objects.update_or_create(
         avatar=avatar, node=job.node,
         defaults={"path": str(dataset_dir(avatar, job.node.workdir)), "complete": True,
-                  "stages": job.result.get("stages", {})},
+                  "stages": job.result.get("stages", {}), "size_bytes": job.result.get("size_bytes", 0)},
     )  # fmt: skip
     _next_step(job, Job.Kind.TRAIN)
 

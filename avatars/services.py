@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.quotas import quota_check_storage
+from talkforge.erasure import Erasure
 from talkforge.errors import ServiceError
 
 from .aucsv import validate_au_csv
@@ -72,6 +74,7 @@ def avatar_create(
         raise ServiceError(f"You already have an avatar named {name!r}: choose another name.")
     if preferred_node is not None and not preferred_node.enabled:
         raise ServiceError(f"Node {preferred_node.name} is disabled: choose another node, or none.")
+    quota_check_storage(owner=owner, adding_bytes=video.size + (au_csv.size if au_csv else 0))
 
     slug = unique_slug(name, "avatar")
     folder = Path(settings.MEDIA_ROOT) / "avatars" / slug
@@ -135,17 +138,72 @@ def avatar_proceed_anyway(*, avatar: Avatar) -> Avatar:
     return avatar
 
 
-def avatar_delete(*, avatar: Avatar) -> None:
-    """Delete the avatar with its files and records. Refused while any job of it (training, a video, a
-    chat reply) is queued or running: those rows would vanish under their workers."""
+def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
+    """Add to ``erasure`` everything of the avatar beyond its rows: its uploads (the video, au.csv), the
+    files its jobs brought back (validation renders, generated videos and posters), its videos' and
+    conversations' folders, and on every node that holds or held anything of it — its datasets and
+    checkpoints, and the nodes its jobs ran on — the dataset, the model (checkpoints, renders), GaussianTalker's
+    derived config, SyncTalk's workspace and the jobs' scratch folders."""
     from jobs.models import Job
 
-    if avatar.status == Avatar.Status.TRAINING:
-        raise ServiceError("The avatar is training: cancel its jobs first.")
-    if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
-        raise ServiceError(
-            "A job of this avatar is queued or running: cancel it or wait for it, then delete the avatar."
-        )
-    folder = Path(settings.MEDIA_ROOT) / avatar.folder
-    avatar.delete()
-    shutil.rmtree(folder, ignore_errors=True)
+    from .pipeline import dataset_dir, model_dir
+
+    erasure.add_media(avatar.folder)
+    jobs = list(Job.objects.filter(avatar=avatar).select_related("node"))
+    nodes = {job.node for job in jobs if job.node is not None}
+    for job in jobs:
+        erasure.add_media(f"jobs/{job.pk}")
+        if job.node is not None:
+            erasure.add_node_path(job.node, PurePosixPath(job.node.workdir) / "jobs" / str(job.pk))
+    for video in avatar.videos.all():
+        erasure.add_media(video.folder if video.folder.startswith("videos/") else "")
+        erasure.add_media(f"jobs/{video.job_id}" if video.job_id else "")
+    for conversation in avatar.conversations.all():
+        erasure.add_media(conversation.folder)
+    for copy in avatar.datasets.select_related("node"):
+        nodes.add(copy.node)
+        erasure.add_node_path(copy.node, copy.path)
+    for checkpoint in avatar.checkpoints.select_related("node"):
+        nodes.add(checkpoint.node)
+        erasure.add_node_path(checkpoint.node, checkpoint.path)
+    for node in nodes:
+        model = model_dir(avatar, node.workdir)
+        erasure.add_node_path(node, dataset_dir(avatar, node.workdir))
+        erasure.add_node_path(node, model)
+        erasure.add_node_path(node, model.parent / f"{avatar.slug}-config.py")
+        erasure.add_node_path(node, PurePosixPath(node.workdir) / "model" / avatar.slug)
+
+
+def avatar_delete(*, avatar: Avatar) -> None:
+    """Delete the avatar and everything made from it: its files here and on every node (nodes offline now
+    are cleaned when they are back), its datasets, checkpoints, evaluations, videos and conversations.
+    Its jobs stay as history, no longer linked to it; the files they brought back go.
+
+    Refused while any job of it (training, a video, a chat reply) is queued or running: its worker would
+    write into what is being removed. Deleting cannot be undone, so it is all checked first."""
+    from jobs.models import Job
+
+    with transaction.atomic():
+        avatar = Avatar.objects.select_for_update().filter(pk=avatar.pk).first()
+        if avatar is None:
+            raise ServiceError("This avatar was deleted already.")
+        if avatar.status == Avatar.Status.TRAINING:
+            raise ServiceError("The avatar is training: cancel its jobs first.")
+        if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
+            raise ServiceError(
+                "A job of this avatar is queued or running: cancel it or wait for it, then delete the avatar."
+            )
+        erasure = Erasure(what=f"avatar {avatar.slug} (#{avatar.pk})", by=avatar.owner.username)
+        avatar_erasure(avatar, erasure)
+        erasure.schedule()
+        _jobs_forget_files(avatar.jobs.all())
+        avatar.delete()
+        erasure.on_commit()
+
+
+def _jobs_forget_files(jobs) -> None:
+    """The jobs stay as history, but the files they brought back are about to go: their results stop
+    naming them."""
+    for job in jobs.filter(result__has_key="files"):
+        job.result.pop("files")
+        type(job).objects.filter(pk=job.pk).update(result=job.result)

@@ -9,6 +9,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, Count, Exists, F, Max, OuterRef, When
 from django.utils import timezone
 
+from accounts.quotas import concurrent_limits, gpu_seconds_of, limits_for, quota_check_submit
 from core.params import JOB_TIMEOUT
 from gpu_nodes.models import Gpu, Node
 from talkforge.errors import ServiceError
@@ -47,6 +48,12 @@ def job_submit(
         raise ServiceError("params must be an object of parameter names and values.")
     params = dict(params or {})
     cleaned = kind_spec(kind).clean(params, owner=owner)
+    if parent is None:
+        # What a person starts counts against their limits; the later steps of a pipeline they started
+        # were counted with its first step. Every job gets a time limit: at most their longest job.
+        timeout_seconds = quota_check_submit(owner=owner, timeout_seconds=timeout_seconds)
+    elif timeout_seconds is None:
+        timeout_seconds = limits_for(owner).max_job_seconds
     if node is not None:
         if not node.enabled:
             raise ServiceError(
@@ -108,6 +115,12 @@ def _free_slots(job: Job):
     return slots
 
 
+def _holding(owners) -> dict[int, int]:
+    """How many slots each of these owners' jobs hold now."""
+    holders = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, gpu__isnull=False, owner__in=owners)
+    return {row["owner"]: row["n"] for row in holders.values("owner").annotate(n=Count("id"))}
+
+
 def _waiting_jobs() -> list[Job]:
     """Jobs waiting for a slot, fairest first: round-robin between owners.
 
@@ -117,8 +130,7 @@ def _waiting_jobs() -> list[Job]:
         Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True).order_by("created_at", "id")[:200]
     )
     owners = {job.owner_id for job in waiting}
-    holders = Job.objects.filter(status__in=Job.ACTIVE_STATUSES, gpu__isnull=False, owner__in=owners)
-    holding = {row["owner"]: row["n"] for row in holders.values("owner").annotate(n=Count("id"))}
+    holding = _holding(owners)
     placed = Job.objects.filter(placed_at__isnull=False, owner__in=owners).values("owner")
     last_placed = {row["owner"]: row["last"].timestamp() for row in placed.annotate(last=Max("placed_at"))}
     return sorted(
@@ -157,12 +169,19 @@ def _place(job_id: int) -> Job | None:
 
 
 def jobs_dispatch() -> list[Job]:
-    """Place as many waiting jobs as there are free slots."""
-    placed = []
-    for job in _waiting_jobs():
+    """Place as many waiting jobs as there are free slots, each person within their concurrent limit."""
+    placed: list[Job] = []
+    taken: dict[int, int] = {}  # slots given to each owner in this round
+    waiting = _waiting_jobs()
+    limits = concurrent_limits({job.owner_id for job in waiting})
+    holding = _holding({job.owner_id for job in waiting})
+    for job in waiting:
+        if holding.get(job.owner_id, 0) + taken.get(job.owner_id, 0) >= limits[job.owner_id]:
+            continue
         placed_job = _place(job.pk)
         if placed_job is not None:
             placed.append(placed_job)
+            taken[job.owner_id] = taken.get(job.owner_id, 0) + 1
     return placed
 
 
@@ -204,6 +223,9 @@ def job_finish(*, job: Job, status: str, error: str = "", result: dict | None = 
         )
         if settled:
             job.refresh_from_db()
+            job.gpu_seconds = gpu_seconds_of(job)
+            if job.gpu_seconds:
+                Job.objects.filter(pk=job.pk).update(gpu_seconds=job.gpu_seconds)
             events.job_status_publish(job)
             transaction.on_commit(jobs_dispatch)
             _after_on_commit(job)

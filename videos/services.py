@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from accounts.quotas import quota_check_storage
 from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.uploads import upload_on_disk
@@ -109,6 +110,7 @@ def video_create(
         raise ServiceError("Give either an audio file or a text to speak, not both.")
     if audio is None and not has_text:
         raise ServiceError(f"Upload an audio file ({AUDIO_FORMATS}) or type a text for the avatar to speak.")
+    quota_check_storage(owner=owner, adding_bytes=audio.size if audio is not None else 0)
     if audio is None:
         text = text.strip()
         if not text:

@@ -197,6 +197,18 @@ JOB_DB_FLUSH_INTERVAL = env_float("JOB_DB_FLUSH_INTERVAL", 0.5, minimum=0.01)
 # Seconds between SIGTERM and SIGKILL when a job's process tree is stopped.
 JOB_KILL_GRACE = env_float("JOB_KILL_GRACE", 5.0, minimum=0.0)
 JOB_MAX_LOG_LINE = env_int("JOB_MAX_LOG_LINE", 4000, minimum=80)
+# --- Accounts: who may sign up, and each person's limits (accounts/quotas.py; per-person in the admin) ---
+# open: anyone; invite: with an invite code made in the admin; approval: staff activate new accounts in
+# the admin; closed: no sign-up page. `make run` keeps it open; production defaults to approval.
+SIGNUP_POLICY = env_str("SIGNUP_POLICY", "open")
+if SIGNUP_POLICY not in {"open", "invite", "approval", "closed"}:
+    raise ImproperlyConfigured(f"SIGNUP_POLICY={SIGNUP_POLICY!r}: use open, invite, approval or closed.")
+QUOTA_CONCURRENT_JOBS = env_int("QUOTA_CONCURRENT_JOBS", 2, minimum=1)
+QUOTA_QUEUED_JOBS = env_int("QUOTA_QUEUED_JOBS", 20, minimum=1)
+QUOTA_GPU_HOURS_PER_MONTH = env_float("QUOTA_GPU_HOURS_PER_MONTH", 100.0, minimum=0.0)
+QUOTA_STORAGE_GB = env_float("QUOTA_STORAGE_GB", 50.0, minimum=0.0)
+QUOTA_MAX_JOB_HOURS = env_float("QUOTA_MAX_JOB_HOURS", 24.0, minimum=0.01)
+
 # --- Uploads and avatars -----------------------------------------------------------------------------
 # Files are streamed to disk as they arrive (never held whole in memory) and cut off past the limit.
 FILE_UPLOAD_HANDLERS = [

@@ -20,6 +20,9 @@ os.environ.setdefault("JOB_HEARTBEAT_INTERVAL", "0.5")
 os.environ.setdefault("JOB_HEARTBEAT_TIMEOUT", "4")
 os.environ.setdefault("JOB_KILL_GRACE", "2")
 os.environ.setdefault("HOUSEKEEPING_INTERVAL", "0.5")
+# The suite submits many jobs at once (fairness, soak); the quota tests set their own limits.
+os.environ.setdefault("QUOTA_CONCURRENT_JOBS", "1000")
+os.environ.setdefault("QUOTA_QUEUED_JOBS", "1000")
 # The throttle counters live in Redis across tests (and across runs that share a database number): the
 # suite's many API calls must not trip them. tests/test_auth_throttling.py sets real rates where it tests them.
 os.environ.setdefault("API_ANON_THROTTLE_RATE", "100000/min")
