@@ -85,9 +85,9 @@ class AvatarViewSet(
     def evaluate(self, request, pk=None):
         """Quality figures for one checkpoint: renders the validation split with it, then scores the render
         against the ground truth. Returns the render job; the evaluation follows as its child."""
+        avatar = self.get_object()  # another user's avatar is a 404 before anything about the body
         body = AvatarEvaluateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        avatar = self.get_object()
         checkpoint = avatar.checkpoints.filter(pk=body.validated_data["checkpoint"]).first()
         if checkpoint is None:
             raise NotFound("No such checkpoint for this avatar.")
