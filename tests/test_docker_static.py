@@ -231,7 +231,8 @@ def test_settings_read_the_variables_the_stack_relies_on():
 def test_env_example_configures_production_settings_for_the_compose_services():
     """Production settings load from the example as it stands, and point at the compose services."""
     env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "talkforge.settings.production"}
-    env |= env_example()
+    # With the placeholder replaced, as the example's first line asks (production refuses the placeholder).
+    env |= env_example() | {"SECRET_KEY": "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2}
     probe = (
         "import json, django; django.setup(); from django.conf import settings as s; "
         "print(json.dumps([s.DATABASES['default'], s.REDIS_URL, s.DEBUG, s.SECRET_KEY]))"
@@ -255,7 +256,8 @@ def test_env_example_configures_production_settings_for_the_compose_services():
     )
     assert redis_url.split("://", 1)[1].split(":")[0] == "redis" and "redis" in services
     assert debug is False
-    assert "change-me" in secret_key, "the example must carry a placeholder, not a usable secret"
+    assert secret_key == env["SECRET_KEY"]
+    assert "change-me" in env_example()["SECRET_KEY"], "the example must carry a placeholder, not a secret"
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------------

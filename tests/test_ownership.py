@@ -201,7 +201,8 @@ def test_job_list_queries_do_not_grow_with_the_number_of_jobs(
 def session_headers(client, user, origin: str = "http://localhost") -> list[tuple[bytes, bytes]]:
     client.force_login(user)
     cookie = f"sessionid={client.cookies['sessionid'].value}"
-    return [(b"cookie", cookie.encode()), (b"origin", origin.encode())]
+    # As a browser on http://localhost sends them: the Host it asked, the Origin of the page.
+    return [(b"cookie", cookie.encode()), (b"origin", origin.encode()), (b"host", b"localhost")]
 
 
 def token_headers(user) -> list[tuple[bytes, bytes]]:
