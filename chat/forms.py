@@ -31,7 +31,8 @@ class ConversationForm(forms.Form):
     )  # fmt: skip
     llm_base_url = forms.URLField(
         required=False, assume_scheme="https", label="LLM base URL",
-        help_text="Any OpenAI-compatible endpoint. Empty: the platform's (Zhipu GLM by default).",
+        help_text="An OpenAI-compatible endpoint on a public host, if this platform allows your own; it "
+        "needs its own API key. Empty: the platform's (Zhipu GLM by default).",
     )  # fmt: skip
     llm_model = forms.CharField(
         max_length=100, required=False, label="LLM model", help_text="Empty: the platform's."

@@ -135,6 +135,17 @@ def _clean_llm_fields(*, llm_base_url: str, llm_model: str, system_prompt: str) 
     }
 
 
+def _check_own_endpoint(*, base_url: str, has_own_key: bool) -> None:
+    """A conversation's own LLM endpoint must be allowed, public, and come with its own key (see
+    chat.llm.check_own_endpoint); the same check runs again before every call."""
+    if not base_url:
+        return
+    try:
+        llm.check_own_endpoint(base_url, has_own_key=has_own_key, resolve=True)
+    except llm.LLMError as error:
+        raise ServiceError(str(error)) from None
+
+
 @transaction.atomic
 def conversation_create(
     *,
@@ -153,14 +164,17 @@ def conversation_create(
     own_avatar = avatars_visible_to(owner).filter(pk=avatar_id).first()
     if own_avatar is None:
         raise ServiceError(f"You have no avatar with id {avatar_id}.")
+    api_key = (llm_api_key or "").strip()
+    fields = _clean_llm_fields(llm_base_url=llm_base_url, llm_model=llm_model, system_prompt=system_prompt)
+    _check_own_endpoint(base_url=fields["llm_base_url"], has_own_key=bool(api_key))
     return Conversation.objects.create(
         owner=owner,
         avatar=own_avatar,
         voice=_own_voice(owner, voice),
         language=_check_language(language, blank_ok=True),
         title=(title or "").strip()[:200],
-        llm_api_key_encrypted=secret_box.encrypt((llm_api_key or "").strip()),
-        **_clean_llm_fields(llm_base_url=llm_base_url, llm_model=llm_model, system_prompt=system_prompt),
+        llm_api_key_encrypted=secret_box.encrypt(api_key),
+        **fields,
     )
 
 
@@ -179,7 +193,10 @@ def conversation_update(
     llm_model=UNCHANGED,
     llm_api_key=UNCHANGED,
 ) -> Conversation:
-    """Change what is given; the API key is write-only: a new one replaces it, "" removes it."""
+    """Change what is given; the API key is write-only: a new one replaces it, "" removes it.
+
+    The endpoint is checked when it or the key changes, so a conversation saved under older settings can
+    still be renamed (its replies are checked again anyway)."""
     owner = conversation.owner
     if voice is not UNCHANGED:
         conversation.voice = _own_voice(owner, voice)
@@ -194,10 +211,15 @@ def conversation_update(
     }
     given = {"llm_base_url": llm_base_url, "llm_model": llm_model, "system_prompt": system_prompt}
     current.update({key: value for key, value in given.items() if value is not UNCHANGED})
-    for key, value in _clean_llm_fields(**current).items():
+    cleaned = _clean_llm_fields(**current)
+    api_key = UNCHANGED if llm_api_key is UNCHANGED else (llm_api_key or "").strip()
+    if cleaned["llm_base_url"] != conversation.llm_base_url or api_key is not UNCHANGED:
+        has_own_key = conversation.has_own_api_key if api_key is UNCHANGED else bool(api_key)
+        _check_own_endpoint(base_url=cleaned["llm_base_url"], has_own_key=has_own_key)
+    for key, value in cleaned.items():
         setattr(conversation, key, value)
-    if llm_api_key is not UNCHANGED:
-        conversation.llm_api_key_encrypted = secret_box.encrypt((llm_api_key or "").strip())
+    if api_key is not UNCHANGED:
+        conversation.llm_api_key_encrypted = secret_box.encrypt(api_key)
     conversation.save()
     return conversation
 
@@ -217,7 +239,12 @@ def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
             "The conversation's API key cannot be decrypted: NODE_SECRETS_KEY (or SECRET_KEY) changed since "
             "it was saved. Enter the key again in the conversation's settings."
         ) from None
-    return llm.config_for(base_url=conversation.llm_base_url, model=conversation.llm_model, api_key=api_key)
+    try:
+        return llm.config_for(
+            base_url=conversation.llm_base_url, model=conversation.llm_model, api_key=api_key
+        )
+    except llm.LLMError as error:  # an own endpoint no longer allowed (the settings changed since)
+        raise ServiceError(str(error)) from None
 
 
 def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None = None) -> list[dict]:

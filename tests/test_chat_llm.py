@@ -80,6 +80,33 @@ def llm_server():
     server.server_close()
 
 
+PUBLIC_IP = "93.184.215.14"  # a public address (example.com's); nothing is ever sent to it
+
+
+@pytest.fixture
+def public_host(monkeypatch):
+    """Stands in for the internet, which these tests cannot reach: the names added to the returned set
+    resolve to PUBLIC_IP, and a connection to PUBLIC_IP reaches the same port on loopback. Only DNS and
+    routing are faked; chat.llm's check of the addresses it connects to runs for real."""
+    names: set[str] = set()
+    real_getaddrinfo, real_create_connection = socket.getaddrinfo, socket.create_connection
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        if host in names:
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (PUBLIC_IP, port))]
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    def create_connection(address, *args, **kwargs):
+        host, port = address[:2]
+        if host == PUBLIC_IP or host in names:
+            return real_create_connection(("127.0.0.1", port), *args, **kwargs)
+        return real_create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    monkeypatch.setattr(socket, "create_connection", create_connection)
+    return names
+
+
 def _config(server, settings, **overrides):
     settings.CHAT_LLM_BASE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
     settings.CHAT_LLM_MODEL = "glm-test"
@@ -104,11 +131,13 @@ def test_tokens_arrive_as_the_server_streams_them(llm_server, settings):
     assert request["body"]["messages"] == [{"role": "user", "content": "hi"}]
 
 
-def test_conversation_overrides_base_url_model_and_key(llm_server, settings):
+def test_conversation_overrides_base_url_model_and_key(llm_server, settings, public_host):
     _config(llm_server, settings)
     settings.CHAT_LLM_BASE_URL = "http://127.0.0.1:9/nothing-here/"
+    settings.CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS = True
+    public_host.add("llm.example.com")  # a conversation's own endpoint must be a public host
     config = config_for(
-        base_url=f"http://127.0.0.1:{llm_server.server_port}/v1", model="other-model", api_key="sk-own"
+        base_url=f"http://llm.example.com:{llm_server.server_port}/v1", model="other-model", api_key="sk-own"
     )
     assert "".join(stream_chat([{"role": "user", "content": "hi"}], config=config))
     assert llm_server.requests[0]["auth"] == "Bearer sk-own"

@@ -154,6 +154,7 @@ def test_a_conversation_takes_only_the_owners_avatar_and_voice(alice, bob, recor
 
 def test_the_api_key_is_stored_encrypted_and_write_only(alice, settings):
     settings.CHAT_LLM_API_KEY = "sk-platform"
+    settings.CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS = True
     conversation = services.conversation_create(
         owner=alice, avatar=make_avatar(alice), llm_api_key="sk-alice-own-key", llm_model="glm-4-plus",
         llm_base_url="https://llm.example.com/v1/", system_prompt="Be brief.",
@@ -169,7 +170,10 @@ def test_the_api_key_is_stored_encrypted_and_write_only(alice, settings):
 
     services.conversation_update(conversation=stored, title="Chat")  # the key is untouched
     assert services.conversation_llm_config(stored).api_key == "sk-alice-own-key"
-    services.conversation_update(conversation=stored, llm_api_key="", llm_model="")  # removed: the platform's
+    # The platform's key never goes to the conversation's own endpoint: the key goes only with the URL.
+    with pytest.raises(ServiceError, match="needs its own API key"):
+        services.conversation_update(conversation=stored, llm_api_key="")
+    services.conversation_update(conversation=stored, llm_api_key="", llm_model="", llm_base_url="")
     config = services.conversation_llm_config(Conversation.objects.get(pk=conversation.pk))
     assert (config.api_key, config.model, config.key_source) == ("sk-platform", settings.CHAT_LLM_MODEL,
                                                                  "CHAT_LLM_API_KEY")  # fmt: skip

@@ -36,6 +36,11 @@ class ConversationSerializer(serializers.ModelSerializer):
         style={"input_type": "password"},
     )  # fmt: skip
     has_own_api_key = serializers.BooleanField(read_only=True)
+    llm_base_url = serializers.URLField(
+        required=False, allow_blank=True, max_length=300,
+        help_text="Empty: the platform's. Your own endpoint needs llm_api_key and the operator's leave "
+        "(CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS); it must be a public host.",
+    )  # fmt: skip
     avatar = serializers.IntegerField(source="avatar_id")
     voice = serializers.IntegerField(source="voice_id", required=False, allow_null=True)
     language = serializers.ChoiceField(choices=Language.choices, required=False, allow_blank=True)

@@ -248,6 +248,11 @@ CHAT_LLM_MODEL = env_str("CHAT_LLM_MODEL", "glm-4-flash")
 CHAT_LLM_API_KEY = env_str("CHAT_LLM_API_KEY", "")
 CHAT_LLM_TIMEOUT = env_float("CHAT_LLM_TIMEOUT", 60.0, minimum=1.0)
 CHAT_LLM_HISTORY_TOKENS = env_int("CHAT_LLM_HISTORY_TOKENS", 3000, minimum=100)
+# A conversation's own base URL (which must come with its own API key: CHAT_LLM_API_KEY only ever goes
+# to CHAT_LLM_BASE_URL) only when the operator allows it, and only to public addresses; with
+# CHAT_LLM_ALLOWED_HOSTS set, only to those host names ("api.openai.com", ".example.com" = and subdomains).
+CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS = env_bool("CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS", False)
+CHAT_LLM_ALLOWED_HOSTS = env_list("CHAT_LLM_ALLOWED_HOSTS", [])
 # XTTS v2 folder (config.json, model.pth, vocab.json[, speakers_xtts.pth]); without it voices are espeak-ng.
 CHAT_XTTS_DIR = env_str("CHAT_XTTS_DIR", "")
 CHAT_XTTS_DEVICE = env_str("CHAT_XTTS_DEVICE", "")  # "" = cuda when available, else cpu

@@ -6,7 +6,10 @@ import os
 os.environ.setdefault("SECRET_KEY", "dev-only-insecure-key-never-used-in-production-0123456789")
 
 from .base import *  # noqa: E402, F403
+from .env import env_bool  # noqa: E402
 
 DEBUG = True
 WHITENOISE_USE_FINDERS = True
 STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}  # noqa: F405
+# On your own machine, a conversation may try any public LLM endpoint (with its own key) unless you say no.
+CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS = env_bool("CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS", True)
