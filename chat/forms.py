@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 
 from avatars.selectors import avatars_visible_to
 
@@ -27,6 +28,7 @@ class ConversationForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     system_prompt = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=settings.CHAT_SYSTEM_PROMPT_MAX_CHARS,  # the browser's hint; the service decides
         help_text="Who the avatar is and how it answers.",
     )  # fmt: skip
     llm_base_url = forms.URLField(

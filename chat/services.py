@@ -135,6 +135,16 @@ def _clean_llm_fields(*, llm_base_url: str, llm_model: str, system_prompt: str) 
     }
 
 
+def _check_system_prompt(system_prompt: str) -> None:
+    """The system prompt goes with every turn: CHAT_SYSTEM_PROMPT_MAX_CHARS bounds what that costs."""
+    limit = settings.CHAT_SYSTEM_PROMPT_MAX_CHARS
+    if len(system_prompt) > limit:
+        raise ServiceError(
+            f"The system prompt is {len(system_prompt)} characters long; the limit is {limit} characters. "
+            "Shorten it: it is sent with every turn."
+        )
+
+
 def _check_own_endpoint(*, base_url: str, has_own_key: bool) -> None:
     """A conversation's own LLM endpoint must be allowed, public, and come with its own key (see
     chat.llm.check_own_endpoint); the same check runs again before every call."""
@@ -166,6 +176,7 @@ def conversation_create(
         raise ServiceError(f"You have no avatar with id {avatar_id}.")
     api_key = (llm_api_key or "").strip()
     fields = _clean_llm_fields(llm_base_url=llm_base_url, llm_model=llm_model, system_prompt=system_prompt)
+    _check_system_prompt(fields["system_prompt"])
     _check_own_endpoint(base_url=fields["llm_base_url"], has_own_key=bool(api_key))
     return Conversation.objects.create(
         owner=owner,
@@ -195,8 +206,8 @@ def conversation_update(
 ) -> Conversation:
     """Change what is given; the API key is write-only: a new one replaces it, "" removes it.
 
-    The endpoint is checked when it or the key changes, so a conversation saved under older settings can
-    still be renamed (its replies are checked again anyway)."""
+    The system prompt and the endpoint are checked when they change, so a conversation saved under older
+    limits can still be renamed (its replies are checked again anyway)."""
     owner = conversation.owner
     if voice is not UNCHANGED:
         conversation.voice = _own_voice(owner, voice)
@@ -212,6 +223,8 @@ def conversation_update(
     given = {"llm_base_url": llm_base_url, "llm_model": llm_model, "system_prompt": system_prompt}
     current.update({key: value for key, value in given.items() if value is not UNCHANGED})
     cleaned = _clean_llm_fields(**current)
+    if cleaned["system_prompt"] != conversation.system_prompt:
+        _check_system_prompt(cleaned["system_prompt"])
     api_key = UNCHANGED if llm_api_key is UNCHANGED else (llm_api_key or "").strip()
     if cleaned["llm_base_url"] != conversation.llm_base_url or api_key is not UNCHANGED:
         has_own_key = conversation.has_own_api_key if api_key is UNCHANGED else bool(api_key)

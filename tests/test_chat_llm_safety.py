@@ -1,6 +1,7 @@
 """A conversation's own LLM endpoint cannot be used to steal the platform's key or to reach the
 platform's network: the key rule, the operator's settings, the address check at connect time (also
-against DNS rebinding), errors that do not tell ports apart or echo what came back.
+against DNS rebinding), errors that do not tell ports apart or echo what came back; and the system
+prompt's length limit.
 
 Loopback listeners stand in for internal services: they are what a user's endpoint must not reach. Where a
 test needs an allowed (public) endpoint, ``public_host`` routes a public address to a loopback port."""
@@ -281,3 +282,30 @@ def test_an_own_endpoint_errors_give_the_status_but_not_the_body(
     # The platform's own endpoint keeps the server's message, for whoever runs it.
     with pytest.raises(LLMError, match="fake error 500"):
         list(stream_chat(HI, config=config_for()))
+
+
+# --- the system prompt's length ---------------------------------------------------------------------------
+
+
+def test_a_huge_system_prompt_is_refused(alice, settings, api_client):
+    avatar = make_avatar(alice)
+    # As a form body: a 2 MB JSON body is already refused whole, by the API's JSON size limit.
+    response = api_client(alice).post(
+        "/api/conversations/", {"avatar": avatar.pk, "system_prompt": "x" * 2_000_000}
+    )
+    assert response.status_code == 400
+    assert "4000" in str(response.json())
+    settings.CHAT_SYSTEM_PROMPT_MAX_CHARS = 10
+    response = api_client(alice).post(
+        "/api/conversations/", {"avatar": avatar.pk, "system_prompt": "You are Ada."},
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 400
+    assert "the limit is 10 characters" in response.json()["detail"]
+    page = api_client(alice).post("/chat/new/", {"avatar": avatar.pk, "system_prompt": "You are Ada."})
+    assert page.status_code == 200 and "the limit is 10 characters" in page.content.decode()
+    assert not Conversation.objects.exists()
+
+    conversation = services.conversation_create(owner=alice, avatar=avatar, system_prompt="Be Ada.")
+    with pytest.raises(ServiceError, match="the limit is 10 characters"):
+        services.conversation_update(conversation=conversation, system_prompt="You are Ada.")

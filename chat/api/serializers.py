@@ -1,3 +1,4 @@
+from django.conf import settings
 from rest_framework import serializers
 
 from ..models import Chunk, Conversation, Language, Message, Voice
@@ -36,6 +37,11 @@ class ConversationSerializer(serializers.ModelSerializer):
         style={"input_type": "password"},
     )  # fmt: skip
     has_own_api_key = serializers.BooleanField(read_only=True)
+    # The limit as the schema shows it; the service enforces CHAT_SYSTEM_PROMPT_MAX_CHARS as it is now.
+    system_prompt = serializers.CharField(
+        required=False, allow_blank=True, max_length=settings.CHAT_SYSTEM_PROMPT_MAX_CHARS,
+        help_text="Who the avatar is and how it answers; sent with every turn.",
+    )  # fmt: skip
     llm_base_url = serializers.URLField(
         required=False, allow_blank=True, max_length=300,
         help_text="Empty: the platform's. Your own endpoint needs llm_api_key and the operator's leave "

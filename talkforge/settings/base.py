@@ -253,6 +253,7 @@ CHAT_LLM_HISTORY_TOKENS = env_int("CHAT_LLM_HISTORY_TOKENS", 3000, minimum=100)
 # CHAT_LLM_ALLOWED_HOSTS set, only to those host names ("api.openai.com", ".example.com" = and subdomains).
 CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS = env_bool("CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS", False)
 CHAT_LLM_ALLOWED_HOSTS = env_list("CHAT_LLM_ALLOWED_HOSTS", [])
+CHAT_SYSTEM_PROMPT_MAX_CHARS = env_int("CHAT_SYSTEM_PROMPT_MAX_CHARS", 4000, minimum=1)  # sent every turn
 # XTTS v2 folder (config.json, model.pth, vocab.json[, speakers_xtts.pth]); without it voices are espeak-ng.
 CHAT_XTTS_DIR = env_str("CHAT_XTTS_DIR", "")
 CHAT_XTTS_DEVICE = env_str("CHAT_XTTS_DEVICE", "")  # "" = cuda when available, else cpu
