@@ -1,5 +1,10 @@
-"""``Authorization: Token <key>`` for the REST API and websockets."""
+"""``Authorization: Token <key>`` for the REST API, websockets and the media files the API links to."""
 
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
+from django.utils.cache import patch_vary_headers
 from rest_framework import authentication, exceptions
 
 from .services import user_for_api_key
@@ -31,3 +36,32 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request):
         return self.keyword
+
+
+def login_or_token_required(view):
+    """For the media views (the API's ``urls``): an integration's ``Authorization: Token <key>`` (or Bearer)
+    is accepted like the API accepts it, a bad one is a 401 with the API's message, never the login
+    page; without such a header the browser's session is needed, and the anonymous are sent to log in.
+    The view then filters by ``request.user`` as ever, so another user's file stays a 404.
+
+    Another Authorization scheme (Basic, sent by browsers to a site behind a password-protected proxy)
+    is not ours: the session decides then."""
+    for_browsers = login_required(view)
+
+    @wraps(view)
+    def wrapped(request, *args, **kwargs):
+        scheme = (request.headers.get("Authorization", "").split() or [""])[0].lower()
+        if scheme not in {"token", "bearer"}:
+            response = for_browsers(request, *args, **kwargs)
+        else:
+            try:
+                request.user, _ = ApiTokenAuthentication().authenticate(request)
+            except exceptions.AuthenticationFailed as error:
+                response = JsonResponse({"detail": str(error.detail)}, status=401)
+                response["WWW-Authenticate"] = ApiTokenAuthentication.keyword
+            else:
+                response = view(request, *args, **kwargs)
+        patch_vary_headers(response, ["Authorization"])
+        return response
+
+    return wrapped

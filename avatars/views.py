@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from accounts.authentication import login_or_token_required
 from gpu_nodes.models import Node
 from talkforge.errors import ServiceError
 from talkforge.http import form_errors, private_file, wants_json
@@ -194,7 +195,7 @@ def avatar_delete_view(request, avatar_id: int):
 MEDIA_FILES = {"video": "video", "au_csv": "au_csv"}
 
 
-@login_required
+@login_or_token_required
 def avatar_media(request, avatar_id: int, what: str):
     """An avatar's files, to its owner only (people's faces and voices are never public URLs).
 

@@ -5,6 +5,7 @@ from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
 from talkforge.errors import ServiceError
 from talkforge.http import private_file
@@ -141,13 +142,13 @@ def voice_delete_view(request, voice_id: int):
 # --- media ---------------------------------------------------------------------------------------------
 
 
-@login_required
+@login_or_token_required
 def voice_reference(request, voice_id: int):
     voice = get_object_or_404(voices_visible_to(request.user), pk=voice_id)
     return private_file(request, voice.reference)
 
 
-@login_required
+@login_or_token_required
 def chunk_media(request, chunk_id: int, what: str):
     chunk = get_object_or_404(chunks_visible_to(request.user), pk=chunk_id)
     if what not in {"audio", "video"}:

@@ -8,6 +8,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
 from talkforge.errors import ServiceError
 from talkforge.http import form_errors, private_file, wants_json
@@ -77,7 +78,7 @@ MEDIA = {
 }
 
 
-@login_required
+@login_or_token_required
 def video_media(request, video_id: int, what: str):
     """A video's files (the MP4, its poster, the driving audio), to its owner only."""
     video = get_object_or_404(videos_visible_to(request.user), pk=video_id)
