@@ -147,10 +147,8 @@ def test_locked_out_unknown_and_real_users_read_the_same(client, alice, lockout_
 # --- the client address: only trusted proxies count -----------------------------------------------------
 
 
-def test_x_forwarded_for_does_not_reset_the_lockout_without_trusted_proxies(
-    client, alice, lockout_settings, proxies
-):
-    proxies(0)
+def test_x_forwarded_for_does_not_reset_the_lockout_without_trusted_proxies(client, alice, lockout_settings):
+    assert getattr(lockout_settings, "TRUSTED_PROXY_COUNT", 0) == 0  # the default
     for n in range(30):
         portal_login(client, f"guess-{n}", HTTP_X_FORWARDED_FOR=f"198.51.100.{n}")
     assert portal_login(client, RIGHT, HTTP_X_FORWARDED_FOR="203.0.113.200").status_code == 429
@@ -161,8 +159,8 @@ def test_x_forwarded_for_does_not_reset_the_lockout_without_trusted_proxies(
     assert set(AccessAttempt.objects.values_list("ip_address", flat=True)) == {"127.0.0.1"}
 
 
-def test_x_forwarded_for_does_not_reset_the_api_throttle_without_trusted_proxies(client, db, proxies, rates):
-    proxies(0)
+def test_x_forwarded_for_does_not_reset_the_api_throttle_without_trusted_proxies(client, db, settings, rates):
+    assert getattr(settings, "TRUSTED_PROXY_COUNT", 0) == 0  # the default
     rates(anon="3/min")
     codes = [
         token_post(
