@@ -141,9 +141,9 @@ def avatar_proceed_anyway(*, avatar: Avatar) -> Avatar:
 def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
     """Add to ``erasure`` everything of the avatar beyond its rows: its uploads (the video, au.csv), the
     files its jobs brought back (validation renders, generated videos and posters), its videos' and
-    conversations' folders, and on every node that holds or held anything of it — its datasets and
-    checkpoints, and the nodes its jobs ran on — the dataset, the model (checkpoints, renders), GaussianTalker's
-    derived config, SyncTalk's workspace and the jobs' scratch folders."""
+    conversations' folders; and on every node that holds or held anything of it (its datasets and
+    checkpoints, the nodes its jobs ran on): the dataset, the model with its checkpoints and renders,
+    GaussianTalker's derived config, SyncTalk's workspace and the jobs' scratch folders."""
     from jobs.models import Job
 
     from .pipeline import dataset_dir, model_dir

@@ -5,7 +5,7 @@ from talkforge.errors import ServiceError
 
 from . import secrets
 from .connections import NodeError
-from .models import Gpu, Node
+from .models import Gpu, Node, NodeCleanup
 from .services import node_confirm_host_key, node_drain, node_probe, node_resume, node_set_enabled
 
 
@@ -156,3 +156,16 @@ class NodeAdmin(admin.ModelAdmin):
     def disable(self, request, queryset):
         for node in queryset:
             node_set_enabled(node=node, enabled=False)
+
+
+@admin.register(NodeCleanup)
+class NodeCleanupAdmin(admin.ModelAdmin):
+    """Folders of deleted data still waiting on their node (offline, or rm failed: see the last error).
+    Made by deletions only; a probe that finds the node online removes them (gpu_nodes/cleanup.py)."""
+
+    list_display = ("node", "path", "reason", "created_at", "attempts", "last_tried_at", "last_error")
+    list_filter = ("node",)
+    readonly_fields = ("node", "path", "reason", "created_at", "attempts", "last_tried_at", "last_error")
+
+    def has_add_permission(self, request):
+        return False

@@ -134,3 +134,27 @@ class Gpu(models.Model):
     def label(self) -> str:
         """The seed's ``--gpu`` spelling: ``GPU0``, ``GPU1`` … or ``CPU``."""
         return "CPU" if self.is_cpu else f"GPU{self.index}"
+
+
+class NodeCleanup(models.Model):
+    """A folder on a node that must go because the data it holds was deleted (an avatar's dataset and
+    model, a job's scratch folder). Recorded in the same transaction as the deletion, removed as soon as
+    the node can be reached (at once when it is online, else by the probe that finds it back online), and
+    kept with the reason while removing it fails. See gpu_nodes/cleanup.py."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="cleanups")
+    path = models.CharField(max_length=1000, help_text="Absolute, inside the node's workdir.")
+    reason = models.CharField(
+        max_length=200, blank=True, help_text="What was deleted, e.g. avatar anna-3f9a1c."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_tried_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["node", "created_at", "id"]
+        constraints = [models.UniqueConstraint(fields=["node", "path"], name="node_cleanup_unique_path")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}:{self.path}"

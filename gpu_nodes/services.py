@@ -12,6 +12,7 @@ from django.utils import timezone
 from talkforge.errors import ServiceError
 
 from . import secrets
+from .cleanup import node_cleanups_run
 from .connections import CommandNotFound, NodeError, connection_for
 from .models import Gpu, Node
 
@@ -87,7 +88,13 @@ def node_probe(*, node: Node) -> Node:
             connection.close()
     except (NodeError, ValueError) as error:
         return _node_mark_offline(node=node, error=str(error))
-    return _node_record_probe(node=node, readings=readings, facts=facts)
+    node = _node_record_probe(node=node, readings=readings, facts=facts)
+    try:
+        # Folders of data deleted while the node was away go now that it is back (gpu_nodes/cleanup.py).
+        node_cleanups_run(node=node)
+    except Exception:
+        logger.exception("removing deleted data on node %s failed; the next probe tries again", node.name)
+    return node
 
 
 def _gpu_readings(connection) -> list[GpuReading]:

@@ -39,8 +39,9 @@ class Job(models.Model):
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
+    # History outlives what a job worked on: deleting an avatar keeps its jobs, no longer linked to it.
     avatar = models.ForeignKey(
-        "avatars.Avatar", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs"
+        "avatars.Avatar", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     params = models.JSONField(default=dict, blank=True)

@@ -164,11 +164,12 @@ def test_another_user_cannot_see_use_or_fetch_an_avatar(alice, bob, videos, clie
     assert "Anna" in page and "Consent" in page
 
 
-def test_deleting_an_avatar_removes_its_files(alice, videos):
+def test_deleting_an_avatar_removes_its_files(alice, videos, django_capture_on_commit_callbacks):
     client = api(alice)
     avatar_id = create(client, videos["good"]).json()["id"]
     assert len(avatar_folders()) == 1
-    assert client.delete(f"/api/avatars/{avatar_id}/").status_code == 204
+    with django_capture_on_commit_callbacks(execute=True):  # files go once the deletion has committed
+        assert client.delete(f"/api/avatars/{avatar_id}/").status_code == 204
     assert not Avatar.objects.exists() and avatar_folders() == []
 
 
