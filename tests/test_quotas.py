@@ -102,8 +102,8 @@ def test_a_cpu_slot_uses_no_gpu_hours(alice, make_node, monkeypatch, django_capt
 def test_gpu_hours_used_this_month_refuse_new_work_last_months_do_not(alice, settings):
     settings.QUOTA_GPU_HOURS_PER_MONTH = 5
     now = timezone.now()
-    Job.objects.create(owner=alice, kind="demo_train", status="succeeded", finished_at=now - timedelta(days=40),
-                       gpu_seconds=100 * 3600)  # fmt: skip
+    old = now - timedelta(days=40)
+    Job.objects.create(owner=alice, kind="demo_train", status="succeeded", finished_at=old, gpu_seconds=360000)
     submit(alice)  # last month's hours do not count
     Job.objects.create(
         owner=alice, kind="demo_train", status="succeeded", finished_at=now, gpu_seconds=5 * 3600

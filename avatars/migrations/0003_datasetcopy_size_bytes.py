@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('avatars', '0002_evaluation'),
+        ("avatars", "0002_evaluation"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='datasetcopy',
-            name='size_bytes',
-            field=models.BigIntegerField(default=0, help_text='Measured on the node after preprocessing.'),
+            model_name="datasetcopy",
+            name="size_bytes",
+            field=models.BigIntegerField(default=0, help_text="Measured on the node after preprocessing."),
         ),
     ]

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0005_alter_job_kind'),
+        ("jobs", "0005_alter_job_kind"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='job',
-            name='gpu_seconds',
-            field=models.FloatField(default=0.0, help_text='Seconds this job held a GPU (set when it ends; counts against GPU hours).'),
+            model_name="job",
+            name="gpu_seconds",
+            field=models.FloatField(
+                default=0.0,
+                help_text="Seconds this job held a GPU (set when it ends; counts against GPU hours).",
+            ),
         ),
     ]
