@@ -159,6 +159,37 @@ def _group_members(pgid: int, marker: str) -> list[int]:
     return members
 
 
+# What a process started on this machine (an engine, nvidia-smi, docker, rm) inherits from the worker: what
+# programs need to run, the GPU selection and the driver's settings. Nothing else: the worker's environment
+# holds the platform's secrets (SECRET_KEY, DATABASE_URL, REDIS_URL, CHAT_LLM_API_KEY, …), and an engine
+# is third-party code fed with uploaded data. SSH nodes never see it: commands there get the login's
+# environment plus the invocation's own variables (gpu_nodes/ssh.py SSHConnection._shell).
+INHERITED_NAMES = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR",
+    "LD_LIBRARY_PATH",  # CUDA libraries outside the loader's default folders
+    # The docker CLI of a docker-runtime node needs them to reach its daemon; containers get none of them
+    # (gpu_nodes/runtime.py passes only the invocation's variables with -e).
+    "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+})  # fmt: skip
+INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_")
+# Even under an allowed prefix, a name that says it holds a secret stays behind (NVIDIA_API_KEY, …).
+SECRET_WORDS = ("KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL")
+
+
+def engine_environment(node: Node | None, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a process started on a local node: the allowed part of this process's
+    environment, the node's bare environment first on PATH, then the invocation's own variables."""
+    inherited = {
+        name: value
+        for name, value in os.environ.items()
+        if (name in INHERITED_NAMES or name.startswith(INHERITED_PREFIXES))
+        and not any(word in name.upper() for word in SECRET_WORDS)
+    }
+    if node is not None and node.runtime == Node.Runtime.BARE and node.environment:
+        inherited["PATH"] = f"{node.environment}{os.pathsep}{inherited.get('PATH', os.defpath)}"
+    return inherited | dict(env or {})
+
+
 class LocalConnection(NodeConnection):
     """This machine. Used by the workers that serve a local node's queue."""
 
@@ -166,11 +197,7 @@ class LocalConnection(NodeConnection):
         self.node = node
 
     def _env(self, env: dict[str, str] | None) -> dict[str, str]:
-        merged = dict(os.environ)
-        if self.node is not None and self.node.runtime == Node.Runtime.BARE and self.node.environment:
-            merged["PATH"] = f"{self.node.environment}{os.pathsep}{merged.get('PATH', '')}"
-        merged.update(env or {})
-        return merged
+        return engine_environment(self.node, env)
 
     def start(self, argv, *, marker, cwd=None, env=None):
         if cwd:
