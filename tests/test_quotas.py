@@ -103,7 +103,9 @@ def test_gpu_hours_used_this_month_refuse_new_work_last_months_do_not(alice, set
     settings.QUOTA_GPU_HOURS_PER_MONTH = 5
     now = timezone.now()
     old = now - timedelta(days=40)
-    Job.objects.create(owner=alice, kind="demo_train", status="succeeded", finished_at=old, gpu_seconds=360000)
+    Job.objects.create(
+        owner=alice, kind="demo_train", status="succeeded", finished_at=old, gpu_seconds=360000
+    )
     submit(alice)  # last month's hours do not count
     Job.objects.create(
         owner=alice, kind="demo_train", status="succeeded", finished_at=now, gpu_seconds=5 * 3600
