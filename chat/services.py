@@ -16,6 +16,7 @@ from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import unique_slug, upload_on_disk
 from gpu_nodes import secrets as secret_box
+from talkforge.erasure import Erasure
 from talkforge.errors import ServiceError
 
 from . import llm
@@ -107,11 +108,28 @@ def voice_latents_saved(*, voice: Voice, path: Path) -> None:
     voice.latents = relative
 
 
+def voice_erasure(voice: Voice, erasure: Erasure) -> None:
+    """Add the voice's files to ``erasure``: its folder, which holds the reference recording and the XTTS
+    speaker latents cached from it (chat/tts.py latents_path), and the latents file it recorded."""
+    erasure.add_media(voice.folder)
+    erasure.add_media(voice.reference)
+    erasure.add_media(voice.latents)
+
+
 def voice_delete(*, voice: Voice) -> None:
-    """Conversations that spoke in it fall back to the offline voice (the foreign key is SET_NULL)."""
-    folder = Path(settings.MEDIA_ROOT) / voice.folder
+    """Delete the voice with its recording and cached latents. Conversations that spoke in it fall back to
+    the offline voice (the foreign key is SET_NULL). Refused while a reply is being spoken in it: that
+    reply reads the recording sentence by sentence."""
+    from jobs.models import Job
+
+    if Message.objects.filter(conversation__voice=voice, job__status__in=Job.ACTIVE_STATUSES).exists():
+        raise ServiceError(
+            "A reply is being spoken in this voice: wait for it or stop it, then delete the voice."
+        )
+    erasure = Erasure(what=f"voice {voice.slug} (#{voice.pk})", by=voice.owner.username)
+    voice_erasure(voice, erasure)
     voice.delete()
-    shutil.rmtree(folder, ignore_errors=True)
+    erasure.carry_out()
 
 
 def _own_voice(owner, voice: Voice | int | None) -> Voice | None:
