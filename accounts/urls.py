@@ -10,4 +10,5 @@ urlpatterns = [
     path("profile/", views.profile, name="profile"),
     path("profile/token/rotate/", views.token_rotate, name="token-rotate"),
     path("profile/token/revoke/", views.token_revoke, name="token-revoke"),
+    path("profile/delete/", views.account_delete_view, name="account-delete"),
 ]

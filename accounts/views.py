@@ -1,12 +1,13 @@
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import login
+from django.contrib.auth import login, logout
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from talkforge.errors import ServiceError
 
+from .deletion import account_delete
 from .forms import SignUpForm
 from .quotas import usage_rows
 from .services import api_token_revoke, api_token_rotate, user_sign_up
@@ -59,3 +60,16 @@ def token_revoke(request):
     api_token_revoke(user=request.user)
     messages.success(request, "API token revoked.")
     return redirect("profile")
+
+
+@login_required
+@require_POST
+def account_delete_view(request):
+    try:
+        account_delete(user=request.user, confirm_username=request.POST.get("username", ""))
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("profile")
+    logout(request)
+    messages.success(request, "Your account and all of its data were deleted.")
+    return redirect("login")

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from accounts.api.views import TokenObtainView
+from accounts.api.views import MeView, TokenObtainView
 
 api_patterns = [
     path("", include("jobs.api.urls")),
@@ -11,6 +11,7 @@ api_patterns = [
     path("", include("chat.api.urls")),
     path("", include("gpu_nodes.api.urls")),
     path("token/", TokenObtainView.as_view(), name="token"),
+    path("me/", MeView.as_view(), name="me"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]

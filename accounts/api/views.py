@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from talkforge.proxies import client_address
 
+from ..deletion import account_delete
 from ..lockout import lockout_message, retry_after_seconds
 from ..models import User
 from ..services import api_token_rotate
@@ -61,3 +62,23 @@ class TokenObtainView(APIView):
         # Like a portal sign-in (AXES_RESET_ON_SUCCESS): this account's failures from here are forgotten.
         lockout_reset(ip=client_address(request), username=username)
         return Response({"token": api_token_rotate(user=user)}, status=status.HTTP_201_CREATED)
+
+
+class MeView(APIView):
+    """The signed-in person. DELETE deletes the account and all of its data for good (avatars with their
+    datasets and models on the nodes, voices, conversations, videos, jobs, the API token), once
+    ``confirm`` repeats the user name; refused while a job of theirs is queued or running."""
+
+    @extend_schema(responses=inline_serializer("Me", {"id": serializers.IntegerField(),
+                                                      "username": serializers.CharField()}))  # fmt: skip
+    def get(self, request):
+        return Response({"id": request.user.pk, "username": request.user.username})
+
+    @extend_schema(
+        request=inline_serializer("AccountDelete", {"confirm": serializers.CharField()}),
+        responses={204: None},
+    )
+    def delete(self, request):
+        confirm = request.data.get("confirm") if hasattr(request.data, "get") else None
+        account_delete(user=request.user, confirm_username=str(confirm or ""))
+        return Response(status=status.HTTP_204_NO_CONTENT)
