@@ -1,6 +1,9 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from core.admin import ServiceDeleteMixin
+
+from .deletion import account_delete
 from .models import ApiToken, InviteCode, Quota, User
 from .quotas import usage_rows
 
@@ -14,7 +17,9 @@ class QuotaInline(admin.StackedInline):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(ServiceDeleteMixin, BaseUserAdmin):
+    # The person's files here and on the nodes go too (accounts/deletion.py); superusers are refused there.
+    delete_service = staticmethod(lambda user: account_delete(user=user, confirm_username=user.username))
     inlines = [QuotaInline]
     list_display = ("username", "email", "is_active", "is_staff", "date_joined", "last_login")
     list_filter = ("is_active", "is_staff", "is_superuser")

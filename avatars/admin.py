@@ -1,10 +1,14 @@
 from django.contrib import admin
 
+from core.admin import ServiceDeleteMixin
+
 from .models import Avatar, Checkpoint, DatasetCopy
+from .services import avatar_delete
 
 
 @admin.register(Avatar)
-class AvatarAdmin(admin.ModelAdmin):
+class AvatarAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+    delete_service = staticmethod(lambda avatar: avatar_delete(avatar=avatar))
     list_display = ("name", "owner", "engine", "status", "created_at")
     list_filter = ("engine", "status")
     search_fields = ("name", "slug", "owner__username")

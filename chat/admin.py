@@ -1,11 +1,15 @@
 from django.contrib import admin
 from django.db import models
 
+from core.admin import ServiceDeleteMixin
+
 from .models import Chunk, Conversation, Message, Voice
+from .services import conversation_delete, voice_delete
 
 
 @admin.register(Voice)
-class VoiceAdmin(admin.ModelAdmin):
+class VoiceAdmin(ServiceDeleteMixin, admin.ModelAdmin):
+    delete_service = staticmethod(lambda voice: voice_delete(voice=voice))
     list_display = ("name", "owner", "language", "created_at")
     list_filter = ("language",)
     search_fields = ("name", "slug", "owner__username")
@@ -16,8 +20,10 @@ class VoiceAdmin(admin.ModelAdmin):
 
 
 @admin.register(Conversation)
-class ConversationAdmin(admin.ModelAdmin):
+class ConversationAdmin(ServiceDeleteMixin, admin.ModelAdmin):
     """The API key stays encrypted and out of the form (the model field is not editable)."""
+
+    delete_service = staticmethod(lambda conversation: conversation_delete(conversation=conversation))
 
     list_display = ("__str__", "owner", "avatar", "voice", "language", "has_own_api_key", "updated_at")
     list_filter = ("language",)

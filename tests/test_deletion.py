@@ -371,3 +371,55 @@ def test_an_api_client_deletes_only_its_own_account(alice, bob):
     assert response.status_code == 400
     assert User.objects.filter(pk=alice.pk).exists() and User.objects.filter(pk=bob.pk).exists()
     assert client.get("/api/me/").json() == {"id": bob.pk, "username": "bob"}
+
+
+# --- the admin deletes through the same services -------------------------------------------------------
+
+
+@pytest.fixture
+def admin_client(db):
+    root = User.objects.create_superuser("root", password="root-password-1")
+    client = Client()
+    client.force_login(root)
+    return client
+
+
+def test_deleting_an_avatar_in_the_admin_removes_its_files_and_keeps_its_jobs(
+    alice, make_node, admin_client, django_capture_on_commit_callbacks
+):
+    things = Belongings(alice, make_node(), "ada")
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            f"/admin/avatars/avatar/{things.avatar.pk}/delete/", {"post": "yes"}, follow=True
+        )
+    assert response.status_code == 200
+    assert not Avatar.objects.filter(pk=things.avatar.pk).exists()
+    assert not any(path.exists() for path in things.media if "voices" not in str(path))
+    assert not any(node_has(things.node, path) for path in things.node_paths)
+    assert Job.objects.filter(pk=things.render.pk, avatar=None).exists()  # history kept
+
+
+def test_the_admin_cannot_delete_an_avatar_whose_job_is_running(alice, make_node, admin_client):
+    things = Belongings(alice, make_node(), "ada")
+    Job.objects.filter(pk=things.render.pk).update(status=Job.Status.RUNNING)
+    response = admin_client.post(
+        "/admin/avatars/avatar/",
+        {"action": "delete_selected", "_selected_action": [things.avatar.pk], "post": "yes"},
+        follow=True,
+    )
+    assert "was not deleted" in response.content.decode()
+    assert Avatar.objects.filter(pk=things.avatar.pk).exists()
+    assert all(node_has(things.node, path) for path in things.node_paths)
+
+
+def test_deleting_a_user_in_the_admin_erases_their_data_and_not_bobs(
+    alice, bob, make_node, admin_client, django_capture_on_commit_callbacks
+):
+    node = make_node()
+    alices, bobs = Belongings(alice, node, "ada"), Belongings(bob, node, "bo")
+    with django_capture_on_commit_callbacks(execute=True):
+        admin_client.post(f"/admin/accounts/user/{alice.pk}/delete/", {"post": "yes"}, follow=True)
+    assert not User.objects.filter(pk=alice.pk).exists()
+    assert not any(path.exists() for path in alices.media)
+    assert all(path.exists() for path in bobs.media)
+    assert all(node_has(node, path) for path in bobs.node_paths)

@@ -44,7 +44,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
 class AvatarSerializer(serializers.ModelSerializer):
     video_url = serializers.SerializerMethodField()
-    preferred_node = serializers.SlugRelatedField(slug_field="name", read_only=True)
+    preferred_node = serializers.SlugRelatedField(slug_field="name", read_only=True, allow_null=True)
     datasets = DatasetSerializer(many=True, read_only=True)
     evaluations = EvaluationSummarySerializer(many=True, read_only=True)
 

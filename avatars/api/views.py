@@ -68,14 +68,14 @@ class AvatarViewSet(
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses=CheckpointSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a plain list, as documented
     def checkpoints(self, request, pk=None):
         """The saved model states on their nodes, newest first."""
         checkpoints = self.get_object().checkpoints.select_related("node")
         return Response(CheckpointSerializer(checkpoints, many=True).data)
 
     @extend_schema(request=None, responses=EvaluationSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def evaluations(self, request, pk=None):
         """Quality figures per checkpoint (PSNR, SSIM, frames compared, notes) with per-frame series."""
         return Response(EvaluationSerializer(self.get_object().evaluations.all(), many=True).data)

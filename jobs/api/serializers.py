@@ -9,8 +9,8 @@ from ..models import Job
 
 class JobSerializer(serializers.ModelSerializer):
     owner = serializers.CharField(source="owner.username", read_only=True)
-    node = serializers.CharField(source="node.name", read_only=True, default=None)
-    gpu = serializers.CharField(source="gpu.label", read_only=True, default=None)
+    node = serializers.CharField(source="node.name", read_only=True, default=None, allow_null=True)
+    gpu = serializers.CharField(source="gpu.label", read_only=True, default=None, allow_null=True)
 
     class Meta:
         model = Job
@@ -42,6 +42,33 @@ class JobSubmitSerializer(serializers.Serializer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["kind"].choices = public_kinds()  # registered by the apps' ready()
+
+
+class JobFilterSerializer(serializers.Serializer):
+    """The job list's filters, each one value."""
+
+    status = serializers.ChoiceField(choices=Job.Status.choices, required=False)
+    kind = serializers.CharField(required=False, max_length=32)
+    node = serializers.CharField(required=False, max_length=100, help_text="A node's name.")
+    avatar = serializers.IntegerField(
+        required=False, min_value=1, help_text="An avatar's id: its pipeline's jobs."
+    )
+
+
+MAX_LOG_PAGE = 10_000
+
+
+class JobLogQuerySerializer(serializers.Serializer):
+    after = serializers.IntegerField(
+        required=False, default=0, min_value=0, help_text="Lines after this one."
+    )
+    limit = serializers.IntegerField(
+        required=False,
+        default=MAX_LOG_PAGE,
+        min_value=1,
+        max_value=MAX_LOG_PAGE,
+        help_text="At most this many.",
+    )
 
 
 class JobLogSerializer(serializers.Serializer):

@@ -1,16 +1,23 @@
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
-from rest_framework.exceptions import ValidationError
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from core.query import query_params
+
 from ..selectors import job_log_lines, jobs_visible_to
 from ..services import job_cancel, job_submit_public
-from .serializers import JobLogSerializer, JobSerializer, JobSubmitSerializer
-
-MAX_LOG_PAGE = 10_000
+from .serializers import (
+    JobFilterSerializer,
+    JobLogQuerySerializer,
+    JobLogSerializer,
+    JobSerializer,
+    JobSubmitSerializer,
+)
 
 
 class PlainTextRenderer(BaseRenderer):
@@ -31,23 +38,17 @@ class JobViewSet(
 
     def get_queryset(self):
         jobs = jobs_visible_to(self.request.user)
-        for field in ("status", "kind"):
-            if value := self.request.query_params.get(field):
-                jobs = jobs.filter(**{field: value})
-        if node := self.request.query_params.get("node"):
-            jobs = jobs.filter(node__name=node)
-        if (avatar := self.request.query_params.get("avatar", "")).isdigit():
-            jobs = jobs.filter(avatar_id=int(avatar))
+        if self.action != "list":
+            return jobs
+        filters = query_params(self.request, JobFilterSerializer)
+        for field in ("status", "kind", "avatar"):
+            if field in filters:
+                jobs = jobs.filter(**{field: filters[field]})
+        if "node" in filters:
+            jobs = jobs.filter(node__name=filters["node"])
         return jobs
 
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, description="queued, running, succeeded, failed or canceled"),
-            OpenApiParameter("kind", str),
-            OpenApiParameter("node", str, description="node name"),
-            OpenApiParameter("avatar", int, description="avatar id: its pipeline's jobs"),
-        ]
-    )
+    @extend_schema(parameters=[JobFilterSerializer])
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
@@ -72,13 +73,13 @@ class JobViewSet(
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", int, description="return lines after this line number (default 0)"),
-            OpenApiParameter(
-                "limit", int, description=f"at most this many lines (default and max {MAX_LOG_PAGE})"
-            ),
-            OpenApiParameter("format", str, description="'txt' for the whole log as text/plain"),
+            JobLogQuerySerializer,
+            OpenApiParameter("format", str, enum=["json", "txt"], description="'txt': the whole log as text"),
         ],
-        responses=JobLogSerializer,
+        responses={
+            (200, "application/json"): JobLogSerializer,
+            (200, "text/plain"): OpenApiTypes.STR,
+        },
     )
     @action(
         detail=True,
@@ -88,11 +89,10 @@ class JobViewSet(
     def log(self, request, pk=None):
         job = self.get_object()
         if request.accepted_renderer.format == PlainTextRenderer.format:
-            return Response("\n".join(job_log_lines(job)))
-        try:
-            after = max(0, int(request.query_params.get("after", 0)))
-            limit = min(MAX_LOG_PAGE, max(1, int(request.query_params.get("limit", MAX_LOG_PAGE))))
-        except ValueError:
-            raise ValidationError({"detail": "after and limit must be whole numbers."}) from None
+            # A plain response: DRF drops the Content-Type of an empty body, and an empty log is a log.
+            text = "\n".join(job_log_lines(job))
+            return HttpResponse(text.encode(), content_type="text/plain; charset=utf-8")
+        page = query_params(request, JobLogQuerySerializer)
+        after, limit = page["after"], page["limit"]
         lines = job_log_lines(job, after=after, limit=limit)
         return Response({"first": after + 1, "lines": lines, "total": job.log_line_count})

@@ -32,7 +32,9 @@ class VideoSerializer(serializers.ModelSerializer):
 
     def get_urls(self, video) -> dict:
         base = f"/videos/{video.pk}"
-        urls = {"page": f"{base}/", "audio": f"{base}/media/audio/", "job": f"/api/jobs/{video.job_id}/"}
+        urls = {"page": f"{base}/", "audio": f"{base}/media/audio/"}
+        if video.job_id is not None:
+            urls["job"] = f"/api/jobs/{video.job_id}/"
         if video.is_done:
             urls |= {"video": f"{base}/media/video/", "poster": f"{base}/media/poster/",
                      "download": f"{base}/media/video/?download=1"}  # fmt: skip
