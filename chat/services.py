@@ -12,6 +12,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.quotas import quota_check_storage
 from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import unique_slug, upload_on_disk
@@ -55,6 +56,7 @@ def voice_create(
     language = _check_language(language, blank_ok=False)
     if Voice.objects.filter(owner=owner, name=name).exists():
         raise ServiceError(f"You already have a voice named {name!r}: choose another name.")
+    quota_check_storage(owner=owner, adding_bytes=recording.size)
 
     slug = unique_slug(name, "voice")
     folder = Path(settings.MEDIA_ROOT) / "voices" / slug

@@ -231,3 +231,14 @@ def test_closed_signup_creates_no_one(client, settings, db):
     assert client.get("/accounts/signup/").status_code == 403
     assert signup(client).status_code == 403
     assert not User.objects.filter(username="carol").exists()
+
+
+def test_a_voice_upload_past_the_storage_limit_is_refused(alice, settings):
+    from chat.models import Voice
+    from chat.services import voice_create
+
+    settings.QUOTA_STORAGE_GB = 0
+    recording = SimpleUploadedFile("me.wav", b"RIFF" + b"0" * 2000)
+    with pytest.raises(ServiceError, match="Storage: you use 0.00 GB of your 0.00 GB"):
+        voice_create(owner=alice, name="Me", recording=recording, consent=True)
+    assert not Voice.objects.exists()
