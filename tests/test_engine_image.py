@@ -3,8 +3,8 @@
 There is no Docker engine on the dev machines, so the Dockerfile is read statically, the way BuildKit
 would, and held to what the folder provides. Everything else runs for real: evaluate.py on a synthetic
 dataset (checked against the seed's definition computed with OpenCV and scikit-image), the CLI in
-TEST_MODE and against a stand-in ``docker`` that plays the engine's part on the mounted folders, the
-weights check and the patch script on stand-in files.
+TEST_MODE and against a stand-in ``docker`` that plays the engine's part on the mounted folders, and the
+weights check on stand-in files. The patch script is tested on upstream's lines in test_engine_patches.py.
 """
 
 from __future__ import annotations
@@ -967,126 +967,7 @@ def test_install_weights_accepts_a_file_matching_its_hash_prefix(tmp_path):
     ]
 
 
-# --- the engine patches --------------------------------------------------------------------------------
-
-# Stand-ins for the two upstream files, shaped as spec/engines.md describes them (the anchors the patch
-# script looks for, inside code of our own).
-DEEPSPEECH_STANDIN = """\
-import numpy as np
-
-
-def to_16k(audio, audio_sample_rate, target_sample_rate=16000):
-    if audio_sample_rate != target_sample_rate:
-        resampled_audio = resample(
-            x=audio.astype(np.float),
-            sr_orig=audio_sample_rate,
-            sr_new=target_sample_rate)
-    else:
-        resampled_audio = audio.astype(np.float)
-    return resampled_audio
-
-
-def resample(x, sr_orig, sr_new):
-    return x
-"""
-READERS_STANDIN = """\
-def cameras(frames, aud_features, custom_aud=None):
-    if custom_aud:
-        auds = aud_features
-    else:    
-        auds = [aud_features[min(frame['aud_id'], aud_features.shape[0] - 1)] for frame in frames]
-    return frames, auds
-
-
-def dataset_info(path, custom_aud=None):
-    if custom_aud:
-        aud_features = path
-    return custom_aud
-"""  # noqa: W291  (upstream's `else:` has trailing spaces)
-
-
-def standin_checkout(folder: Path) -> Path:
-    (folder / "data_utils" / "deepspeech_features").mkdir(parents=True)
-    (folder / "scene").mkdir()
-    (folder / "data_utils/deepspeech_features/deepspeech_features.py").write_text(DEEPSPEECH_STANDIN)
-    (folder / "scene/talking_dataset_readers.py").write_text(READERS_STANDIN)
-    return folder
-
-
-def run_patcher(checkout: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PATCHER), str(checkout)], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_patches_apply_and_the_patched_code_works(tmp_path, capsys):
-    checkout = standin_checkout(tmp_path / "gt")
-    result = run_patcher(checkout)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == [
-        "patched:",
-        "deepspeech-np-float",
-        "patched:",
-        "custom-audio-frame-clamp",
-    ]
-
-    deepspeech = (checkout / "data_utils/deepspeech_features/deepspeech_features.py").read_text()
-    assert deepspeech.count("audio.astype(np.float32)") == 2 and not re.search(
-        r"np\.float\b(?!\d)", deepspeech
-    )
-    namespace: dict = {}
-    exec(compile(deepspeech, "deepspeech_features.py", "exec"), namespace)
-    assert (
-        namespace["to_16k"](np.array([1, 2], dtype=np.int16), 16000).dtype == np.float32
-    )  # np.float → error
-
-    readers = (checkout / "scene/talking_dataset_readers.py").read_text()
-    namespace = {}
-    exec(compile(readers, "talking_dataset_readers.py", "exec"), namespace)
-    audio = np.zeros((3, 29, 16))
-    frames, _ = namespace["cameras"]([{"aud_id": i} for i in range(10)], audio, custom_aud="x.npy")
-    assert len(frames) == 3  # clamped to the audio's frame count
-    assert (
-        "[INFO] Custom audio mode: limiting render frames to 3 (audio length: 3)" in capsys.readouterr().out
-    )
-    frames, _ = namespace["cameras"]([{"aud_id": i} for i in range(2)], audio, custom_aud="x.npy")
-    assert len(frames) == 2  # shorter pose sequences are left alone
-    frames, _ = namespace["cameras"]([{"aud_id": i} for i in range(10)], audio)
-    assert len(frames) == 10  # training and test sets are not touched
-
-    again = run_patcher(checkout)  # a second run is refused, and changes nothing
-    assert again.returncode == 1 and "patch failed" in again.stderr
-    assert (checkout / "scene/talking_dataset_readers.py").read_text() == readers
-
-
-@pytest.mark.parametrize(
-    "path, text, anchor",
-    [
-        (
-            "data_utils/deepspeech_features/deepspeech_features.py",
-            DEEPSPEECH_STANDIN.replace("np.float)", "float)"),
-            "x=audio.astype(np.float),",
-        ),
-        (
-            "scene/talking_dataset_readers.py",
-            READERS_STANDIN.replace("auds = aud_features\n", "auds = list(aud_features)\n"),
-            "auds = aud_features",
-        ),
-        ("scene/talking_dataset_readers.py", READERS_STANDIN + READERS_STANDIN.split("\n\n\n")[0], "found 2"),
-    ],
-)
-def test_patch_anchor_mismatch_fails_the_build_and_writes_nothing(tmp_path, path, text, anchor):
-    checkout = standin_checkout(tmp_path / "gt")
-    (checkout / path).write_text(text)
-    before = {p: p.read_text() for p in checkout.rglob("*.py")}
-    result = run_patcher(checkout)
-    assert result.returncode == 1
-    assert path in result.stderr and anchor in result.stderr
-    assert {p: p.read_text() for p in checkout.rglob("*.py")} == before
-
-    (checkout / path).unlink()
-    missing = run_patcher(checkout)
-    assert missing.returncode == 1 and f"{path}: not found" in missing.stderr
+# --- the engine patches: tests/test_engine_patches.py runs them on upstream's own lines -------------------
 
 
 # --- the entrypoint ------------------------------------------------------------------------------------

@@ -1,146 +1,156 @@
 #!/usr/bin/env python3
-"""Apply the engine fixes to a GaussianTalker checkout, or fail the build.
+"""Apply an engine's fixes (``edits.py`` beside this script) to a checkout of its repository, or fail.
 
-    python3 apply_patches.py /GaussianTalker
+    python3 apply_patches.py CHECKOUT
 
-Each fix is an exact replacement checked against the text it expects (spec/engines.md describes the
-upstream code at the pinned commit 8ec613b). If an anchor is missing or found more than once, nothing
-is written and the script exits 1 naming the file and the anchor: a different upstream revision fails
-the build loudly instead of being half patched. After patching, each file is checked for the result.
+Each edit replaces a block of whole lines, quoted exactly as upstream has them at the pinned commit (with
+the ``file:line`` it was read at), by the fixed block. For every edit of every file:
 
-1. np.float → np.float32 in the DeepSpeech feature extraction. ``np.float`` was removed in numpy 1.24;
-   upstream casts the samples with it (spec §1.4, GaussianTalker PR #80, SyncTalk #117).
-2. Custom-audio rendering renders no more frames than the driving audio has. Upstream renders the whole
-   val pose sequence whatever the audio length (spec §1.6); the seed, like the open PR #80, cuts the
-   frame list to the audio's frame count and says so:
-   ``[INFO] Custom audio mode: limiting render frames to N (audio length: M)``.
+- the fixed block is there once and the upstream block is not: already applied, nothing to do;
+- else the upstream block is there exactly once: it is replaced;
+- else the build stops: the script exits 1 naming the file, the upstream line and the anchor, and writes
+  nothing at all (every file is patched in memory first). A different upstream revision fails loudly
+  instead of being half patched.
+
+So a second run changes nothing and exits 0. This file is the same for every engine image (a test keeps
+the copies identical); only ``edits.py`` differs. Standard library only: it runs before anything else is
+installed.
 """
 
 from __future__ import annotations
 
-import re
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-MARKER = "Talkforge patch"
-
 
 @dataclass(frozen=True)
-class Replacement:
-    """Replace ``pattern`` (a regular expression, MULTILINE) by ``replacement``, exactly ``count`` times."""
+class Edit:
+    """Replace the whole lines ``upstream`` (read at ``cites``, e.g. ``path.py:144``) by ``fixed``."""
 
-    pattern: str
-    replacement: str
-    count: int
-    describes: str
+    cites: str
+    upstream: str
+    fixed: str
 
 
 @dataclass(frozen=True)
 class Patch:
     name: str
     path: str  # relative to the checkout
-    replacements: tuple[Replacement, ...]
-    forbidden_after: str  # a regular expression that must not match the patched file
-    required_after: str  # one that must
-
-
-PATCHES = (
-    Patch(
-        name="deepspeech-np-float",
-        path="data_utils/deepspeech_features/deepspeech_features.py",
-        replacements=(
-            Replacement(
-                pattern=r"x=audio\.astype\(np\.float\),",
-                replacement="x=audio.astype(np.float32),",
-                count=1,
-                describes="resampy input cast: x=audio.astype(np.float),",
-            ),
-            Replacement(
-                pattern=r"resampled_audio = audio\.astype\(np\.float\)$",
-                replacement="resampled_audio = audio.astype(np.float32)",
-                count=1,
-                describes="16 kHz branch: resampled_audio = audio.astype(np.float)",
-            ),
-        ),
-        forbidden_after=r"\bnp\.float\b(?!\d)",
-        required_after=r"audio\.astype\(np\.float32\)",
-    ),
-    Patch(
-        name="custom-audio-frame-clamp",
-        path="scene/talking_dataset_readers.py",
-        replacements=(
-            Replacement(
-                pattern=(
-                    r"^(?P<outer>[ \t]*)if custom_aud:[ \t]*\n"
-                    r"(?P<inner>[ \t]+)auds = aud_features[ \t]*\n"
-                ),
-                replacement=(
-                    r"\g<outer>if custom_aud:\n"
-                    r"\g<inner>auds = aud_features\n"
-                    rf"\g<inner># {MARKER} (GaussianTalker PR #80): no more frames than the audio has.\n"
-                    r"\g<inner>frames = frames[:min(len(frames), aud_features.shape[0])]\n"
-                    r"\g<inner>print(f'[INFO] Custom audio mode: limiting render frames to {len(frames)} "
-                    r"(audio length: {aud_features.shape[0]})')\n"
-                ),
-                count=1,
-                describes="readCamerasFromTracksTransforms: `if custom_aud:` then `auds = aud_features`",
-            ),
-        ),
-        forbidden_after=r"(?!)",  # nothing to forbid
-        required_after=r"Custom audio mode: limiting render frames to",
-    ),
-)
+    edits: tuple[Edit, ...]
 
 
 class PatchError(Exception):
     pass
 
 
-def patched_text(patch: Patch, text: str) -> str:
-    for replacement in patch.replacements:
-        found = len(re.findall(replacement.pattern, text, flags=re.MULTILINE))
-        if found != replacement.count:
+def _lines(block: str) -> str:
+    return block if block.endswith("\n") else block + "\n"
+
+
+def occurrences(text: str, block: str) -> int:
+    """How many times ``block`` (whole lines) occurs in ``text`` starting at the beginning of a line."""
+    block, count, start = _lines(block), 0, 0
+    while (found := text.find(block, start)) != -1:
+        if found == 0 or text[found - 1] == "\n":
+            count += 1
+        start = found + 1
+    return count
+
+
+def _replace_once(text: str, block: str, replacement: str) -> str:
+    block, start = _lines(block), 0
+    while (found := text.find(block, start)) != -1:
+        if found == 0 or text[found - 1] == "\n":
+            return text[:found] + _lines(replacement) + text[found + len(block) :]
+        start = found + 1
+    raise AssertionError("counted once, not found")  # pragma: no cover
+
+
+def _block(lines: tuple[str, ...]) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _anchor(edit: Edit) -> str:
+    return " / ".join(line.strip() for line in edit.upstream.strip("\n").splitlines())
+
+
+def patch_text(patch: Patch, text: str) -> tuple[str, list[str]]:
+    """The patched text and, per edit, ``applied`` or ``already applied``; PatchError when an anchor is
+    missing or ambiguous."""
+    states = []
+    for edit in patch.edits:
+        fixed_count = occurrences(text, edit.fixed)
+        upstream_count = occurrences(text, edit.upstream)
+        # The fixed block may contain the upstream one (an insertion after it): count it out.
+        upstream_in_fixed = occurrences(_lines(edit.fixed), edit.upstream)
+        if fixed_count == 1 and upstream_count == upstream_in_fixed:
+            states.append("already applied")
+            continue
+        if upstream_count != 1:
             raise PatchError(
-                f"{patch.path}: expected {replacement.count} match(es) of the anchor "
-                f"[{replacement.describes}], found {found}. The upstream code differs from the pinned "
-                "revision: check GAUSSIANTALKER_COMMIT or update docker/engines/gaussiantalker/patches."
+                f"{patch.path}: the anchor of {edit.cites} [{_anchor(edit)}] occurs {upstream_count} times, "
+                "expected exactly once. The checkout differs from the pinned upstream revision: check the "
+                "commit the Dockerfile checks out, or update patches/edits.py against it."
             )
-        text = re.sub(replacement.pattern, replacement.replacement, text, flags=re.MULTILINE)
-    if re.search(patch.forbidden_after, text, flags=re.MULTILINE):
-        raise PatchError(f"{patch.path}: after patching, the file still matches {patch.forbidden_after!r}")
-    if not re.search(patch.required_after, text, flags=re.MULTILINE):
-        raise PatchError(f"{patch.path}: after patching, {patch.required_after!r} is absent")
-    return text
+        text = _replace_once(text, edit.upstream, edit.fixed)
+        states.append("applied")
+    return text, states
 
 
-def apply(root: Path) -> list[str]:
-    """Patch every file in memory first, then write them all: a failure leaves the checkout untouched."""
-    results = []
-    for patch in PATCHES:
+def load_patches(folder: Path) -> tuple[Patch, ...]:
+    """``PATCHES`` of ``edits.py`` in ``folder``: (name, path, ((cites, upstream lines, fixed lines), …)), …
+    with each block given as a tuple of lines without their line ends."""
+    spec = importlib.util.spec_from_file_location("engine_edits", folder / "edits.py")
+    if spec is None or spec.loader is None:
+        raise PatchError(f"{folder / 'edits.py'}: cannot be loaded")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tuple(
+        Patch(
+            name=name,
+            path=path,
+            edits=tuple(Edit(cites, _block(old), _block(new)) for cites, old, new in edits),
+        )
+        for name, path, edits in module.PATCHES
+    )
+
+
+def apply(root: Path, patches: tuple[Patch, ...]) -> list[str]:
+    """Patch every file in memory first, then write the changed ones: a failure leaves the checkout as it
+    was. Returns one report line per patch."""
+    results, report = [], []
+    for patch in patches:
         path = root / patch.path
         if not path.is_file():
             raise PatchError(f"{patch.path}: not found under {root}")
-        original = path.read_text(encoding="utf-8")
-        if MARKER in original or "limiting render frames to" in original:
-            raise PatchError(f"{patch.path}: already patched (or upstream changed): refusing to patch twice")
-        results.append((path, patched_text(patch, original)))
+        original = path.read_bytes().decode("utf-8")
+        # Anchors are written with "\n"; a file with Windows line ends (GaussianTalker's
+        # deepspeech_features.py has them) is matched with "\n" and written back with "\r\n".
+        crlf = original.count("\r\n") == original.count("\n") > 0
+        text, states = patch_text(patch, original.replace("\r\n", "\n") if crlf else original)
+        if crlf:
+            text = text.replace("\n", "\r\n")
+        if text != original:
+            results.append((path, text))
+        state = "already applied" if set(states) == {"already applied"} else "patched"
+        report.append(f"{state}: {patch.name} ({patch.path}, {len(patch.edits)} edit(s))")
     for path, text in results:
-        path.write_text(text, encoding="utf-8")
-    return [patch.name for patch in PATCHES]
+        path.write_bytes(text.encode("utf-8"))
+    return report
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: apply_patches.py GAUSSIANTALKER_CHECKOUT", file=sys.stderr)
+        print("usage: apply_patches.py CHECKOUT", file=sys.stderr)
         return 2
     try:
-        names = apply(Path(argv[0]))
+        report = apply(Path(argv[0]), load_patches(Path(__file__).resolve().parent))
     except PatchError as error:
         print(f"patch failed: {error}", file=sys.stderr)
         return 1
-    for name in names:
-        print(f"patched: {name}")
+    print("\n".join(report))
     return 0
 
 
