@@ -6,6 +6,25 @@ from dataclasses import dataclass, field
 
 from .models import Gpu, Node
 
+# Containers run as the node's user, not as the image's: the engine writes into the mounted workdir, and
+# what it leaves there must belong to the account the platform reaches the node with (to read, move and
+# delete it later). The uid:gid is resolved on the node, by the shell that starts docker, at the moment it
+# starts (`id -u`, `id -g`): for an SSH node that is the remote account, which the platform could otherwise
+# only take from a probe that may be old or not yet run. The docker arguments reach this shell as its
+# positional parameters ("$@"), never pasted into the script, so nothing in them is read as shell syntax.
+# (Rootless Docker and userns-remap map uids themselves; there the node should use the bare runtime or a
+# rootful daemon.)
+DOCKER_AS_NODE_USER = (
+    'command -v docker >/dev/null 2>&1 || { echo "docker was not found on this node: install Docker with '
+    'the NVIDIA container toolkit, or switch the node to the bare runtime." >&2; exit 127; }; '
+    'uid=$(id -u) && gid=$(id -g) || exit 125; exec docker run --user "$uid:$gid" "$@"'
+)
+# The image's HOME belongs to the image's user; running as another uid, an engine could not write the
+# caches that torch, TensorFlow, matplotlib or Hugging Face keep there. /tmp is writable by every uid in
+# every image and private to the container (removed with it). Images that keep files under their HOME
+# link them into this one at start (docker/engines/*/README.md).
+CONTAINER_HOME = "/tmp"  # noqa: S108 - a path inside the container, private to it
+
 
 @dataclass(frozen=True)
 class Invocation:
@@ -29,11 +48,18 @@ def wrap(
 ) -> Invocation:
     """``argv`` as it must run on ``node`` pinned to ``gpu``.
 
-    Engines hard-code ``cuda:0``, so a GPU is chosen only by what the process can see:
-    ``CUDA_VISIBLE_DEVICES`` for bare runs, ``--gpus device=N`` for containers (spec §0)."""
+    Engines hard-code ``cuda:0`` (GaussianTalker utils/general_utils.py:139 ``torch.cuda.set_device(
+    torch.device("cuda:0"))``), so a GPU is chosen only by what the process can see:
+    ``CUDA_VISIBLE_DEVICES`` for bare runs, ``--gpus device=N`` for containers.
+
+    A container is started through ``sh -c`` as the node's user with ``HOME`` set to ``/tmp`` (see
+    ``DOCKER_AS_NODE_USER``): ``["sh", "-c", DOCKER_AS_NODE_USER, "docker-run", "--rm", …, IMAGE, *argv]``.
+    """
     env = dict(env or {})
     if node.runtime == Node.Runtime.DOCKER:
-        command = ["docker", "run", "--rm", "--name", name, "--init", "--ipc=host"]
+        env.setdefault("HOME", CONTAINER_HOME)
+        command = ["sh", "-c", DOCKER_AS_NODE_USER, "docker-run"]
+        command += ["--rm", "--name", name, "--init", "--ipc=host"]
         if gpu is not None and not gpu.is_cpu:
             command += ["--gpus", f"device={gpu.index}"]
         for mount in mounts:

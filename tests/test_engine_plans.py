@@ -12,6 +12,7 @@ from avatars.job_kinds import evaluate_plan, preprocess_plan, train_plan
 from avatars.models import Avatar, DatasetCopy
 from gpu_nodes.connections import LocalConnection
 from gpu_nodes.models import Gpu, Node
+from gpu_nodes.runtime import DOCKER_AS_NODE_USER
 from jobs.models import Job
 
 
@@ -40,10 +41,8 @@ def test_gaussiantalker_preprocessing_in_docker_runs_process_py_then_estimates_b
     job = make_job(alice, tmp_path, engine="gaussiantalker", kind="preprocess", runtime="docker")
     plan = preprocess_plan(job)
     argv = plan.invocation.argv
-    assert argv[:3] == ["docker", "run", "--rm"] and argv[argv.index("--gpus") :][:2] == [
-        "--gpus",
-        "device=1",
-    ]
+    assert argv[:5] == ["sh", "-c", DOCKER_AS_NODE_USER, "docker-run", "--rm"]  # as the node's user
+    assert argv[argv.index("--gpus") :][:2] == ["--gpus", "device=1"]
     assert argv[argv.index("-w") + 1] == "/GaussianTalker"
     assert "gaussiantalker:latest" in argv and "PYTHONUNBUFFERED=1" in argv
     work = tmp_path / "work"
@@ -143,7 +142,9 @@ def test_gaussiantalker_evaluation_runs_our_script_in_the_engine_container_next_
     plan = evaluate_plan(job)
     argv, work = plan.invocation.argv, tmp_path / "work"
     assert (
-        argv[:3] == ["docker", "run", "--rm"] and f"{work}:{work}" in argv and "gaussiantalker:latest" in argv
+        argv[:5] == ["sh", "-c", DOCKER_AS_NODE_USER, "docker-run", "--rm"]
+        and f"{work}:{work}" in argv
+        and "gaussiantalker:latest" in argv
     )
     shell = argv[-1]
     video = f"{work}/output/anna-gaus/test/ours_10000/renders/output_test_10000iter_renders.mov"

@@ -20,7 +20,7 @@ from gpu_nodes.connections import (
     _group_members,
 )
 from gpu_nodes.models import Gpu, Node
-from gpu_nodes.runtime import wrap
+from gpu_nodes.runtime import DOCKER_AS_NODE_USER, wrap
 from gpu_nodes.services import node_drain, node_probe, parse_nvidia_smi
 from tests.conftest import wait_for, write_fake_nvidia_smi
 
@@ -363,12 +363,13 @@ def test_wrap_for_docker_pins_the_gpu_names_the_container_and_mounts_the_workdir
         env={"WANDB_MODE": "disabled"},
     )
     argv = invocation.argv
-    assert argv[:3] == ["docker", "run", "--rm"]
+    # docker run through the node's shell, as the node's user (tests/test_runtime_docker.py runs it)
+    assert argv[:5] == ["sh", "-c", DOCKER_AS_NODE_USER, "docker-run", "--rm"]
     assert argv[argv.index("--gpus") + 1] == "device=1"
     assert argv[argv.index("--name") + 1] == "talkforge-job-7-1"
     assert argv[argv.index("-v") + 1] == "/srv/talkforge:/srv/talkforge"
     assert argv[argv.index("-w") + 1] == "/srv/talkforge/jobs/7"
-    assert argv[argv.index("-e") + 1] == "WANDB_MODE=disabled"
+    assert [argv[i + 1] for i, arg in enumerate(argv) if arg == "-e"] == ["HOME=/tmp", "WANDB_MODE=disabled"]
     image_at = argv.index("gaussiantalker:latest")
     assert argv[image_at + 1 :] == ["python", "train.py", "-s", "/srv/talkforge/data/obama"]
     assert invocation.container == "talkforge-job-7-1"
