@@ -544,6 +544,49 @@ def test_local_runtime_runs_steps_here_and_passes_programs_through(tmp_path, wor
     assert refused.returncode == 1 and "unknown command 'echo'" in refused.stderr
 
 
+def test_the_images_home_files_are_linked_into_the_home_of_the_run(tmp_path, workdir):
+    """Containers run as the node's user with HOME=/tmp (gpu_nodes/runtime.py): DeepSpeech's graph, which
+    upstream reads from ~/.tensorflow/models (extract_ds_features.py:98), must still be found there."""
+    image_home = tmp_path / "image-home"
+    graph = image_home / ".tensorflow" / "models" / "deepspeech-0_1_0-b90017e8.pb"
+    graph.parent.mkdir(parents=True)
+    graph.write_bytes(b"graph")
+    run_home, scratch = tmp_path / "run-home", tmp_path / "scratch"
+    run_home.mkdir()
+    scratch.mkdir()
+    local = {
+        "GT_RUNTIME": "local",
+        "GT_HOME": str(tmp_path),
+        "GT_IMAGE_HOME": str(image_home),
+        "TEST_MODE": "0",
+    }
+    script = 'exec cat -- "$HOME/.tensorflow/models/deepspeech-0_1_0-b90017e8.pb"'
+    result = run_cli(workdir, "sh", "-c", script, **local, HOME=str(run_home))
+    assert result.returncode == 0 and result.stdout == "graph", result.stderr
+    assert (run_home / ".tensorflow/models/deepspeech-0_1_0-b90017e8.pb").is_symlink()
+
+    # A HOME this user cannot write (the image's own, for another uid) is replaced by $TMPDIR.
+    result = run_cli(
+        workdir, "sh", "-c", 'printf %s "$HOME"', **local, HOME=str(tmp_path / "missing"), TMPDIR=str(scratch)
+    )
+    assert result.stdout == str(scratch)
+    assert (scratch / ".tensorflow/models/deepspeech-0_1_0-b90017e8.pb").read_bytes() == b"graph"
+
+    # In the image's own HOME nothing is linked.
+    result = run_cli(workdir, "sh", "-c", 'printf %s "$HOME"', **local, HOME=str(image_home))
+    assert result.stdout == str(image_home) and not graph.is_symlink()
+
+    # On a host, the CLI's containers get the same: the caller's uid and HOME=/tmp.
+    trained_model(workdir)
+    (workdir / "speech.wav").write_bytes(b"RIFF")
+    render = printed_commands(
+        run_cli(workdir, "infer", "--model_dir", "obama", "--audio_path", "speech.wav").stdout
+    )
+    options = docker_parts(render[-1])["options"]
+    assert options[options.index("--user") + 1] == f"{os.getuid()}:{os.getgid()}"
+    assert options[options.index("-e") + 1] == "HOME=/tmp"
+
+
 def test_shell_scripts_parse_and_pass_shellcheck():
     scripts = [CLI, INSTALL_WEIGHTS]
     for script in scripts:
@@ -574,7 +617,7 @@ while args[i] != "gaussiantalker:latest":
     if args[i] == "-v":
         host, container = args[i + 1].split(":")[:2]
         mounts[container] = host
-    i += 2 if args[i] in ("-v", "--user", "--gpus", "--ulimit") else 1
+    i += 2 if args[i] in ("-v", "-e", "--user", "--gpus", "--ulimit") else 1
 command = args[i + 1:]
 engine = Path(os.environ["FAKE_ENGINE_CODE"])
 behaviour = os.environ.get("FAKE_ENGINE", "ok")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PSNR and SSIM of a GaussianTalker render against the dataset's ground-truth frames.
 
-The seed's evaluate.py, fixed (spec §4):
+The seed's evaluate.py (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/evaluate.py), fixed:
 
 * GaussianTalker's transforms_val.json frames have no ``file_path``: each frame's ``img_id`` names its
   ground truth, ``gt_imgs/<img_id>.jpg`` (``<img_id:04d>.jpg`` is still accepted, as the seed did).

@@ -14,6 +14,14 @@
 # Nothing is ever downloaded: the image must run without network access.
 set -euo pipefail
 
+# Where upstream reads each (GaussianTalker 8ec613b):
+#   79999_iter.pth                data_utils/face_parsing/test.py:96 (--modelpath default; process.py:69 runs it)
+#   01_MorphableModel.mat         data_utils/face_tracking/convert_BFM.py:4 (run at build time, README.md:66-70)
+#   deepspeech-0_1_0-b90017e8.pb  data_utils/deepspeech_features/extract_ds_features.py:98 (~/.tensorflow/models),
+#                                 deepspeech_store.py:32
+#   resnet18-5c106cde.pth         data_utils/face_parsing/resnet.py:11 (model_zoo.load_url at :83)
+#   vgg16-397923af.pth            utils/loss_utils.py:74-77 (built at import by train.py:44)
+#   s3fd-619a316812.pth, 2DFAN4-cd938726ad.zip  face_alignment 1.4.1, built by data_utils/process.py:80-82
 # name|destination (under STAGE)|hash check (algorithm:prefix, or -)|where to get it
 REQUIRED=(
     "79999_iter.pth|gaussiantalker/data_utils/face_parsing|-|BiSeNet face parsing (face-parsing.PyTorch), as linked in GaussianTalker's README"
@@ -29,7 +37,8 @@ REQUIRED=(
 OPTIONAL=(
     "alexnet-owt-7be5be79.pth|torch/hub/checkpoints|sha256:7be5be79|download.pytorch.org/models/alexnet-owt-7be5be79.pth"
 )
-# Listed by the seed, but no GaussianTalker code reads them (spec §1.2): accepted and left out.
+# Listed by the seed, but no GaussianTalker code reads them (`git grep` at 8ec613b finds none): accepted and
+# left out.
 UNUSED=(epoch_20.pth resnet50-19c8e357.pth resnet50-0676ba61.pth resnet50.pth shape_predictor_68_face_landmarks.dat)
 
 if [[ $# -ne 2 ]]; then
@@ -122,7 +131,7 @@ for path in "$weights"/* "$weights"/.[!.]*; do
     name=${path##*/}
     for unused in "${UNUSED[@]}"; do
         if [[ $name == "$unused" ]]; then
-            echo "ignored $name: GaussianTalker does not use it (spec/engines.md §1.2)"
+            echo "ignored $name: GaussianTalker does not use it (no code at 8ec613b reads it)"
         fi
     done
     if [[ $known != *" $name "* ]]; then

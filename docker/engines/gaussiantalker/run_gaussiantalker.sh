@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
 # run_gaussiantalker.sh — GaussianTalker's command line: train | infer | evaluate | -h
 #
-# The seed's CLI (spec/engines.md §4), same subcommands, flags and defaults, with its defects fixed:
+# The seed's CLI (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/run_gaussiantalker.sh), same
+# subcommands, flags and defaults, with its defects fixed:
 #   * DeepSpeech features are extracted with `--input <wav> --output <npy>` (the seed passed positional
 #     paths, which upstream's argparse rejects);
-#   * custom audio is first converted to mono 16 kHz 16-bit PCM (spec §1.4);
+#   * custom audio is first converted to mono 16 kHz 16-bit PCM (upstream reads it with scipy's wavfile,
+#     keeps the first channel and casts the samples to int16: deepspeech_features.py:48-52, :150);
 #   * the result is upstream's real file, output/<name>/custom/ours_<iter>/renders/
-#     <P>_custom_<iter>iter_renders.mov with <P> the second-to-last component of --model_path (spec §1.6),
-#     not output.mp4;
-#   * --iterations takes effect: the --configs file overrides the flag (spec §1.5), so when the value
+#     <P>_custom_<iter>iter_renders.mov with <P> the second-to-last component of --model_path
+#     (render.py:139, `model_path.split("/")[-2]`), not output.mp4;
+#   * --iterations takes effect: the --configs file overrides the flag (train.py:395-399 merges it over
+#     the parsed arguments, utils/params_utils.py:1-9), so when the value
 #     differs from the config's, a derived config (the chosen one with OptimizationParams.iterations
 #     replaced, through mmcv's _base_ inheritance) is written next to the model and passed instead;
 #   * without --au_csv, OpenFace runs only if the image has it; otherwise training stops with a note to use
 #     Talkforge's EAR blink estimate (avatars/aucsv.py) as --au_csv;
 #   * `--gpu` accepts only CPU or GPU<n> (the seed silently used GPU 0 for anything else);
-#   * containers get a large /dev/shm and open-file limit (the loaders run 32 workers);
-#   * process.py's exit status says nothing (spec §0): its outputs are checked before training;
+#   * containers get a large /dev/shm and open-file limit (the loaders run 32 workers: train.py:84, :87,
+#     :130, render.py:58);
+#   * process.py's exit status says nothing (its stages run through os.system and go on after a failure,
+#     data_utils/process.py:24 and on): its outputs are checked before training;
 #   * infer renders with the config the model was trained with (recorded at training), not always
 #     64_dim_1_transformer.py;
 #   * evaluate mounts its inputs read-only and passes the container's paths (the seed mounted the whole
@@ -39,11 +44,32 @@ TEST_MODE=${TEST_MODE:-0}
 SHM_SIZE=${GT_SHM_SIZE:-16g}
 NAME_RE='^[A-Za-z0-9_-]+$'
 DEFAULT_CONFIG=arguments/64_dim_1_transformer.py
-# OptimizationParams.iterations of the configs shipped at the pinned commit (spec §1.5).
+# OptimizationParams.iterations of the configs shipped at 8ec613b: arguments/64_dim_1_transformer.py:32,
+# arguments/64_dim_2_transformer.py:33.
 declare -A CONFIG_ITERATIONS=(
     [arguments/64_dim_1_transformer.py]=10000
     [arguments/64_dim_2_transformer.py]=10000
 )
+
+# The image keeps DeepSpeech's graph where upstream reads it, ~/.tensorflow/models (extract_ds_features.py:98
+# sets '~/.tensorflow/models/deepspeech-0_1_0-b90017e8.pb'; deepspeech_store.py:16 downloads there when it is
+# missing), under the image's HOME, /home/gaussiantalker. Talkforge runs containers as the node's user with
+# HOME=/tmp (gpu_nodes/runtime.py), and so does this CLI: so the files of the image's HOME are linked into
+# the HOME of the run first. A HOME this user cannot write becomes $TMPDIR (/tmp).
+link_image_home() {
+    local seed=${GT_IMAGE_HOME:-/home/gaussiantalker} file relative
+    [[ -d $seed ]] || return 0
+    if [[ -z ${HOME:-} || ! -w $HOME ]]; then
+        export HOME=${TMPDIR:-/tmp}
+    fi
+    [[ $HOME -ef $seed ]] && return 0
+    while IFS= read -r -d '' file; do
+        relative=${file#"$seed"/}
+        [[ -e $HOME/$relative ]] && continue
+        mkdir -p "$HOME/$(dirname -- "$relative")"
+        ln -s "$file" "$HOME/$relative"
+    done < <(find "$seed" -type f -print0)
+}
 
 case $RUNTIME in
     docker)
@@ -54,6 +80,7 @@ case $RUNTIME in
         WORKSPACE=${GT_HOME:-/GaussianTalker}
         GT_DIR=$WORKSPACE
         export PYTHONUNBUFFERED=1
+        link_image_home
         ;;
     *)
         echo "error: GT_RUNTIME must be docker or local, not '$RUNTIME'" >&2
@@ -216,7 +243,9 @@ engine_run() {
     shift
     local argv
     if [[ $RUNTIME == docker ]]; then
-        argv=(docker run --rm --user "$(id -u):$(id -g)" --shm-size="$SHM_SIZE" --ulimit nofile=65535:65535)
+        # As the caller (data/ and output/ stay theirs), HOME in the container's /tmp (link_image_home).
+        argv=(docker run --rm --user "$(id -u):$(id -g)" -e HOME=/tmp --shm-size="$SHM_SIZE"
+            --ulimit nofile=65535:65535)
         if ((use_gpu)); then argv+=("${GPU_DOCKER[@]}"); fi
         argv+=("${mounts[@]}" "$IMAGE" "$@")
     else
@@ -235,7 +264,9 @@ engine_run() {
     fi
 }
 
-latest_iteration() { # latest_iteration MODEL_DIR → the highest N of point_cloud/iteration_N
+# latest_iteration MODEL_DIR → the highest N of point_cloud/iteration_N (the fine stage's saves,
+# scene/__init__.py:91; coarse saves are point_cloud/coarse_iteration_N, :88, and never rendered).
+latest_iteration() {
     local best=-1 dir n
     for dir in "$1"/point_cloud/iteration_*; do
         n=${dir##*_}
@@ -244,7 +275,7 @@ latest_iteration() { # latest_iteration MODEL_DIR → the highest N of point_clo
     ((best >= 0)) && echo "$best"
 }
 
-check_au_csv() { # the header must have OpenFace's ' AU45_r' (leading space), spec §1.3
+check_au_csv() { # the header must have OpenFace's ' AU45_r' (leading space): talking_dataset_readers.py:360
     local header columns column
     IFS= read -r header <"$1" || true
     header=${header%$'\r'}
@@ -261,7 +292,10 @@ check_au_csv() { # the header must have OpenFace's ' AU45_r' (leading space), sp
     die "$1 has no ' AU45_r' column: it must be OpenFace FeatureExtraction's CSV"
 }
 
-check_preprocessed() { # process.py goes on after a failing stage (spec §0): check what training reads
+# process.py goes on after a failing stage (os.system, data_utils/process.py:24): check what training reads:
+# aud_ds.npy (talking_dataset_readers.py:345, copied from aud.npy by process.py:53), bc.jpg (:230),
+# track_params.pt (:364), transforms_train/val.json (:368, :370), and the folders process.py:390-393 names.
+check_preprocessed() {
     local dir=$1 missing=() item
     for item in aud.wav aud_ds.npy bc.jpg track_params.pt transforms_train.json transforms_val.json; do
         [[ -s $dir/$item ]] || missing+=("$item")
@@ -323,6 +357,7 @@ train() {
     echo "  gpu: $gpu, iterations: $iterations, config: $config"
 
     echo "===== step 1: preprocessing (data_utils/process.py) ====="
+    # README.md:72; process.py:381 takes the video's path, outputs go next to it (:389-393).
     engine_run --gpu --mount "$HOST_DATA:$C_DATA" -- \
         python data_utils/process.py "$C_DATA/$name/$name.$ext"
     if [[ $TEST_MODE != 1 ]]; then
@@ -342,11 +377,11 @@ train() {
 
     local configs=$config known=${CONFIG_ITERATIONS[${config#./}]:-}
     if [[ $known != "$iterations" ]]; then
-        # --configs overrides --iterations (spec §1.5): write the chosen config with the requested value.
+        # --configs overrides --iterations (train.py:395-399): write the chosen config with the requested value.
         local derived_name="config_iterations_$iterations.py"
         cat >"$out_dir/$derived_name" <<EOF
 # Written by run_gaussiantalker.sh: $config with OptimizationParams.iterations = $iterations.
-# train.py's --configs file overrides its --iterations flag (spec/engines.md §1.5), so the value goes here.
+# train.py's --configs file overrides its --iterations flag (train.py:395-399), so the value goes here.
 # mmcv loads _base_ first and merges this file's dicts into it: everything else is the chosen config.
 _base_ = "$(config_path "$config")"
 OptimizationParams = dict(iterations=$iterations)
@@ -361,6 +396,7 @@ EOF
     echo "$config" >"$out_dir/train_config.txt" # infer renders with the same architecture
 
     echo "===== step 3: training (train.py) ====="
+    # README.md:122 (train.py -s … --model_path … --configs …); train.py:391 --configs.
     engine_run --gpu --mount "$HOST_DATA:$C_DATA" --mount "$HOST_OUTPUT:$C_OUTPUT" -- \
         python train.py -s "$C_DATA/$name" --model_path "$C_OUTPUT/$name" --configs "$configs" \
         --iterations "$iterations"
@@ -398,6 +434,7 @@ infer() {
     local data_dir=$HOST_DATA/$name out_dir=$HOST_OUTPUT/$name
     [[ -d $data_dir ]] || die "no dataset $data_dir: train '$name' first"
     [[ -d $out_dir ]] || die "no model $out_dir: train '$name' first"
+    # cfg_args: written by train.py:298, read back by render.py through arguments/__init__.py:171.
     [[ -f $out_dir/cfg_args ]] || die "$out_dir has no cfg_args (train.py writes it; render.py needs it)"
     if [[ $iteration == -1 ]]; then
         iteration=$(latest_iteration "$out_dir") || die "$out_dir has no saved point_cloud/iteration_*"
@@ -420,7 +457,9 @@ infer() {
     cp -- "$audio_path" "$audio_dir/$stem.input"
 
     local model_path=$C_OUTPUT/$name prefix
-    prefix=$(basename -- "$(dirname -- "$model_path")") # render.py names files after model_path.split("/")[-2]
+    # render.py:49 writes <model_path>/custom/ours_<iteration>/renders/, and :139 names the video after
+    # model_path.split("/")[-2]: <P>_custom_<iteration>iter_renders.mov.
+    prefix=$(basename -- "$(dirname -- "$model_path")")
     local result=$out_dir/custom/ours_$iteration/renders/${prefix}_custom_${iteration}iter_renders.mov
 
     echo "GaussianTalker inference: $name speaking $(basename -- "$audio_path")"
@@ -432,6 +471,7 @@ infer() {
         -vn -ac 1 -ar 16000 -c:a pcm_s16le "$c_audio/$stem.wav"
 
     echo "===== step 2: DeepSpeech features ====="
+    # extract_ds_features.py:25 --input, :30 --output (the seed passed them positionally).
     engine_run --mount "$HOST_DATA:$C_DATA" -- \
         python data_utils/deepspeech_features/extract_ds_features.py \
         --input "$c_audio/$stem.wav" --output "$c_audio/$stem.npy"
@@ -440,6 +480,8 @@ infer() {
     fi
 
     echo "===== step 3: rendering (render.py) ====="
+    # README.md:139; render.py:214 --iteration, :220 --batch (required), :221-222 --custom_aud/--custom_wav
+    # (joined to -s, so relative to the dataset), :215-216 --skip_train/--skip_test.
     if [[ $TEST_MODE != 1 ]]; then
         rm -f -- "$result" # a stale result must not pass for this one
     fi
