@@ -67,7 +67,9 @@ EXCERPTS: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {
         "data_utils/blendshape_capture/main.py": ((27, 27),),
         "nerf_triplane/provider.py": ((174, 174), (197, 197)),
         "nerf_triplane/utils.py": ((489, 489), (539, 541), (695, 698)),
-        "README.md": ((89, 92),),
+        # the install steps the image follows, and the pretrained files it asks for
+        "README.md": ((51, 51), (59, 69), (83, 83), (89, 92), (98, 101)),
+        "requirements.txt": ((1, 31),),
     },
 }
 
