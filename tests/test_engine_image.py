@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from tests import upstream
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE = ROOT / "docker" / "engines" / "gaussiantalker"
 CLI = ENGINE / "run_gaussiantalker.sh"
@@ -928,6 +930,38 @@ def test_required_weights_are_checked_first_and_installed():
         assert f"`{name}`" in readme, f"README.md does not document {name}"
     for unused in ("epoch_20.pth", "shape_predictor_68_face_landmarks.dat"):
         assert unused in readme and unused in INSTALL_WEIGHTS.read_text()
+
+
+# Files a library fetches: the cited upstream line makes the call that fetches them, not names them.
+FETCHED_BY_CALL = {
+    "vgg16-397923af.pth": "torchvision.models.vgg16(",
+    "s3fd-619a316812.pth": "face_alignment.FaceAlignment(",
+    "2DFAN4-cd938726ad.zip": "face_alignment.FaceAlignment(",
+}
+
+
+@pytest.mark.parametrize("source", ["mirror", "fixtures"])
+def test_every_weight_cites_the_upstream_line_that_loads_it(source, monkeypatch, tmp_path):
+    """install_weights.sh names, for each file, where GaussianTalker 8ec613b reads it; each cited place
+    (from the mirror, or the excerpts in tests/fixtures/upstream/) names the file or makes the call."""
+    if source == "fixtures":
+        monkeypatch.setattr(upstream, "MIRROR", tmp_path / "no-mirror")
+    elif upstream.mirror_dir("gaussiantalker") is None:
+        pytest.skip(f"no mirror of GaussianTalker at {upstream.MIRROR}")
+    entries = re.findall(r'^    "([^"|]+)\|[^"]*\|([^|"]+)"$', INSTALL_WEIGHTS.read_text(), re.M)
+    assert {name for name, _ in entries} == set(REQUIRED_WEIGHTS) | {"alexnet-owt-7be5be79.pth"}
+    readme = (ENGINE / "README.md").read_text()
+    for name, citations in entries:
+        if citations == "-":  # the optional AlexNet: nothing at 8ec613b builds LPIPS(net='alex')
+            continue
+        for citation in citations.split(","):
+            path, _, lines = citation.rpartition(":")
+            first, _, last = lines.partition("-")
+            numbered = upstream.upstream_lines("gaussiantalker", path)
+            text = "\n".join(numbered[n] for n in range(int(first), int(last or first) + 1))
+            assert FETCHED_BY_CALL.get(name, name) in text, f"{citation} does not load {name}: {text!r}"
+        first_citation = citations.split(",")[0]
+        assert first_citation in readme or first_citation.rpartition("/")[2] in readme, (name, first_citation)
 
 
 def install_weights(source: Path, stage: Path, **env: str) -> subprocess.CompletedProcess:

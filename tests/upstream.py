@@ -46,6 +46,14 @@ EXCERPTS: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {
         # the custom-audio branch the frame clamp goes into, the loop it shortens, and the other
         # `if custom_aud:` (which must not match the anchor)
         "scene/talking_dataset_readers.py": ((223, 223), (237, 243), (374, 383)),
+        # where each pretrained file is read
+        "data_utils/face_parsing/test.py": ((96, 96),),
+        "data_utils/face_parsing/resnet.py": ((11, 11), (83, 83)),
+        "data_utils/face_tracking/convert_BFM.py": ((4, 4),),
+        "data_utils/deepspeech_features/extract_ds_features.py": ((98, 98),),
+        "data_utils/deepspeech_features/deepspeech_store.py": ((32, 33),),
+        "utils/loss_utils.py": ((74, 77),),
+        "data_utils/process.py": ((80, 82),),
     },
     "synctalk": {
         "data_utils/deepspeech_features/deepspeech_features.py": ((141, 153),),

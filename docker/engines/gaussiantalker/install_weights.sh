@@ -22,20 +22,21 @@ set -euo pipefail
 #   resnet18-5c106cde.pth         data_utils/face_parsing/resnet.py:11 (model_zoo.load_url at :83)
 #   vgg16-397923af.pth            utils/loss_utils.py:74-77 (built at import by train.py:44)
 #   s3fd-619a316812.pth, 2DFAN4-cd938726ad.zip  face_alignment 1.4.1, built by data_utils/process.py:80-82
-# name|destination (under STAGE)|hash check (algorithm:prefix, or -)|where to get it
+# name|destination (under STAGE)|hash check (algorithm:prefix, or -)|where to get it|where upstream reads it
+# (file:line or file:first-last, comma-separated; tests/test_engine_image.py checks each cited place)
 REQUIRED=(
-    "79999_iter.pth|gaussiantalker/data_utils/face_parsing|-|BiSeNet face parsing (face-parsing.PyTorch), as linked in GaussianTalker's README"
-    "01_MorphableModel.mat|gaussiantalker/data_utils/face_tracking/3DMM|-|Basel Face Model 2009 (faces.dmi.unibas.ch, licence required)"
-    "deepspeech-0_1_0-b90017e8.pb|home/.tensorflow/models|sha1:b90017e8|osmr/deepspeech_features release v0.0.1 (deepspeech-0_1_0-b90017e8.pb.zip, unzipped)"
-    "resnet18-5c106cde.pth|torch/hub/checkpoints|sha256:5c106cde|download.pytorch.org/models/resnet18-5c106cde.pth (face parsing backbone)"
-    "vgg16-397923af.pth|torch/hub/checkpoints|sha256:397923af|download.pytorch.org/models/vgg16-397923af.pth (train.py's VGG perceptual loss)"
-    "s3fd-619a316812.pth|torch/hub/checkpoints|-|face_alignment 1.4.1 face detector: adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth"
-    "2DFAN4-cd938726ad.zip|torch/hub/checkpoints|-|face_alignment 1.4.1 landmarks (torch 2.0): adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip"
+    "79999_iter.pth|gaussiantalker/data_utils/face_parsing|-|BiSeNet face parsing (face-parsing.PyTorch), as linked in GaussianTalker's README|data_utils/face_parsing/test.py:96"
+    "01_MorphableModel.mat|gaussiantalker/data_utils/face_tracking/3DMM|-|Basel Face Model 2009 (faces.dmi.unibas.ch, licence required)|data_utils/face_tracking/convert_BFM.py:4"
+    "deepspeech-0_1_0-b90017e8.pb|home/.tensorflow/models|sha1:b90017e8|osmr/deepspeech_features release v0.0.1 (deepspeech-0_1_0-b90017e8.pb.zip, unzipped)|data_utils/deepspeech_features/extract_ds_features.py:98,data_utils/deepspeech_features/deepspeech_store.py:32"
+    "resnet18-5c106cde.pth|torch/hub/checkpoints|sha256:5c106cde|download.pytorch.org/models/resnet18-5c106cde.pth (face parsing backbone)|data_utils/face_parsing/resnet.py:11"
+    "vgg16-397923af.pth|torch/hub/checkpoints|sha256:397923af|download.pytorch.org/models/vgg16-397923af.pth (train.py's VGG perceptual loss)|utils/loss_utils.py:74-77"
+    "s3fd-619a316812.pth|torch/hub/checkpoints|-|face_alignment 1.4.1 face detector: adrianbulat.com/downloads/python-fan/s3fd-619a316812.pth|data_utils/process.py:80-82"
+    "2DFAN4-cd938726ad.zip|torch/hub/checkpoints|-|face_alignment 1.4.1 landmarks (torch 2.0): adrianbulat.com/downloads/python-fan/2DFAN4-cd938726ad.zip|data_utils/process.py:80-82"
 )
 # Used only if present: LPIPS's AlexNet backbone (lpips is imported by train.py; its AlexNet weights are
 # fetched by torchvision the first time an LPIPS(net='alex') model is built).
 OPTIONAL=(
-    "alexnet-owt-7be5be79.pth|torch/hub/checkpoints|sha256:7be5be79|download.pytorch.org/models/alexnet-owt-7be5be79.pth"
+    "alexnet-owt-7be5be79.pth|torch/hub/checkpoints|sha256:7be5be79|download.pytorch.org/models/alexnet-owt-7be5be79.pth|-"
 )
 # Listed by the seed, but no GaussianTalker code reads them (`git grep` at 8ec613b finds none): accepted and
 # left out.
@@ -56,7 +57,7 @@ fi
 
 missing=()
 for entry in "${REQUIRED[@]}"; do
-    IFS='|' read -r name _ _ source <<<"$entry"
+    IFS='|' read -r name _ _ source _ <<<"$entry"
     if [[ ! -s "$weights/$name" ]]; then
         missing+=("  - $name  ($source)")
     fi
@@ -83,7 +84,7 @@ hash_ok() { # hash_ok FILE ALGORITHM:PREFIX
 
 install_entry() { # install_entry ENTRY
     local name destination
-    IFS='|' read -r name destination _ _ <<<"$1"
+    IFS='|' read -r name destination _ _ _ <<<"$1"
     mkdir -p "$stage/$destination"
     cp "$weights/$name" "$stage/$destination/$name"
     chmod 0644 "$stage/$destination/$name"
@@ -102,7 +103,7 @@ for entry in "${REQUIRED[@]}" "${OPTIONAL[@]}"; do
 done
 damaged=()
 for entry in "${present[@]}"; do
-    IFS='|' read -r name _ check _ <<<"$entry"
+    IFS='|' read -r name _ check _ _ <<<"$entry"
     hash_ok "$weights/$name" "$check" || damaged+=("  - $name (expected ${check})")
 done
 if ((${#damaged[@]})); then
