@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,6 +282,30 @@ class Bench:
             client.close()
 
 
+def sshd_sessions(listener_pid: int) -> list[int]:
+    """The per-connection sshd processes under the listener (``[priv]`` monitors and their session
+    children). Found by parentage: sshd's setproctitle overwrites its environment, so a run tag in it
+    cannot be found there."""
+    sshd = os.path.realpath(shutil.which("sshd") or "/usr/sbin/sshd")
+    children = defaultdict(list)
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/exe") != sshd:
+                continue
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                children[int(handle.read().rsplit(b")", 1)[1].split()[1])].append(int(entry))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, todo = [], list(children[listener_pid])
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children[pid])
+    return found
+
+
 def report(**fields) -> None:
     """The benchmark's last line: one JSON object."""
     print(json.dumps(fields), flush=True)
@@ -417,20 +442,12 @@ class LoopbackSSHD:
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _kill_connections(self) -> None:
-        """sshd's per-connection processes (their own sessions) carry the run tag in their environment."""
-        sshd = os.path.realpath(shutil.which("sshd") or "/usr/sbin/sshd")
-        needle = f"{RUN_TAG_VARIABLE}={self.bench.tag}".encode()
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                if os.readlink(f"/proc/{entry}/exe") != sshd:
-                    continue
-                with open(f"/proc/{entry}/environ", "rb") as handle:
-                    if needle in handle.read().split(b"\0"):
-                        os.kill(int(entry), signal.SIGKILL)
-            except (OSError, ValueError):
-                continue
+        """sshd's per-connection processes under this server's listener (found by parentage)."""
+        if self.server is None or getattr(self.server, "process", None) is None:
+            return
+        for pid in sshd_sessions(self.server.process.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
     @staticmethod
     def _kill_mentioning(needle: str) -> int:

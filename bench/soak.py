@@ -82,7 +82,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from _harness import Bench, LoopbackSSHD, log, percentile, report
+from _harness import Bench, LoopbackSSHD, log, percentile, report, sshd_sessions
 
 USERS = 5
 GPUS_PER_NODE = 2
@@ -178,30 +178,6 @@ def engine_scan(workdirs: dict[str, str]) -> list[tuple[str, str, int, int]]:
         gpu = next((item[21:].decode() for item in environ if item.startswith(b"CUDA_VISIBLE_DEVICES=")), "?")
         job_id, _, attempt = marker.decode().partition(".")
         found.append((node, gpu, int(job_id), int(attempt)))
-    return found
-
-
-def sshd_sessions(listener_pid: int) -> list[int]:
-    """The per-connection sshd processes under the listener (``[priv]`` monitors and their session
-    children). Found by parentage: sshd's setproctitle overwrites its environment, so the run tag that
-    ``LoopbackSSHD._kill_connections`` looks for is not there to find."""
-    sshd = os.path.realpath(shutil.which("sshd") or "/usr/sbin/sshd")
-    children = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            if os.readlink(f"/proc/{entry}/exe") != sshd:
-                continue
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                children[int(handle.read().rsplit(b")", 1)[1].split()[1])].append(int(entry))
-        except (OSError, IndexError, ValueError):
-            continue
-    found, todo = [], list(children[listener_pid])
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children[pid])
     return found
 
 

@@ -14,6 +14,7 @@ import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ class CommandNotFound(NodeError):
 
 class ConnectionLost(NodeError):
     """The connection to the node broke; what runs there may still be running."""
+
+
+class Unreachable(NodeError):
+    """The node could not be reached at all (refused, timed out, no route): nothing ran there."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,8 @@ INHERITED_NAMES = frozenset({
     # The docker CLI of a docker-runtime node needs them to reach its daemon; containers get none of them
     # (gpu_nodes/runtime.py passes only the invocation's variables with -e).
     "DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_CONFIG", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY",
+    # A benchmark's run tag (bench/_harness.py): its cleanup finds the engines it started by it. No secret.
+    "TALKFORGE_BENCH_RUN",
 })  # fmt: skip
 INHERITED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_")
 # Even under an allowed prefix, a name that says it holds a secret stays behind (NVIDIA_API_KEY, …).
@@ -271,11 +278,18 @@ class LocalConnection(NodeConnection):
 
     @staticmethod
     def _copy(source: Path, target: Path) -> None:
-        # Atomic on arrival: a reader never sees half a file under the final name.
+        # Atomic on arrival: a reader never sees half a file under the final name; the partial file is the
+        # writer's own (two workers may copy one file at once).
+        if not source.is_file():
+            raise NodeError(f"{source} does not exist on this machine.")
         target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.part")
-        shutil.copyfile(source, partial)
-        os.replace(partial, target)
+        partial = target.with_name(f".{target.name}.{os.getpid()}-{threading.get_native_id()}.part")
+        try:
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise NodeError(f"Could not copy {source} to {target}: {error}") from None
 
     def exists(self, path):
         return Path(path).exists()

@@ -142,27 +142,22 @@ def _node_facts(node: Node, connection) -> dict:
 
 @transaction.atomic
 def _node_record_probe(*, node: Node, readings: list[GpuReading], facts: dict) -> Node:
-    node = Node.objects.select_for_update().get(pk=node.pk)
+    # FOR NO KEY UPDATE, and plain UPDATEs of the slots: a job's row refers to its node and GPU, and
+    # PostgreSQL checks those (deferred) foreign keys with KEY SHARE locks when the job's transaction
+    # commits. FOR UPDATE conflicts with KEY SHARE, so a probe holding the node while a finishing job held
+    # its GPU deadlocked one of them (bench/soak.py found it); NO KEY UPDATE does not.
+    node = Node.objects.select_for_update(no_key=True).get(pk=node.pk)
     node.facts = facts
     seen = set()
-    for reading in readings:
-        Gpu.objects.update_or_create(
-            node=node,
-            index=reading.index,
-            defaults={
-                "name": reading.name,
-                "memory_total_mb": reading.memory_total_mb,
-                "memory_used_mb": reading.memory_used_mb,
-                "utilization_pct": reading.utilization_pct,
-                "present": True,
-            },
-        )
-        seen.add(reading.index)
-    if not readings:
-        Gpu.objects.update_or_create(
-            node=node, index=Gpu.CPU_INDEX, defaults={"name": "CPU", "present": True}
-        )
-        seen.add(Gpu.CPU_INDEX)
+    slots = [
+        (r.index, {"name": r.name, "memory_total_mb": r.memory_total_mb, "memory_used_mb": r.memory_used_mb,
+                   "utilization_pct": r.utilization_pct})
+        for r in readings
+    ] or [(Gpu.CPU_INDEX, {"name": "CPU"})]  # fmt: skip
+    for index, values in slots:
+        if not Gpu.objects.filter(node=node, index=index).update(present=True, **values):
+            Gpu.objects.create(node=node, index=index, present=True, **values)
+        seen.add(index)
     # Slots that disappeared stay as rows (jobs refer to them) but take no new work.
     node.gpus.exclude(index__in=seen).update(present=False)
     if node.status != Node.Status.DRAINING:
@@ -178,6 +173,18 @@ def _node_mark_offline(*, node: Node, error: str) -> Node:
     Node.objects.filter(pk=node.pk).update(status=Node.Status.OFFLINE, last_error=error[:2000])
     node.refresh_from_db()
     return node
+
+
+def node_mark_unreachable(*, node: Node, error: str) -> None:
+    """A job could not reach an online node: take it out of placement until a probe finds it back (a
+    draining or disabled node keeps its state)."""
+    marked = Node.objects.filter(pk=node.pk, status=Node.Status.ONLINE).update(
+        status=Node.Status.OFFLINE, last_error=error[:2000]
+    )
+    if marked:
+        logger.warning(
+            "node %s is unreachable, taken out of placement until a probe finds it: %s", node, error
+        )
 
 
 def nodes_probe_all() -> list[Node]:

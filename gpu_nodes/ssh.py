@@ -39,6 +39,7 @@ from .connections import (
     NodeConnection,
     NodeError,
     RunningProcess,
+    Unreachable,
 )
 from .models import Node
 
@@ -52,8 +53,15 @@ WINDOW_SIZE = 16 << 20
 MAX_PACKET = 1 << 17  # OpenSSH accepts packets up to 256 KiB; bigger packets mean fewer Python round trips
 
 
-class Unreachable(NodeError):
-    pass
+def upload_partial_path(remote_path: str, sha256: str) -> str:
+    """Where an upload of content ``sha256`` to ``remote_path`` grows until it is whole and renamed.
+
+    Two workers may send the same file at once (the first jobs on a fresh node both upload the demo engine):
+    each writes its own partial file, named after the content and the writer (host, process and thread),
+    and the last rename wins with identical bytes. A retry by the same writer resumes its partial file."""
+    directory, name = os.path.split(remote_path)
+    writer = f"{socket.gethostname()}-{os.getpid()}-{threading.get_native_id()}"
+    return f"{directory}/.{name}.{sha256[:12]}.{writer}.part"
 
 
 class AuthenticationFailed(NodeError):
@@ -384,6 +392,10 @@ class SSHConnection(NodeConnection):
                     break
                 chunks.append(data)
             status = channel.recv_exit_status()
+            if status == -1 and not channel.exit_status_ready():
+                # The server went away before telling the command's status (sshd stopped, session cut):
+                # the connection is lost, whatever the command did.
+                raise EOFError("the session ended without an exit status")
         except TimeoutError:
             raise NodeError(
                 f"A command on node {self.node.name} did not finish within {timeout:.0f} s."
@@ -472,8 +484,8 @@ class SSHConnection(NodeConnection):
         local_path = Path(local_path)
         size = local_path.stat().st_size
         directory, name = os.path.split(remote_path)
-        partial = f"{directory}/.{name}.part"
         local_hash = _sha256_file(local_path)
+        partial = upload_partial_path(remote_path, local_hash)
         if self._same_file_there(remote_path, size, local_hash):
             return  # already there, byte for byte (the demo engine's scripts, a dataset's video)
         self.make_dirs(directory)
@@ -489,7 +501,7 @@ class SSHConnection(NodeConnection):
             self._upload_from(local_path, partial, offset)
             if self._remote_sha256(partial, size) == local_hash:
                 result = self._exec(shlex.join(["mv", "-f", partial, remote_path]))
-                if result.returncode != 0:
+                if result.returncode != 0 and not self._same_file_there(remote_path, size, local_hash):
                     raise NodeError(f"Could not move {partial} into place: {result.output.strip()[:300]}")
                 return
             self._exec(shlex.join(["rm", "-f", partial]))

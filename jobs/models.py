@@ -71,6 +71,11 @@ class Job(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True, help_text="Latest figures the engine printed.")
     log_line_count = models.PositiveIntegerField(default=0)
+    # Set when the engine of an attempt has exited, before its outcome is settled (results checked and
+    # fetched). A worker lost after that point hands the job on to be settled again from the recorded exit
+    # code and log lines (from engine_log_from), without running the engine a second time.
+    engine_exit_code = models.IntegerField(null=True, blank=True)
+    engine_log_from = models.PositiveIntegerField(default=1, help_text="The ended attempt's first log line.")
     gpu_seconds = models.FloatField(
         default=0.0, help_text="Seconds this job held a GPU (set when it ends; counts against GPU hours)."
     )

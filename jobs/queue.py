@@ -44,6 +44,7 @@ def rq_state(rq_job_id) -> str | None:
         return None
 
 
+RQ_STARTED = JobStatus.STARTED
 RQ_ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 

@@ -73,7 +73,9 @@ def jobs_reconcile() -> ReconcileReport:
         if job.cancel_requested_at is not None:
             if services.job_finish(job=job, status=Job.Status.CANCELED, error=f"Canceled; {reason}."):
                 report.settled.append(job.pk)
-        elif job.attempts < job.max_attempts:
+        elif services.job_may_retry(job=job):
+            if job.engine_exit_code is not None:
+                reason += "; its engine had ended, so its results are settled again without rerunning it"
             if services.job_requeue(job=job, reason=reason):
                 report.requeued.append(job.pk)
         elif services.job_finish(
@@ -92,8 +94,10 @@ def jobs_reconcile() -> ReconcileReport:
         if state is None:
             queue.enqueue(job)
             report.reenqueued.append(job.pk)
-        elif state in queue.RQ_ENDED:
-            # RQ finished with it, yet it never ran: give it a fresh id and queue it again.
+        elif state in queue.RQ_ENDED or (state == queue.RQ_STARTED and job.placed_at < stale):
+            # RQ finished with it yet it never ran; or a worker took it and died before claiming it (a
+            # claim follows within milliseconds of RQ's "started"). Queue it again under a fresh id: the
+            # claim is conditional, so even a late first run cannot make it run twice.
             Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(rq_job_id=uuid.uuid4())
             job.refresh_from_db()
             queue.enqueue(job)

@@ -22,11 +22,13 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from avatars.engines.console import Update
-from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, connection_for
+from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unreachable, connection_for
+from gpu_nodes.services import node_mark_unreachable
 
 from . import events, services
 from .kinds import Plan, kind_spec
 from .models import Job, JobLogChunk
+from .selectors import job_log_lines
 from .streams import LineSplitter
 
 logger = logging.getLogger(__name__)
@@ -213,6 +215,8 @@ def _run_claimed(job: Job) -> str:
     try:
         plan = spec.plan(job)
         conn = connection_for(job.node)
+    except Unreachable as error:
+        return _not_started(job, error)
     except NodeError as error:
         services.job_finish(job=job, status=Job.Status.FAILED, error=f"Could not start: {error}")
         return "failed"
@@ -227,12 +231,16 @@ def _run_claimed(job: Job) -> str:
         return "failed"
     attempt = Attempt(job, plan, conn)
     try:
+        if job.engine_exit_code is not None:
+            return attempt.settle_ended()
         return attempt.run()
+    except NotStarted as error:
+        return _not_started(job, error.__cause__ or error)
     except ConnectionLost as error:
         # The node may still be running the engine: stop it over a fresh connection, then retry or fail.
         attempt.abandon()
         reason = f"the connection to node {job.node.name} was lost ({error})"
-        if job.attempts < job.max_attempts and services.job_requeue(job=job, reason=reason):
+        if services.job_may_retry(job=job) and services.job_requeue(job=job, reason=reason):
             return "requeued"
         error = (
             f"The job stopped because {reason}. Its processes on the node were stopped. "
@@ -254,11 +262,25 @@ def _run_claimed(job: Job) -> str:
         # leave nothing running on the node that no one watches, and let the job run again elsewhere.
         attempt.abandon()
         reason = "its worker was stopped"
-        if not (job.attempts < job.max_attempts and services.job_requeue(job=job, reason=reason)):
+        if not (services.job_may_retry(job=job) and services.job_requeue(job=job, reason=reason)):
             services.job_finish(job=job, status=Job.Status.FAILED, error=f"The job stopped because {reason}.")
         raise
     finally:
         conn.close()
+
+
+class NotStarted(Exception):
+    """The engine never started: the node could not be reached for the uploads or the start."""
+
+
+def _not_started(job: Job, error: Exception) -> str:
+    """Nothing ran: the node is marked offline (placement skips it until a probe finds it back) and the job
+    waits for a slot again without losing an attempt."""
+    node_mark_unreachable(node=job.node, error=str(error))
+    reason = f"node {job.node.name} could not be reached ({error})"
+    if services.job_requeue(job=job, reason=reason, refund=True):
+        return "requeued"
+    return "lost"
 
 
 class Attempt:
@@ -273,6 +295,7 @@ class Attempt:
         self.recent: list[str] = []
         self.process = None
         self.watcher: Watcher | None = None
+        self.first_line = self.reporter.next_line  # this attempt's first log line
 
     def run(self) -> str:
         invocation = self.plan.invocation
@@ -284,6 +307,8 @@ class Attempt:
             self.process = self.conn.start(
                 invocation.argv, marker=self.job.marker, cwd=invocation.cwd, env=invocation.env
             )
+        except (Unreachable, ConnectionLost) as error:
+            raise NotStarted from error
         except NodeError as error:
             services.job_finish(job=self.job, status=Job.Status.FAILED, error=str(error))
             return "failed"
@@ -291,10 +316,45 @@ class Attempt:
         pid, container = self.process.pid, invocation.container
         self.watcher = Watcher(self.job, on_stop=lambda: _kill_engine(self.conn, self.job, pid, container))
         self.watcher.start()
-        returncode = self._stream()
-        self._stop_everything(grace=1.0)
-        self.reporter.flush()
-        return self._settle(returncode)
+        try:
+            returncode = self._stream()
+            # What the engine left running goes now; the watcher keeps beating while results are fetched.
+            self.conn.kill_tree(self.process.pid, marker=self.job.marker, grace=1.0)
+            self.reporter.flush()
+            self._record_exit(returncode)
+            return self._settle(returncode)
+        finally:
+            self.watcher.stop()
+
+    def _record_exit(self, returncode: int) -> None:
+        """From here on the engine never runs again for this job: a worker lost while the outcome is being
+        settled hands over to one that settles it from this record (``settle_ended``)."""
+        watcher = self.watcher
+        if watcher.lost or watcher.canceled or watcher.timed_out:
+            return
+        Job.objects.filter(pk=self.job.pk, status=Job.Status.RUNNING, attempts=self.job.attempts).update(
+            engine_exit_code=returncode, engine_log_from=self.first_line, stage="finishing"
+        )
+
+    def settle_ended(self) -> str:
+        """An earlier attempt's engine ended, but its worker was lost before the outcome was settled: read
+        that attempt's log through the parser again and settle from its recorded exit code."""
+        job = self.job
+        lines = job_log_lines(job, after=job.engine_log_from - 1)
+        for line in lines:
+            if update := self.plan.parser.feed(line):
+                self.reporter.update(update)
+        self.recent = lines[-50:]
+        self.reporter.lines(
+            [f"[talkforge] the engine had ended (exit {job.engine_exit_code}); settling its results"]
+        )
+        self.watcher = Watcher(job, on_stop=lambda: None)
+        self.watcher.start()
+        try:
+            self.reporter.flush()
+            return self._settle(job.engine_exit_code)
+        finally:
+            self.watcher.stop()
 
     def _stream(self) -> int:
         splitter = LineSplitter(settings.JOB_MAX_LOG_LINE)

@@ -241,10 +241,28 @@ def _after_on_commit(job: Job) -> None:
         )
 
 
-def job_requeue(*, job: Job, reason: str) -> bool:
-    """running → queued without a slot, for another attempt under a fresh RQ id."""
+def job_may_retry(*, job: Job) -> bool:
+    """Whether a job whose attempt was cut short may run again: attempts are left, or its engine had ended
+    already (then one more attempt only settles the results: the engine does not run again)."""
+    row = Job.objects.filter(pk=job.pk).values("attempts", "max_attempts", "engine_exit_code").first()
+    if row is None:
+        return False
+    if row["engine_exit_code"] is not None:
+        return row["attempts"] <= row["max_attempts"]
+    return row["attempts"] < row["max_attempts"]
+
+
+def job_requeue(*, job: Job, reason: str, refund: bool = False) -> bool:
+    """running → queued without a slot, for another attempt under a fresh RQ id. ``refund``: the attempt
+    never started the engine (the node could not be reached), so it does not count."""
+    extra = {"attempts": F("attempts") - 1} if refund else {}
     with transaction.atomic():
+        row = Job.objects.filter(pk=job.pk).values("engine_exit_code", "node__name", "params").first()
+        if row and row["engine_exit_code"] is not None and row["node__name"]:
+            # The engine ended on this node and its results are there: settling them must happen there.
+            extra["params"] = {**row["params"], "node": row["node__name"]}
         moved = Job.objects.filter(pk=job.pk, status=Job.Status.RUNNING, attempts=job.attempts).update(
+            **extra,
             status=Job.Status.QUEUED,
             node=None,
             gpu=None,

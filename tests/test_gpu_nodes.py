@@ -491,3 +491,36 @@ def test_register_local_node_binds_the_node_to_this_machine(db, tmp_path):
     node = Node.objects.get(name="here")
     assert node.host == socket.gethostname() and node.reachable_here
     assert node.status == Node.Status.ONLINE
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_probe_never_waits_on_the_key_share_locks_a_finishing_job_takes(make_node):
+    """A finishing job's commit checks its (deferred) foreign keys with KEY SHARE locks on its node and
+    GPU rows. The probe used FOR UPDATE on both, which waits for those locks (and deadlocked with a commit
+    waiting on the probe: bench/soak.py). Held KEY SHARE locks must not stop a probe."""
+    import psycopg
+    from django.db import connection
+
+    from gpu_nodes.services import node_probe
+
+    node = make_node(gpus=1)
+    gpu = node.gpus.get()
+    db = connection.settings_dict
+    other = psycopg.connect(
+        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"], dbname=db["NAME"]
+    )
+    try:
+        other.execute("SELECT 1 FROM gpu_nodes_node WHERE id = %s FOR KEY SHARE", [node.pk])
+        other.execute("SELECT 1 FROM gpu_nodes_gpu WHERE id = %s FOR KEY SHARE", [gpu.pk])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '3s'")
+        try:
+            probed = node_probe(node=node)  # raised "canceling statement due to lock timeout" before
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+    finally:
+        other.rollback()
+        other.close()
+    assert probed.status == Node.Status.ONLINE, probed.last_error
+    assert probed.gpus.get().present

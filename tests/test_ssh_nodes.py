@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from gpu_nodes.services import (
     node_register_ssh,
     node_set_credentials,
 )
-from gpu_nodes.ssh import pool
+from gpu_nodes.ssh import pool, upload_partial_path
 from talkforge.errors import ServiceError
 
 from .conftest import free_port
@@ -170,16 +171,18 @@ def test_files_go_both_ways_intact_atomically_and_resume(make_ssh_node, ssh_serv
 
     conn.put(source, remote)
     assert sha256(remote_dir / "data" / "video.mp4") == sha256(source)
-    assert not (remote_dir / "data" / ".video.mp4.part").exists()
+    assert not list((remote_dir / "data").glob(".video.mp4.*part"))
 
     # A broken upload left the first megabyte; the next attempt completes it.
-    write_as(remote_dir, remote_dir / "data" / ".again.mp4.part", source.read_bytes()[:1_000_000])
-    conn.put(source, str(remote_dir / "data" / "again.mp4"))
+    again = str(remote_dir / "data" / "again.mp4")
+    write_as(remote_dir, Path(upload_partial_path(again, sha256(source))), source.read_bytes()[:1_000_000])
+    conn.put(source, again)
     assert sha256(remote_dir / "data" / "again.mp4") == sha256(source)
 
     # A damaged partial file is detected by its hash and replaced.
-    write_as(remote_dir, remote_dir / "data" / ".damaged.mp4.part", b"x" * 1_000_000)
-    conn.put(source, str(remote_dir / "data" / "damaged.mp4"))
+    damaged = str(remote_dir / "data" / "damaged.mp4")
+    write_as(remote_dir, Path(upload_partial_path(damaged, sha256(source))), b"x" * 1_000_000)
+    conn.put(source, damaged)
     assert sha256(remote_dir / "data" / "damaged.mp4") == sha256(source)
 
     back = tmp_path / "back" / "video.mp4"
@@ -328,3 +331,32 @@ def test_a_key_the_server_does_not_accept_is_refused_with_what_to_do(make_ssh_no
     node = node_probe(node=node)
     assert node.status == Node.Status.OFFLINE
     assert "refused the login" in node.last_error
+
+
+def test_two_workers_sending_one_file_at_once_both_succeed(make_ssh_node, ssh_server, tmp_path):
+    """The first jobs on a fresh node upload the same engine script at once; a shared partial file made
+    one of them fail (or move a half-written file into place)."""
+    import threading
+
+    node = make_ssh_node(name="twice")
+    source = tmp_path / "train.py"
+    source.write_bytes(os.urandom(4_000_000))
+    folder = ssh_server.user_folder("twice-remote")
+    remote = str(folder / "engines" / "train.py")
+    errors = []
+
+    def send():
+        try:
+            connection_for(node).put(source, remote)
+        except NodeError as error:
+            errors.append(error)
+
+    # Two writers (threads here; workers are processes): each names its own partial file.
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert sha256(folder / "engines" / "train.py") == sha256(source)
+    assert not list((folder / "engines").glob("*.part"))
