@@ -19,4 +19,10 @@ class AvatarAdmin(ServiceDeleteMixin, admin.ModelAdmin):
 
 
 admin.site.register(DatasetCopy)
-admin.site.register(Checkpoint)
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(admin.ModelAdmin):
+    list_display = ("avatar", "run", "stage", "iteration", "node", "size_bytes", "created_at")
+    list_filter = ("stage",)
+    raw_id_fields = ("run",)

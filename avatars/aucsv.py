@@ -16,7 +16,7 @@ import numpy as np
 
 from talkforge.errors import ServiceError
 
-from .engines.blinks import au45_from_ear, au_csv_lines, eye_aspect_ratio
+from .engines.node.blinks import au45_from_ear, au_csv_lines, eye_aspect_ratio
 
 COLUMN = " AU45_r"
 __all__ = ["au45_from_ear", "au_csv_from_landmarks", "eye_aspect_ratio", "validate_au_csv"]

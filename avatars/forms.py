@@ -2,13 +2,13 @@ from django import forms
 
 from gpu_nodes.models import Node
 
-from .models import Avatar
+from .engines.registry import DEFAULT_ENGINE, engine_choices
 from .services import CONSENT_STATEMENT
 
 
 class AvatarCreateForm(forms.Form):
     name = forms.CharField(max_length=100)
-    engine = forms.ChoiceField(choices=Avatar.Engine.choices, initial=Avatar.Engine.GAUSSIANTALKER)
+    engine = forms.ChoiceField(choices=engine_choices, initial=DEFAULT_ENGINE)
     video = forms.FileField(help_text="3–5 minutes of one person talking to the camera, with sound.")
     au_csv = forms.FileField(
         required=False,

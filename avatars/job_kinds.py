@@ -1,14 +1,15 @@
-"""The avatar pipeline's job kinds: what preprocessing and training run on a node, and what follows.
+"""The avatar pipeline's job kinds: what preprocessing, training, the validation render and the evaluation
+run on a node, and what follows.
 
-Kept beside the avatars (jobs/kinds.py registers them) so the job machinery knows nothing of engines."""
+Kept beside the avatars (jobs/kinds.py registers them) so the job machinery knows nothing of engines;
+what to run is the avatar's engine plug-in's (avatars/engines/), which returns a ``Step`` that is wrapped
+here for the node's runtime.
+"""
 
 from __future__ import annotations
 
 import functools
 import json
-import re
-import shlex
-import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
@@ -17,36 +18,28 @@ from django.conf import settings
 
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
-from gpu_nodes.models import Node
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
 from . import pipeline, transfer
-from .engines import commands, gaussiantalker, synctalk
+from .engines.base import Step, scripts_on_node
 from .engines.console import EvaluateParser
-from .models import Avatar
+from .runs import rendered_checkpoint, run_of
 from .selectors import avatars_visible_to
 
-ENGINES = Path(__file__).resolve().parent / "engines"
-PREPROCESS_TASKS = range(1, 10)
-CONTAINER_ROOT = {Avatar.Engine.GAUSSIANTALKER: "/GaussianTalker", Avatar.Engine.SYNCTALK: "/SyncTalk"}
 
-
-def python_and_scripts(job: Job, *names: str) -> tuple[str, list[str], tuple[tuple[Path, str], ...]]:
-    """The interpreter and the node paths of our standard-library scripts (engines/<name>), with the uploads
-    that put them there. On this machine they run in place."""
-    if job.node.kind == Node.Kind.LOCAL and job.node.runtime == Node.Runtime.BARE:
-        return sys.executable, [str(ENGINES / name) for name in names], ()
-    remote = [str(PurePosixPath(job.node.workdir) / "engines" / name) for name in names]
-    return "python3", remote, tuple((ENGINES / name, path) for name, path in zip(names, remote, strict=True))
-
-
-def engine_cwd(job: Job, engine: str) -> str:
-    if job.node.runtime == Node.Runtime.DOCKER:
-        return CONTAINER_ROOT[engine]
-    return str(PurePosixPath(job.node.workdir) / "engines" / engine)
+def step_plan(job: Job, step: Step, **extra) -> Plan:
+    """An engine's step as the job's plan: its command wrapped for the node's runtime; ``extra`` sets or
+    replaces Plan fields (what the pipeline adds around the engine's step)."""
+    fields = {
+        "invocation": wrap(node=job.node, gpu=job.gpu, argv=step.argv, name=job.container_name,
+                           mounts=[job.node.workdir], cwd=step.cwd, env=step.env),
+        "parser": step.parser, "outputs": step.outputs, "uploads": step.uploads, "prepare": step.prepare,
+        "verify": step.verify, "finish": step.finish, "collect": step.collect,
+    }  # fmt: skip
+    return Plan(**{**fields, **extra})
 
 
 # Prints each glob pattern (arguments after the folder) that matches nothing there. One command for all
@@ -68,55 +61,31 @@ def _missing(conn: NodeConnection, folder: PurePosixPath, patterns: list[str]) -
 
 
 def preprocess_plan(job: Job) -> Plan:
-    avatar = job.avatar
+    avatar, engine = job.avatar, job.avatar.engine_plugin
     data = pipeline.dataset_dir(avatar, job.node.workdir)
     video = data / f"{avatar.slug}.mp4"
     uploads = [(pipeline.local_video(avatar), str(video))]
     if avatar.au_csv:
         uploads.append((Path(settings.MEDIA_ROOT) / avatar.au_csv, str(data / "au.csv")))
-    python, (process, blinks), scripts = python_and_scripts(job, "demo/process.py", "blinks.py")
-    data_root = str(data.parent)
-    env: dict[str, str] = {}
-    if avatar.engine == Avatar.Engine.SYNCTALK:
-        preprocess = commands.synctalk_preprocess(name=avatar.slug, data_root=data_root)
-        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        parser, tasks = synctalk.PreprocessParser(), range(1, 11)
-        expected = [name for task in tasks for name in synctalk.expected_artifacts(task)]
-    else:
-        if avatar.engine == Avatar.Engine.DEMO:
-            preprocess, cwd = [python, "-u", process, str(video)], str(data)
-        else:
-            preprocess = commands.gaussiantalker_preprocess(data_root=data_root, name=avatar.slug)
-            cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        parser, tasks = gaussiantalker.PreprocessParser(), PREPROCESS_TASKS
-        expected = [name for task in tasks for name in gaussiantalker.expected_artifacts(task)]
-    # GaussianTalker reads blinks from au.csv: without an uploaded one they are estimated next to the data
-    # from the landmarks of task 7 (SyncTalk uses its blendshapes instead).
-    needs_blinks = avatar.engine != Avatar.Engine.SYNCTALK
-    if needs_blinks and not avatar.au_csv:
-        argv = pipeline.shell_and(preprocess, [python, "-u", blinks, str(data)])
-    else:
-        argv = preprocess
-    if needs_blinks:
-        expected.append("au.csv")
+    step = engine.preprocess(job, data=data, estimate_blinks=not avatar.au_csv)
+    expected = engine.expected_artifacts(blinks=True)
 
     def verify(conn: NodeConnection) -> str | None:
-        # process.py's exit code cannot be trusted (spec §0): every task's files must be there.
+        # process.py's exit code cannot be trusted (it runs its steps through os.system): every task's
+        # files must be there.
         missing = _missing(conn, data, expected)
         if missing:
             produced = ", ".join(missing[:8])
             return f"Preprocessing ended without producing {produced}: the log shows which stage failed."
         return None
 
-    return Plan(
-        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd, env=env),
-        parser=parser,
+    return step_plan(
+        job, step,
         outputs={"dataset": str(data)},
-        uploads=(*scripts, *uploads),
+        uploads=(*step.uploads, *uploads),
         verify=verify,
         finish=lambda conn: {
-            "stages": {stage: "done" for stage in _stage_names(avatar.engine, tasks)},
+            "stages": {stage: "done" for stage in engine.stage_names()},
             "size_bytes": folder_bytes(conn, data),
         },
     )  # fmt: skip
@@ -132,184 +101,46 @@ def folder_bytes(conn: NodeConnection, folder: PurePosixPath) -> int:
         return 0
 
 
-def _stage_names(engine: str, tasks) -> list[str]:
-    table = (
-        synctalk.SYNCTALK_TASKS if engine == Avatar.Engine.SYNCTALK else gaussiantalker.GAUSSIANTALKER_TASKS
-    )
-    return [entry.stage for entry in table if entry.number in tasks]
-
-
-CHECKPOINT_DIR = re.compile(r"^(coarse_iteration|iteration)_(-?\d+)$")
-
-
-def _list_checkpoints(conn: NodeConnection, model: PurePosixPath) -> dict:
-    """GaussianTalker keeps point_cloud/{coarse_,}iteration_N/ (spec §1.5): each with its size on disk."""
-    listing = conn.run(["sh", "-c", f"du -sb {shlex.quote(str(model / 'point_cloud'))}/*/"], timeout=120)
-    checkpoints = []
-    for line in listing.output.splitlines():
-        size, _, path = line.partition("\t")
-        match = CHECKPOINT_DIR.match(PurePosixPath(path.rstrip("/")).name)
-        if match and size.isdigit():
-            stage = "coarse" if match.group(1) == "coarse_iteration" else "fine"
-            checkpoints.append((stage, int(match.group(2)), path.rstrip("/"), int(size)))
-    return {"checkpoints": checkpoints}
-
-
 def train_plan(job: Job) -> Plan:
-    avatar, params = job.avatar, job.params
+    """The engine's training recipe, in the run's own model folder (``<model folder>/<slug>/run-<id>``)."""
+    avatar = job.avatar
     data = pipeline.dataset_dir(avatar, job.node.workdir)
-    model = pipeline.model_dir(avatar, job.node.workdir)
-    port = 6009 + (job.gpu.index + 1 if job.gpu else 0)  # parallel trainings need their own viewer port
-    scripts, env, derive = (), {}, None
-    listing = _list_checkpoints
-    if avatar.engine == Avatar.Engine.DEMO:
-        python, (train,), scripts = python_and_scripts(job, "demo/train.py")
-        iterations = params.get("iterations", 1000)
-        coarse = max(10, iterations // 2)
-        argv = [python, "-u", train, "-s", str(data), "--model_path", str(model),
-                "--iterations", str(iterations), "--coarse_iterations", str(coarse),
-                "--seconds", str(params.get("seconds", 20)), "--save_every", str(max(1, iterations // 4)),
-                "--port", str(port)]  # fmt: skip
-        parser, cwd = gaussiantalker.TrainParser(coarse_iterations=coarse, iterations=iterations), str(data)
-    elif avatar.engine == Avatar.Engine.GAUSSIANTALKER:
-        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        config = commands.GAUSSIANTALKER_CONFIG
-        if params.get("iterations"):
-            # The config overrides --iterations (spec §1.5): train with a copy that says the new count.
-            config = str(model.parent / f"{avatar.slug}-config.py")
-            derive = _derived_config(job, cwd, config, params["iterations"])
-        argv = commands.gaussiantalker_train(data_root=str(data.parent), output_root=str(model.parent),
-                                             name=avatar.slug, config=config, port=port)  # fmt: skip
-        parser = gaussiantalker.TrainParser(
-            iterations=params.get("iterations") or gaussiantalker.FINE_ITERATIONS
-        )
-    else:
-        # SyncTalk resumes from its workspace's latest checkpoint (main.py's default --ckpt latest).
-        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        iters = params.get("iterations") or commands.SYNCTALK_HEAD_ITERS
-        model = PurePosixPath(job.node.workdir) / "model" / avatar.slug
-        argv = commands.synctalk_train(name=avatar.slug, workspace=avatar.slug, iters=iters,
-                                       data_root=str(data.parent), model_root=str(model.parent))  # fmt: skip
-        parser, listing = synctalk.TrainParser(iters=iters), _list_synctalk_checkpoints
-    return Plan(
-        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd, env=env),
-        parser=parser,
-        outputs={"model_path": str(model)},
-        uploads=scripts,
-        prepare=lambda conn: _before_training(job, conn, derive),
-        verify=None if avatar.engine == Avatar.Engine.SYNCTALK else _has_cfg_args(model),
-        finish=lambda conn: listing(conn, model),
-    )  # fmt: skip
+    step = avatar.engine_plugin.train(job, data=data, run=run_of(job))
 
-
-def _before_training(job: Job, conn: NodeConnection, derive) -> None:
-    # Placed on a node without the data: copy it from one that has it (not preprocessing it again).
-    transfer.dataset_ensure(job, conn)
-    if derive is not None:
-        derive(conn)
-
-
-def _has_cfg_args(model: PurePosixPath):
-    # render.py cannot load a model without cfg_args (spec §1.6): a training without it is no model.
-    return lambda conn: None if conn.exists(str(model / "cfg_args")) else "Training left no cfg_args."
-
-
-def _derived_config(job: Job, engine_root: str, target: str, iterations: int):
     def prepare(conn: NodeConnection) -> None:
-        base = f"{engine_root}/{commands.GAUSSIANTALKER_CONFIG}"
-        if job.node.runtime == Node.Runtime.DOCKER:
-            read = ["docker", "run", "--rm", "--entrypoint", "cat", job.node.docker_image, base]
-        else:
-            read = ["cat", base]
-        result = conn.run(read, timeout=300)
-        if result.returncode != 0:
-            raise NodeError(f"Could not read GaussianTalker's config {base}: {result.output.strip()[:300]}")
-        try:
-            text = commands.derived_config_text(result.output, iterations)
-        except ValueError as error:
-            raise NodeError(str(error)) from None
-        with tempfile.TemporaryDirectory() as scratch:
-            local = Path(scratch) / "config.py"
-            local.write_text(text)
-            conn.put(local, target)
+        # Placed on a node without the data: copy it from one that has it (not preprocessing it again).
+        transfer.dataset_ensure(job, conn)
+        if step.prepare is not None:
+            step.prepare(conn)
 
-    return prepare
-
-
-SYNCTALK_CHECKPOINT = re.compile(r"^ngp_ep(\d+)\.pth$")
-
-
-def _list_synctalk_checkpoints(conn: NodeConnection, workspace: PurePosixPath) -> dict:
-    """SyncTalk keeps checkpoints/ngp_ep<EEEE>.pth, one per epoch (spec §2.4)."""
-    folder = shlex.quote(str(workspace / "checkpoints"))
-    listing = conn.run(["sh", "-c", f"du -sb {folder}/ngp_ep*.pth"], timeout=120)
-    checkpoints = []
-    for line in listing.output.splitlines():
-        size, _, path = line.partition("\t")
-        match = SYNCTALK_CHECKPOINT.match(PurePosixPath(path).name)
-        if match and size.isdigit():
-            checkpoints.append(("epoch", int(match.group(1)), path, int(size)))
-    return {"checkpoints": checkpoints}
+    return step_plan(job, step, prepare=prepare)
 
 
 def render_validation_plan(job: Job) -> Plan:
-    """Render the held-out val split with one checkpoint (``--skip_train``; the latest unless the job names
-    an iteration) and bring the result video back. Spec §1.6–1.7: the test set's video is named after the
-    raw ``--iteration``."""
-    avatar = job.avatar
-    data = pipeline.dataset_dir(avatar, job.node.workdir)
-    model = pipeline.model_dir(avatar, job.node.workdir)
-    iteration = job.params.get("iteration", -1)
-    scripts, env = (), {}
-    if avatar.engine == Avatar.Engine.DEMO:
-        python, (render,), scripts = python_and_scripts(job, "demo/render.py")
-        argv = [python, "-u", render, "-s", str(data), "--model_path", str(model),
-                "--iteration", str(iteration), "--batch", "128", "--skip_train"]  # fmt: skip
-        cwd = str(data)
-    else:
-        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        argv = commands.gaussiantalker_validation_render(
-            data_root=str(data.parent), output_root=str(model.parent), name=avatar.slug, iteration=iteration
-        )
-    video = gaussiantalker.render_output_path(str(model), "test", iteration)
-    return Plan(
-        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd, env=env),
-        parser=gaussiantalker.RenderParser(sets=("test",)),
-        outputs={"video": video},
-        uploads=scripts,
-        verify=lambda conn: None if conn.exists(video) else f"render.py left no validation video at {video}.",
-        collect=((video, "validation.mov"),),
-    )  # fmt: skip
-
-
-def _validation_video(job: Job) -> str:
-    """The render of the val split to score: render.py's test set (GaussianTalker, demo), or the video
-    SyncTalk's training wrote when it tested its val split, ``results/ngp_ep<EEEE>.mp4`` (spec §2.4–2.5)."""
-    avatar = job.avatar
-    if avatar.engine == Avatar.Engine.SYNCTALK:
-        workspace = PurePosixPath(job.node.workdir) / "model" / avatar.slug
-        return str(workspace / "results" / f"ngp_ep{job.params['iteration']:04d}.mp4")
-    model = pipeline.model_dir(avatar, job.node.workdir)
-    return gaussiantalker.render_output_path(str(model), "test", job.params.get("iteration", -1))
+    """Render the held-out val split with one checkpoint (the job's run and iteration) and bring the result
+    video back."""
+    data = pipeline.dataset_dir(job.avatar, job.node.workdir)
+    run, iteration = rendered_checkpoint(job)
+    step = job.avatar.engine_plugin.validation_render(job, data=data, run=run, iteration=iteration)
+    return step_plan(job, step)
 
 
 def evaluate_plan(job: Job) -> Plan:
     """PSNR and SSIM of the validation render against the dataset's ground-truth frames, computed by our
-    ``evaluate.py`` next to the data (no frames cross the network; it needs numpy and OpenCV, which both
-    engines' environments have)."""
-    data = pipeline.dataset_dir(job.avatar, job.node.workdir)
-    video = _validation_video(job)
+    ``node/evaluate.py`` next to the data (no frames cross the network; it needs numpy and OpenCV, which
+    both engines' environments have)."""
+    avatar, engine = job.avatar, job.avatar.engine_plugin
+    data = pipeline.dataset_dir(avatar, job.node.workdir)
+    run, iteration = rendered_checkpoint(job)
+    video = engine.validation_video(
+        model=engine.run_dir(avatar.slug, job.node.workdir, run), iteration=iteration
+    )
     report = str(job_folder(job) / "evaluation.json")
-    python, (evaluate,), scripts = python_and_scripts(job, "evaluate.py")
+    python, (evaluate,), scripts = scripts_on_node(job, "node/evaluate.py")
     argv = pipeline.shell_and(
         ["mkdir", "-p", str(job_folder(job))],
         [python, "-u", evaluate, "--video", video, "--data", str(data), "--output-json", report],
     )
-    cwd, env = str(data.parent), {}
-    if job.avatar.engine != Avatar.Engine.DEMO:
-        env = commands.engine_env(job.avatar.engine)
 
     def finish(conn: NodeConnection) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
@@ -317,16 +148,13 @@ def evaluate_plan(job: Job) -> Plan:
             conn.get(report, local)
             return {"evaluation": json.loads(local.read_text())}
 
-    return Plan(
-        invocation=wrap(node=job.node, gpu=job.gpu, argv=argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=cwd, env=env),
-        parser=EvaluateParser(),
-        outputs={"video": video, "report": report},
-        uploads=scripts,
+    step = Step(
+        argv=argv, cwd=str(data.parent), env=engine.env(), parser=EvaluateParser(),
+        outputs={"video": video, "report": report}, uploads=scripts,
         verify=lambda conn: None if conn.exists(report) else f"The evaluation wrote no report at {report}.",
         finish=finish,
-        cleanup=(str(job_folder(job)),),
     )  # fmt: skip
+    return step_plan(job, step, cleanup=(str(job_folder(job)),))
 
 
 STEP_ITERATION = Number("iteration", -1, 100_000_000)
@@ -334,12 +162,18 @@ STEP_ITERATION = Number("iteration", -1, 100_000_000)
 
 def clean_avatar_step(params: dict, *, owner) -> dict:
     """Pipeline steps carry the avatar (one of the owner's), the training settings chosen when it was
-    started, and (rendering and evaluating a chosen checkpoint) its iteration."""
-    reject_unknown(params, {"avatar", "iterations", "seconds", "iteration", "node"}, "an avatar job")
+    started, the training run they belong to (``run``: the train job that started it) and (rendering and
+    evaluating a chosen checkpoint) its iteration."""
+    reject_unknown(params, {"avatar", "iterations", "seconds", "iteration", "run", "node"}, "an avatar job")
     avatar = object_id(params.get("avatar"), name="avatar")
     if not avatars_visible_to(owner).filter(pk=avatar).exists():
         raise ServiceError(f"Avatar {avatar} is not one of your avatars.")
     cleaned = {"avatar": avatar}
+    if params.get("run") is not None:
+        run = object_id(params["run"], name="run")
+        if not Job.objects.filter(pk=run, owner=owner, avatar_id=avatar, kind=Job.Kind.TRAIN).exists():
+            raise ServiceError(f"Run {run} is not a training of avatar {avatar}.")
+        cleaned["run"] = run
     if params.get("iterations") is not None:
         cleaned["iterations"] = TRAIN_ITERATIONS.clean(params["iterations"])
     if params.get("seconds") is not None:

@@ -3,14 +3,17 @@ from django.db import models
 
 from gpu_nodes.models import slug_validator  # one rule for every name that reaches paths
 
+from .engines.registry import DEFAULT_ENGINE, ENGINES, engine_choices, engine_for
+
 
 class Avatar(models.Model):
     """A person-specific talking-head model in the making: their video, consent, checks and training."""
 
-    class Engine(models.TextChoices):
-        GAUSSIANTALKER = "gaussiantalker", "GaussianTalker"
-        SYNCTALK = "synctalk", "SyncTalk"
-        DEMO = "demo", "Demo (CPU stand-in, not a real model)"
+    # The registry's engines as choices (a member per engine, its name in capitals), for code and tests that
+    # create avatars. Never compare an avatar's engine to one of them: ask its plug-in (``engine_plugin``).
+    Engine = models.TextChoices(
+        "Engine", [(name.upper(), (name, engine.label)) for name, engine in ENGINES.items()]
+    )
 
     class Status(models.TextChoices):
         NEEDS_ATTENTION = "needs_attention", "Video needs attention"
@@ -22,7 +25,7 @@ class Avatar(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="avatars")
     name = models.CharField(max_length=100)
     slug = models.CharField(max_length=63, unique=True, validators=[slug_validator], editable=False)
-    engine = models.CharField(max_length=20, choices=Engine.choices, default=Engine.GAUSSIANTALKER)
+    engine = models.CharField(max_length=20, choices=engine_choices, default=DEFAULT_ENGINE)
     status = models.CharField(max_length=20, choices=Status.choices)
     training_settings = models.JSONField(default=dict, blank=True, help_text="Iterations, config, …")
     preferred_node = models.ForeignKey(
@@ -57,6 +60,11 @@ class Avatar(models.Model):
     def folder(self) -> str:
         return f"avatars/{self.slug}"
 
+    @property
+    def engine_plugin(self):
+        """The engine plug-in that trains and renders this avatar (avatars/engines/registry.py)."""
+        return engine_for(self.engine)
+
 
 class DatasetCopy(models.Model):
     """The avatar's preprocessed dataset on one node, and how far preprocessing got there."""
@@ -79,10 +87,17 @@ class DatasetCopy(models.Model):
 
 
 class Checkpoint(models.Model):
-    """A saved model state on a node (GaussianTalker point_cloud/iteration_N, SyncTalk ngp_epNNNN.pth)."""
+    """A saved model state on a node (GaussianTalker point_cloud/iteration_N, SyncTalk ngp_epNNNN.pth), of
+    the training run that wrote it. A run is the train job that started it (a retry continues its run);
+    each run trains in a folder of its own, ``<model folder>/<slug>/run-<id>``. No run: a checkpoint
+    recorded before runs had folders (``<model folder>/<slug>``)."""
 
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="checkpoints")
     node = models.ForeignKey("gpu_nodes.Node", on_delete=models.CASCADE, related_name="checkpoints")
+    run = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.CASCADE, related_name="run_checkpoints",
+        help_text="The training run (its first train job) that wrote it.",
+    )  # fmt: skip
     iteration = models.IntegerField()
     stage = models.CharField(max_length=20, blank=True)
     path = models.CharField(max_length=500)
@@ -92,7 +107,16 @@ class Checkpoint(models.Model):
     class Meta:
         ordering = ["avatar", "-iteration"]
         constraints = [
-            models.UniqueConstraint(fields=["avatar", "node", "stage", "iteration"], name="checkpoint_unique")
+            models.UniqueConstraint(
+                fields=["avatar", "node", "run", "stage", "iteration"],
+                condition=models.Q(run__isnull=False),
+                name="checkpoint_unique_in_run",
+            ),
+            models.UniqueConstraint(
+                fields=["avatar", "node", "stage", "iteration"],
+                condition=models.Q(run__isnull=True),
+                name="checkpoint_unique",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -101,9 +125,14 @@ class Checkpoint(models.Model):
 
 class Evaluation(models.Model):
     """Quality figures of one checkpoint: its render of the validation split against the dataset's
-    ground-truth frames (``gt_imgs`` of ``transforms_val.json``), with the per-frame series."""
+    ground-truth frames (``gt_imgs`` of ``transforms_val.json``), with the per-frame series. One per
+    iteration of each training run (a run's figures stay when a later run saves the same iteration)."""
 
     avatar = models.ForeignKey(Avatar, on_delete=models.CASCADE, related_name="evaluations")
+    run = models.ForeignKey(
+        "jobs.Job", null=True, blank=True, on_delete=models.CASCADE, related_name="run_evaluations",
+        help_text="The training run of the evaluated checkpoint.",
+    )  # fmt: skip
     checkpoint = models.ForeignKey(
         Checkpoint, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
     )
@@ -120,9 +149,18 @@ class Evaluation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ["avatar", "iteration"]
+        ordering = ["avatar", "run", "iteration"]
         constraints = [
-            models.UniqueConstraint(fields=["avatar", "iteration"], name="evaluation_one_per_iteration")
+            models.UniqueConstraint(
+                fields=["avatar", "run", "iteration"],
+                condition=models.Q(run__isnull=False),
+                name="evaluation_one_per_run_iteration",
+            ),
+            models.UniqueConstraint(
+                fields=["avatar", "iteration"],
+                condition=models.Q(run__isnull=True),
+                name="evaluation_one_per_iteration",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1,45 +1,43 @@
-"""Training an avatar as chained jobs: preprocess → train → render the validation split (GaussianTalker
-and the demo; SyncTalk's training tests the val split itself) → evaluate it against the ground truth.
+"""Training an avatar as chained jobs: preprocess → train (the engine's recipe, in a run folder of its
+own) → render the validation split with the run's final checkpoint → evaluate it against the ground truth.
 
 Each step is its own Job row with the previous one as parent, so each can be retried or resumed on its
 own. Preprocessing is skipped when a node already holds the avatar's complete dataset; training then runs
-on that node (its data is there).
+on that node (its data is there). What each step runs is the avatar's engine plug-in's
+(avatars/engines/); runs and the checkpoints that render are in avatars/runs.py.
 
-Engines on a node: the demo engine is copied there (standard-library scripts). GaussianTalker and
-SyncTalk run in their Docker image (runtime docker, the repository at /GaussianTalker or /SyncTalk inside
+Engines on a node: the demo engine's scripts are copied there (standard library). GaussianTalker and
+SyncTalk run in their Docker image (runtime docker, the repository at the engine's ``repo_root`` inside
 it) or, for bare nodes, from a checkout at ``<workdir>/engines/<engine>`` in the node's environment.
 """
 
 from __future__ import annotations
 
 import logging
-import shlex
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import transaction
 
-from core.params import DEMO_SECONDS, TRAIN_ITERATIONS
+from core.params import TRAIN_ITERATIONS
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
+from .engines import base
+from .engines.shell import shell_and  # noqa: F401 - the name videos and the job kinds use
 from .models import Avatar, Checkpoint, DatasetCopy, Evaluation
+from .runs import rendered_checkpoint, run_of
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints a render can load: GaussianTalker's fine stage (point_cloud/iteration_N), SyncTalk's epochs.
-RENDERABLE_STAGES = ("fine", "epoch")
-
-ENGINES_DIR = Path(__file__).resolve().parent / "engines"
-
 
 def dataset_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
-    return PurePosixPath(workdir) / "data" / avatar.slug
+    return base.dataset_dir(avatar.slug, workdir)
 
 
 def model_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
-    # GaussianTalker names render outputs after the second-to-last component: output/<slug> → "output".
-    return PurePosixPath(workdir) / "output" / avatar.slug
+    """The folder that holds every training run of the avatar on a node (``run-<id>`` inside)."""
+    return avatar.engine_plugin.model_root(avatar.slug, workdir)
 
 
 @transaction.atomic
@@ -56,11 +54,12 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
         raise ServiceError(
             "A video or evaluation of this avatar is being rendered: wait for it or cancel it, then train."
         )
-    params = {"avatar": avatar.pk}
-    if iterations not in (None, ""):
-        params["iterations"] = TRAIN_ITERATIONS.clean(iterations)
-    if avatar.engine == Avatar.Engine.DEMO:
-        params["seconds"] = DEMO_SECONDS.clean(seconds)
+    iterations = None if iterations in (None, "") else TRAIN_ITERATIONS.clean(iterations)
+    try:
+        settings = avatar.engine_plugin.training_params(iterations=iterations, seconds=seconds)
+    except ValueError as error:
+        raise ServiceError(str(error)) from None
+    params = {"avatar": avatar.pk, **settings}
     # A complete dataset on a node that can hand it over means no preprocessing: training goes where the
     # data is when a slot is free there, and elsewhere copies it first (avatars/transfer.py).
     from .transfer import transfer_sources
@@ -107,9 +106,7 @@ def after_preprocess(job: Job) -> None:
     before it done) — and on success chain training there."""
     avatar = job.avatar
     if avatar is not None and job.node is not None and job.status == Job.Status.FAILED:
-        from .job_kinds import _stage_names
-
-        names = _stage_names(avatar.engine, range(1, 11))
+        names = avatar.engine_plugin.stage_names()
         reached = names.index(job.stage) if job.stage in names else -1
         stages = {name: "done" if i < reached else "failed" if i == reached else "pending"
                   for i, name in enumerate(names)}  # fmt: skip
@@ -129,25 +126,23 @@ def after_preprocess(job: Job) -> None:
 
 @transaction.atomic
 def after_train(job: Job) -> None:
-    """Record the checkpoints the training left (result "checkpoints": (stage, iteration, path, size));
-    then render the validation split with the newest one, except for SyncTalk, whose training tests it
-    itself (spec §2.4): its video is scored straight away."""
+    """Record the checkpoints the training left (result "checkpoints": (stage, iteration, path, size)) as
+    its run's; then render the validation split with the run's final renderable one, named by number."""
     if (avatar := _succeeded(job)) is None:
         return
-    final = None
+    run, engine, final = run_of(job), avatar.engine_plugin, None
     for stage, iteration, path, size in job.result.get("checkpoints", []):
         Checkpoint.objects.update_or_create(
-            avatar=avatar, node=job.node, stage=stage, iteration=iteration,
+            avatar=avatar, node=job.node, run_id=run, stage=stage, iteration=iteration,
             defaults={"path": path, "size_bytes": size},
         )  # fmt: skip
-        if stage in RENDERABLE_STAGES:
+        if stage == engine.renderable_stage:
             final = iteration if final is None else max(final, iteration)
-    if avatar.engine == Avatar.Engine.SYNCTALK:
-        Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINED)
-        if final is not None:
-            _next_step(job, Job.Kind.EVALUATE, iteration=final)
-    else:
-        _next_step(job, Job.Kind.RENDER_VALIDATION, iteration=-1 if final is None else final)
+    if final is None:  # the engine's verify refuses such a training; a result without the list lands here
+        logger.warning("training job %s recorded no renderable checkpoint", job.pk)
+        Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=Avatar.Status.FAILED)
+        return
+    _next_step(job, Job.Kind.RENDER_VALIDATION, iteration=final, run=run)
 
 
 @transaction.atomic  # trained and the evaluation queued together: no moment with neither running
@@ -166,13 +161,17 @@ def after_evaluate(job: Job) -> None:
     usable: the job shows why (a missing or corrupted ground-truth frame, say)."""
     if job.status != Job.Status.SUCCEEDED or job.avatar is None:
         return
-    report, iteration = job.result.get("evaluation", {}), job.params.get("iteration", -1)
-    checkpoints = job.avatar.checkpoints.filter(node=job.node, stage__in=RENDERABLE_STAGES)
-    checkpoint = checkpoints.filter(iteration=iteration).first() if iteration != -1 else checkpoints.first()
-    if checkpoint is not None:
-        iteration = checkpoint.iteration
+    report = job.result.get("evaluation", {})
+    try:
+        run, iteration = rendered_checkpoint(job)
+    except ValueError:
+        logger.warning("evaluation job %s: its checkpoint is gone", job.pk)
+        return
+    checkpoint = job.avatar.checkpoints.filter(
+        node=job.node, run_id=run, iteration=iteration, stage=job.avatar.engine_plugin.renderable_stage
+    ).first()
     Evaluation.objects.update_or_create(
-        avatar=job.avatar, iteration=iteration,
+        avatar=job.avatar, run_id=run, iteration=iteration,
         defaults={
             "checkpoint": checkpoint, "job": job, "psnr": report.get("psnr"), "ssim": report.get("ssim"),
             "lpips": report.get("lpips"), "frames": report.get("frames", 0),
@@ -190,21 +189,16 @@ def avatar_evaluate(*, avatar: Avatar, owner, checkpoint: Checkpoint) -> Job:
 
     if checkpoint.avatar_id != avatar.pk:
         raise ServiceError("That checkpoint belongs to another avatar: choose one of this avatar's.")
-    if avatar.engine == Avatar.Engine.SYNCTALK:
-        raise ServiceError(
-            "SyncTalk scores its final model while training; single checkpoints are not rendered."
-        )
-    if checkpoint.stage not in RENDERABLE_STAGES:
-        raise ServiceError(
-            f"render.py loads fine-stage checkpoints (point_cloud/iteration_N) only; iteration "
-            f"{checkpoint.iteration} of the {checkpoint.stage} stage cannot be rendered: choose a fine one."
-        )
+    if problem := avatar.engine_plugin.render_refusal(checkpoint):
+        raise ServiceError(problem)
     if avatar.status == Avatar.Status.TRAINING:
         raise ServiceError("This avatar is training: evaluate its checkpoints once the training has ended.")
+    params = {"avatar": avatar.pk, "iteration": checkpoint.iteration}
+    if checkpoint.run_id is not None:
+        params["run"] = checkpoint.run_id
     return job_submit(
-        owner=owner, kind=Job.Kind.RENDER_VALIDATION, node=checkpoint.node, avatar=avatar,
-        params={"avatar": avatar.pk, "iteration": checkpoint.iteration},
-    )  # fmt: skip
+        owner=owner, kind=Job.Kind.RENDER_VALIDATION, node=checkpoint.node, avatar=avatar, params=params
+    )
 
 
 PIPELINE_KINDS = (Job.Kind.PREPROCESS, Job.Kind.TRAIN, Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE)
@@ -234,8 +228,11 @@ def avatar_retry(*, avatar: Avatar, owner) -> Job:
     pinned = failed.node if failed.kind in (Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE) else None
     if failed.kind != Job.Kind.EVALUATE:
         Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
+    params = failed.params
+    if failed.kind == Job.Kind.TRAIN:
+        params = {**params, "run": run_of(failed)}  # the same run folder: SyncTalk resumes its checkpoints
     return job_submit(
-        owner=owner, kind=failed.kind, params=failed.params, node=pinned, parent=failed.parent, avatar=avatar
+        owner=owner, kind=failed.kind, params=params, node=pinned, parent=failed.parent, avatar=avatar
     )
 
 
@@ -252,11 +249,6 @@ def avatar_cancel(*, avatar: Avatar) -> list[Job]:
 def _avatar_failed(avatar: Avatar, job: Job) -> None:
     status = Avatar.Status.READY_TO_TRAIN if job.status == Job.Status.CANCELED else Avatar.Status.FAILED
     Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=status)
-
-
-def shell_and(*commands: list[str]) -> list[str]:
-    """Several commands, each quoted part by part, run one after the other while they succeed."""
-    return ["sh", "-c", " && ".join(shlex.join(command) for command in commands)]
 
 
 def local_video(avatar: Avatar) -> Path:

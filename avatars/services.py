@@ -16,6 +16,7 @@ from talkforge.erasure import Erasure
 from talkforge.errors import ServiceError
 
 from .aucsv import validate_au_csv
+from .engines.registry import DEFAULT_ENGINE, ENGINES
 from .media import VideoInfo, normalise, probe
 from .models import Avatar
 from .quality import quality_report
@@ -56,7 +57,7 @@ def avatar_create(
     name: str,
     video: UploadedFile,
     consent: bool,
-    engine: str = Avatar.Engine.GAUSSIANTALKER,
+    engine: str = DEFAULT_ENGINE,
     au_csv: UploadedFile | None = None,
     training_settings: dict | None = None,
     preferred_node=None,
@@ -68,8 +69,8 @@ def avatar_create(
         raise ServiceError("Confirm that the person in the video agreed to have their likeness trained.")
     if not name or len(name) > 100:
         raise ServiceError("Give the avatar a name of 1 to 100 characters.")
-    if engine not in Avatar.Engine.values:
-        raise ServiceError(f"Unknown engine {engine!r}: choose one of {', '.join(Avatar.Engine.values)}.")
+    if engine not in ENGINES:
+        raise ServiceError(f"Unknown engine {engine!r}: choose one of {', '.join(ENGINES)}.")
     if Avatar.objects.filter(owner=owner, name=name).exists():
         raise ServiceError(f"You already have an avatar named {name!r}: choose another name.")
     if preferred_node is not None and not preferred_node.enabled:
@@ -142,8 +143,9 @@ def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
     """Add to ``erasure`` everything of the avatar beyond its rows: its uploads (the video, au.csv), the
     files its jobs brought back (validation renders, generated videos and posters), its videos' and
     conversations' folders; and on every node that holds or held anything of it (its datasets and
-    checkpoints, the nodes its jobs ran on): the dataset, the model with its checkpoints and renders,
-    GaussianTalker's derived config, SyncTalk's workspace and the jobs' scratch folders."""
+    checkpoints, the nodes its jobs ran on): the dataset, the model folder with every training run in it
+    (checkpoints, renders, GaussianTalker's derived configs, SyncTalk's workspaces) and the jobs' scratch
+    folders."""
     from jobs.models import Job
 
     from .pipeline import dataset_dir, model_dir
@@ -167,11 +169,13 @@ def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
         nodes.add(checkpoint.node)
         erasure.add_node_path(checkpoint.node, checkpoint.path)
     for node in nodes:
-        model = model_dir(avatar, node.workdir)
         erasure.add_node_path(node, dataset_dir(avatar, node.workdir))
-        erasure.add_node_path(node, model)
-        erasure.add_node_path(node, model.parent / f"{avatar.slug}-config.py")
-        erasure.add_node_path(node, PurePosixPath(node.workdir) / "model" / avatar.slug)
+        erasure.add_node_path(node, model_dir(avatar, node.workdir))  # every training run's folder is inside
+        # The other engine layouts too (output/<slug>, model/<slug>: an engine changed, an old checkout),
+        # and the derived config GaussianTalker trainings wrote beside the model before runs had folders.
+        for engine in ENGINES.values():
+            erasure.add_node_path(node, engine.model_root(avatar.slug, node.workdir))
+        erasure.add_node_path(node, PurePosixPath(node.workdir) / "output" / f"{avatar.slug}-config.py")
 
 
 def avatar_delete(*, avatar: Avatar) -> None:

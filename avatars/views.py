@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import F
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,11 +12,10 @@ from gpu_nodes.models import Node
 from talkforge.errors import ServiceError
 from talkforge.http import form_errors, private_file, wants_json
 
-from .engines.gaussiantalker import GAUSSIANTALKER_TASKS
-from .engines.synctalk import SYNCTALK_TASKS
 from .forms import AvatarCreateForm
 from .models import Avatar
 from .pipeline import avatar_cancel, avatar_evaluate, avatar_failed_step, avatar_retry, avatar_train
+from .runs import newest_run, renderable, run_of
 from .selectors import avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
@@ -56,7 +56,7 @@ def avatar_new(request):
 def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
     """process.py's tasks as a table, with how far the newest preprocessing got (the page's script then
     follows the live job): done before its current stage, running or failed at it, pending after it."""
-    tasks = SYNCTALK_TASKS if avatar.engine == Avatar.Engine.SYNCTALK else GAUSSIANTALKER_TASKS
+    tasks = avatar.engine_plugin.preprocess_tasks
     stages = [task.stage for task in tasks]
     current = stages.index(job.stage) if job is not None and job.stage in stages else -1
     rows = []
@@ -72,6 +72,25 @@ def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
         label = task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
         rows.append({"number": task.number, "stage": task.stage, "label": label, "state": state})
     return rows
+
+
+def _training_runs(avatar: Avatar, evaluations: list) -> list[dict]:
+    """The avatar's training runs, newest first: the train job that started each, its settings (the
+    engine's recipe for them), its newest attempt (status, node) and its best figures."""
+    engine, runs = avatar.engine_plugin, {}
+    for job in avatar.jobs.filter(kind="train").select_related("node").order_by("id"):
+        run = runs.setdefault(run_of(job), {"id": run_of(job), "started": job, "settings": {}})
+        run["latest"] = job  # attempts in order: the last one says where the run stands
+        try:
+            run["settings"] = engine.recipe(job.params)
+        except ValueError:
+            run["settings"] = {"iterations": job.params.get("iterations")}  # from before today's rules
+    current = newest_run(avatar).values_list("run_id", flat=True).first()
+    for run in runs.values():
+        scored = [e for e in evaluations if e.run_id == run["id"] and e.psnr is not None]
+        run["best"] = max(scored, key=lambda e: e.psnr) if scored else None
+        run["current"] = run["id"] == current
+    return sorted(runs.values(), key=lambda run: run["id"], reverse=True)
 
 
 @login_required
@@ -95,12 +114,16 @@ def avatar_detail(request, avatar_id: int):
         "series": (latest_train.result.get("series", []) if latest_train else []),
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
-        "checkpoints": avatar.checkpoints.select_related("node")[:50],
+        "checkpoints": avatar.checkpoints.select_related("node").order_by(
+            F("run_id").desc(nulls_last=True), "-iteration"
+        )[:50],
+        "renderable": set(renderable(avatar.checkpoints.all()).values_list("pk", flat=True)),
+        "runs": _training_runs(avatar, evaluations),
         "evaluations": evaluations,
         "best": best,
         "quality_chart": [{"iteration": e.iteration, "psnr": e.psnr, "ssim": e.ssim} for e in scored],
         "frame_chart": frames,
-        "evaluated": {e.iteration for e in evaluations},
+        "evaluated": {e.checkpoint_id for e in evaluations},
         "failed_step": avatar_failed_step(avatar),
         "active": avatar.jobs.filter(status__in=("queued", "running")).exists(),
         "nodes": Node.objects.filter(enabled=True),

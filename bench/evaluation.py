@@ -7,11 +7,11 @@ Input, built in a temp folder (removed at the end): ``--frames`` ground-truth fr
 (ids from 1000) made from scikit-image's astronaut resized to 512×512, each moved, turned and scaled a
 little and given sensor-like noise, written by ``cv2.imwrite`` (JPEG quality 95);
 ``transforms_val.json`` listing their ``img_id``s; the "render" = the ground truth with ffmpeg's noise
-filter, encoded with libx264/yuv420p into a .mov, as ``avatars/engines/demo/render.py`` does. Every file
+filter, encoded with libx264/yuv420p into a .mov, as ``avatars/engines/demo/node/render.py`` does. Every file
 is read once before timing, so the disk is not what is measured.
 
 Methods, each run ``--repetitions`` times, in a rotating order:
-- ours: ``avatars.engines.evaluate.evaluate(video, data_dir)`` (ffmpeg decode process, ground truth read
+- ours: ``avatars.engines.node.evaluate.evaluate(video, data_dir)`` (ffmpeg decode process, ground truth read
   by a thread, exact integer window sums);
 - seed: the seed's evaluate.py method — all frames decoded with ``cv2.VideoCapture`` into a list, then per
   frame ``cv2.imread`` of the ground truth, ``skimage.metrics.peak_signal_noise_ratio`` on the colour
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--repetitions", type=int, default=3)
     args = parser.parse_args()
 
-    from avatars.engines.evaluate import evaluate
+    from avatars.engines.node.evaluate import evaluate
 
     load = round(os.getloadavg()[0], 2)
     folder = Path(tempfile.mkdtemp(prefix="talkforge-bench-evaluation-"))

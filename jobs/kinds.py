@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from avatars.engines.console import ConsoleParser
-from avatars.engines.gaussiantalker import TrainParser
+from avatars.engines.gaussiantalker.parsers import TrainParser
 from core.params import (
     DEMO_COARSE_ITERATIONS,
     DEMO_FAIL_AT,
@@ -24,7 +24,8 @@ from gpu_nodes.runtime import Invocation, wrap
 
 from .models import Job
 
-DEMO_ENGINE_DIR = Path(__file__).resolve().parent.parent / "avatars" / "engines" / "demo"
+# The demo engine's node-side scripts (they run on the node, never in the platform).
+DEMO_ENGINE_DIR = Path(__file__).resolve().parent.parent / "avatars" / "engines" / "demo" / "node"
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ def _demo_engine(job: Job) -> tuple[list[str], tuple[tuple[Path, str], ...]]:
     script = DEMO_ENGINE_DIR / "train.py"
     if job.node.kind == Node.Kind.LOCAL:
         return [sys.executable, "-u", str(script)], ()
-    remote = str(PurePosixPath(job.node.workdir) / "engines" / "demo" / "train.py")
+    remote = str(PurePosixPath(job.node.workdir) / "engines" / "demo" / "node" / "train.py")
     return ["python3", "-u", remote], ((script, remote),)
 
 

@@ -245,17 +245,27 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
 
     assert os.stat(video_on_node).st_mtime_ns == sent_at
     assert DatasetCopy.objects.filter(avatar=avatar).count() == 1
+    # Each training is a run of its own (its own model folder); the first run's checkpoints stay, its own.
+    first, second = Job.objects.filter(avatar=avatar, kind="train").order_by("id")
+    assert {c.run_id for c in Checkpoint.objects.filter(avatar=avatar)} == {first.pk, second.pk}
+    assert Path(Checkpoint.objects.get(run=second, stage="fine", iteration=40).path).parent.parent.name == (
+        f"run-{second.pk}"
+    )
+    page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
+    assert f'data-run="{first.pk}"' in page and f'data-run="{second.pk}"' in page and "current" in page
 
     # An earlier checkpoint on demand: its render and figures join the table; the best is marked.
-    earlier = Checkpoint.objects.get(avatar=avatar, stage="fine", iteration=20)
+    earlier = Checkpoint.objects.get(avatar=avatar, run=second, stage="fine", iteration=20)
     response = client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": earlier.pk}, format="json")
     assert response.status_code == 201 and response.json()["kind"] == "render_validation", response.json()
     avatar = trained(avatar.pk)
     assert avatar.status == Avatar.Status.TRAINED
+    # The figures are recorded just after the evaluate job's end commits (its follow-up runs on commit).
+    wait_for(lambda: avatar.evaluations.filter(checkpoint=earlier).exists(), 30, message="the figures")
     figures = {f["iteration"]: f for f in client.get(f"/api/avatars/{avatar.pk}/evaluations/").json()}
     assert set(figures) == {20, 40} and figures[20]["checkpoint"] == earlier.pk
     assert len(figures[20]["per_frame"]["psnr"]) == figures[20]["frames"] > 0
-    coarse = Checkpoint.objects.get(avatar=avatar, stage="coarse", iteration=20)
+    coarse = Checkpoint.objects.get(avatar=avatar, run=second, stage="coarse", iteration=20)
     refused = client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": coarse.pk}, format="json")
     assert refused.status_code == 400 and "fine-stage" in refused.json()["detail"]
     page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
@@ -264,7 +274,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     # A damaged ground-truth frame: the evaluation fails naming it; the model stays usable.
     first_val = frames_val["frames"][0]["img_id"]
     (data / "gt_imgs" / f"{first_val}.jpg").write_bytes(b"not a jpeg")
-    later = Checkpoint.objects.get(avatar=avatar, stage="fine", iteration=30)
+    later = Checkpoint.objects.get(avatar=avatar, run=second, stage="fine", iteration=30)
     assert client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": later.pk}).status_code == 201
     avatar = trained(avatar.pk)
     failed = Job.objects.filter(avatar=avatar, kind="evaluate").latest("id")

@@ -304,7 +304,7 @@ def test_the_pose_view_starts_where_the_previous_clip_ended(tmp_path):
     def view(start: int, frames: int) -> list[int]:
         target = tmp_path / f"view-{start}"
         subprocess.run(
-            [sys.executable, str(ROOT / "avatars/engines/pose_view.py"), "--dataset", str(dataset),
+            [sys.executable, str(ROOT / "avatars/engines/node/pose_view.py"), "--dataset", str(dataset),
              "--view", str(target), "--frames", str(frames), "--start", str(start)],
             check=True, capture_output=True,
         )  # fmt: skip

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from avatars.engines.console import ConsoleParser, clock_seconds, parse_bar, strip_timestamp
-from avatars.engines.gaussiantalker import TrainParser
+from avatars.engines.gaussiantalker.parsers import TrainParser
 from jobs.kinds import kind_spec
 from jobs.models import Job
 from jobs.streams import LineSplitter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_TRAIN = ROOT / "avatars" / "engines" / "demo" / "train.py"
+DEMO_TRAIN = ROOT / "avatars" / "engines" / "demo" / "node" / "train.py"
 
 SPEC_BAR = (
     "Training progress:  45%|████▌     | 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.0123456, psnr=31.52, "

@@ -167,14 +167,15 @@ def test_a_trained_avatar_is_deleted_from_the_local_node_and_media_and_its_jobs_
     render = next(job for job in jobs if job.kind == Job.Kind.RENDER_VALIDATION)
     validation = Path(settings.MEDIA_ROOT) / render.result["files"]["validation.mov"]
     upload = Path(settings.MEDIA_ROOT) / avatar.video
-    assert (data / "ori_imgs").is_dir() and (model / "point_cloud").is_dir()
+    train = next(job for job in jobs if job.kind == Job.Kind.TRAIN)
+    assert (data / "ori_imgs").is_dir() and (model / f"run-{train.pk}" / "point_cloud").is_dir()
     assert validation.is_file() and upload.is_file()
     assert Checkpoint.objects.filter(avatar=avatar).exists() and Evaluation.objects.filter(avatar=avatar)
 
     caplog.set_level(logging.INFO, logger="talkforge.erasure")
     assert api(alice).delete(f"/api/avatars/{avatar.pk}/").status_code == 204
 
-    assert not data.exists() and not model.exists()  # every frame of the face, and the model
+    assert not data.exists() and not model.exists()  # every frame of the face, and every run's model
     assert (Path(node.workdir) / "data").is_dir()  # the node's shared folders stay
     assert not validation.exists() and not upload.parent.exists()
     assert not NodeCleanup.objects.exists()

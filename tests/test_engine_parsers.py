@@ -16,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from avatars.engines import commands, gaussiantalker, synctalk
+from avatars.engines import shell
 from avatars.engines.console import Update
-from avatars.engines.gaussiantalker import (
+from avatars.engines.gaussiantalker import commands as gaussiantalker_commands
+from avatars.engines.gaussiantalker import parsers as gaussiantalker
+from avatars.engines.gaussiantalker.parsers import (
     PreprocessParser,
     RenderParser,
     TrainParser,
@@ -26,12 +28,15 @@ from avatars.engines.gaussiantalker import (
     missing_artifacts,
     render_output_path,
 )
-from avatars.engines.synctalk import TestParser, parse_plain_bar, result_video_path
+from avatars.engines.registry import engine_for
+from avatars.engines.synctalk import commands as synctalk_commands
+from avatars.engines.synctalk import parsers as synctalk
+from avatars.engines.synctalk.parsers import TestParser, parse_plain_bar, result_video_path
 from jobs.streams import LineSplitter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_PROCESS = ROOT / "avatars" / "engines" / "demo" / "process.py"
+DEMO_PROCESS = ROOT / "avatars" / "engines" / "demo" / "node" / "process.py"
 
 GT_STAGES = [
     "audio",
@@ -643,54 +648,55 @@ def test_synctalk_parsers_ignore_colour_codes():
 
 
 def test_gaussiantalker_command_lines():
-    assert commands.gaussiantalker_preprocess(data_root="data", name="obama", task=3) == [
+    assert gaussiantalker_commands.preprocess(data_root="data", name="obama", task=3) == [
         "python", "-u", "data_utils/process.py", "data/obama/obama.mp4", "--task", "3", "--asr", "deepspeech",
     ]  # fmt: skip
-    assert commands.gaussiantalker_preprocess(data_root="/srv/jobs/7/data/", name="obama")[3:6] == [
+    assert gaussiantalker_commands.preprocess(data_root="/srv/jobs/7/data/", name="obama")[3:6] == [
         "/srv/jobs/7/data/obama/obama.mp4", "--task", "-1",
     ]  # fmt: skip
-    assert commands.gaussiantalker_train(data_root="data", output_root="output", name="obama", port=6011) == [
+    assert gaussiantalker_commands.train(data_root="data", output_root="output", name="obama", port=6011) == [
         "python", "-u", "train.py", "-s", "data/obama", "--model_path", "output/obama",
         "--configs", "arguments/64_dim_1_transformer.py", "--port", "6011",
     ]  # fmt: skip
-    assert commands.gaussiantalker_audio_features(wav="data/obama/test.wav") == [
+    assert gaussiantalker_commands.audio_features(wav="data/obama/test.wav") == [
         "python", "-u", "data_utils/deepspeech_features/extract_ds_features.py",
         "--input", "data/obama/test.wav", "--output", "data/obama/test.npy",
     ]  # fmt: skip
-    assert commands.gaussiantalker_render(
-        data_root="data", output_root="output", name="obama", custom_aud="test.npy", custom_wav="test.wav"
+    assert gaussiantalker_commands.render(
+        data_root="data", output_root="output", name="obama", custom_aud="test.npy", custom_wav="test.wav",
+        iteration=10000,
     ) == [
         "python", "-u", "render.py", "-s", "data/obama", "--model_path", "output/obama",
         "--configs", "arguments/64_dim_1_transformer.py", "--iteration", "10000", "--batch", "128",
         "--custom_aud", "test.npy", "--custom_wav", "test.wav", "--skip_train", "--skip_test",
     ]  # fmt: skip
-    validation = commands.gaussiantalker_validation_render(
-        data_root="data", output_root="output", name="obama", iteration=-1, batch=64
+    validation = gaussiantalker_commands.validation_render(
+        data_root="data", output_root="output", name="obama", iteration=500, batch=64
     )
     assert validation == [
         "python", "-u", "render.py", "-s", "data/obama", "--model_path", "output/obama",
-        "--configs", "arguments/64_dim_1_transformer.py", "--iteration", "-1", "--batch", "64",
+        "--configs", "arguments/64_dim_1_transformer.py", "--iteration", "500", "--batch", "64",
         "--skip_train",
     ]  # fmt: skip
 
 
 def test_synctalk_command_lines():
-    assert commands.synctalk_preprocess(name="may", task=8) == [
+    assert synctalk_commands.preprocess(name="may", task=8) == [
         "python", "-u", "data_utils/process.py", "data/may/may.mp4", "--asr", "ave", "--task", "8",
     ]  # fmt: skip
-    assert commands.synctalk_train(name="may", workspace="may-head") == [
+    assert synctalk_commands.train(name="may", workspace="may-head") == [
         "python", "-u", "main.py", "data/may", "--workspace", "model/may-head", "-O", "--iters", "60000",
         "--asr_model", "ave",
     ]  # fmt: skip
-    assert commands.synctalk_train(name="may", workspace="may-head", iters=100000, finetune_lips=True) == [
+    assert synctalk_commands.train(name="may", workspace="may-head", iters=100000, finetune_lips=True) == [
         "python", "-u", "main.py", "data/may", "--workspace", "model/may-head", "-O", "--iters", "100000",
         "--finetune_lips", "--patch_size", "64", "--asr_model", "ave",
     ]  # fmt: skip
-    assert commands.synctalk_test(name="may", workspace="may-head", portrait=True) == [
+    assert synctalk_commands.test(name="may", workspace="may-head", portrait=True) == [
         "python", "-u", "main.py", "data/may", "--workspace", "model/may-head", "-O", "--test",
         "--asr_model", "ave", "--portrait",
     ]  # fmt: skip
-    assert commands.synctalk_custom_audio(name="may", workspace="may-head", wav="demo/test.wav") == [
+    assert synctalk_commands.custom_audio(name="may", workspace="may-head", wav="demo/test.wav") == [
         "python", "-u", "main.py", "data/may", "--workspace", "model/may-head", "-O", "--test",
         "--test_train", "--asr_model", "ave", "--aud", "demo/test.wav",
     ]  # fmt: skip
@@ -702,15 +708,20 @@ BAD_NAMES = ["Obama", "-obama", "ob ama", "ob/ama", "a;rm -rf", "", "x" * 64, "o
 @pytest.mark.parametrize("name", BAD_NAMES)
 def test_command_builders_refuse_unsafe_names(name):
     builders = [
-        lambda: commands.gaussiantalker_preprocess(data_root="data", name=name),
-        lambda: commands.gaussiantalker_train(data_root="data", output_root="output", name=name),
-        lambda: commands.gaussiantalker_render(
-            data_root="data", output_root="output", name=name, custom_aud="a.npy", custom_wav="a.wav"
+        lambda: gaussiantalker_commands.preprocess(data_root="data", name=name),
+        lambda: gaussiantalker_commands.train(data_root="data", output_root="output", name=name),
+        lambda: gaussiantalker_commands.render(
+            data_root="data",
+            output_root="output",
+            name=name,
+            custom_aud="a.npy",
+            custom_wav="a.wav",
+            iteration=1,
         ),
-        lambda: commands.synctalk_preprocess(name=name),
-        lambda: commands.synctalk_train(name=name, workspace="ws"),
-        lambda: commands.synctalk_train(name="may", workspace=name),
-        lambda: commands.synctalk_test(name="may", workspace=name),
+        lambda: synctalk_commands.preprocess(name=name),
+        lambda: synctalk_commands.train(name=name, workspace="ws"),
+        lambda: synctalk_commands.train(name="may", workspace=name),
+        lambda: synctalk_commands.test(name="may", workspace=name),
     ]
     for build in builders:
         with pytest.raises(ValueError, match="not allowed"):
@@ -719,8 +730,8 @@ def test_command_builders_refuse_unsafe_names(name):
 
 @pytest.mark.parametrize("name", ["obama", "may-2", "0", "a" * 63, "9lives"])
 def test_command_builders_accept_safe_names(name):
-    assert commands.validate_name(name) == name
-    assert commands.synctalk_train(name=name, workspace=name)[3] == f"data/{name}"
+    assert shell.validate_name(name) == name
+    assert synctalk_commands.train(name=name, workspace=name)[3] == f"data/{name}"
 
 
 @pytest.mark.parametrize(
@@ -728,47 +739,49 @@ def test_command_builders_accept_safe_names(name):
 )
 def test_command_builders_refuse_unsafe_paths(path):
     with pytest.raises(ValueError, match="not allowed"):
-        commands.gaussiantalker_preprocess(data_root=path, name="obama")
+        gaussiantalker_commands.preprocess(data_root=path, name="obama")
     with pytest.raises(ValueError, match="not allowed"):
-        commands.gaussiantalker_audio_features(wav=f"{path}/x.wav" if path else "x y.wav")
+        gaussiantalker_commands.audio_features(wav=f"{path}/x.wav" if path else "x y.wav")
 
 
 def test_command_builders_check_numbers():
     with pytest.raises(ValueError):
-        commands.gaussiantalker_preprocess(data_root="data", name="obama", task=10)
+        gaussiantalker_commands.preprocess(data_root="data", name="obama", task=10)
     with pytest.raises(ValueError):
-        commands.synctalk_preprocess(name="may", task=11)
-    assert commands.synctalk_preprocess(name="may", task=10)[-1] == "10"
+        synctalk_commands.preprocess(name="may", task=11)
+    assert synctalk_commands.preprocess(name="may", task=10)[-1] == "10"
     with pytest.raises(ValueError):
-        commands.gaussiantalker_train(data_root="data", output_root="output", name="obama", port=80)
+        gaussiantalker_commands.train(data_root="data", output_root="output", name="obama", port=80)
     with pytest.raises(ValueError):
-        commands.gaussiantalker_validation_render(
-            data_root="data", output_root="output", name="obama", batch=0
+        gaussiantalker_commands.validation_render(
+            data_root="data", output_root="output", name="obama", iteration=10000, batch=0
         )
     with pytest.raises(ValueError):
-        commands.gaussiantalker_validation_render(
+        gaussiantalker_commands.validation_render(
             data_root="data", output_root="output", name="obama", iteration=0
         )
     with pytest.raises(ValueError):
-        commands.synctalk_train(name="may", workspace="ws", iters=0)
+        synctalk_commands.train(name="may", workspace="ws", iters=0)
     with pytest.raises(ValueError):
-        commands.synctalk_custom_audio(name="may", workspace="ws", wav="demo/test.npy")
+        synctalk_commands.custom_audio(name="may", workspace="ws", wav="demo/test.npy")
     with pytest.raises(ValueError):
-        commands.synctalk_test(name="may", workspace="ws", asr_model="wav2vec")
+        synctalk_commands.test(name="may", workspace="ws", asr_model="wav2vec")
 
 
 def test_every_command_runs_python_unbuffered_and_env_covers_children():
     argvs = [
-        commands.gaussiantalker_preprocess(data_root="data", name="obama"),
-        commands.gaussiantalker_train(data_root="data", output_root="output", name="obama"),
-        commands.gaussiantalker_audio_features(wav="x.wav"),
-        commands.gaussiantalker_validation_render(data_root="data", output_root="output", name="obama"),
-        commands.synctalk_preprocess(name="may"),
-        commands.synctalk_test(name="may", workspace="ws"),
+        gaussiantalker_commands.preprocess(data_root="data", name="obama"),
+        gaussiantalker_commands.train(data_root="data", output_root="output", name="obama"),
+        gaussiantalker_commands.audio_features(wav="x.wav"),
+        gaussiantalker_commands.validation_render(
+            data_root="data", output_root="output", name="obama", iteration=10000
+        ),
+        synctalk_commands.preprocess(name="may"),
+        synctalk_commands.test(name="may", workspace="ws"),
     ]
     assert all(argv[:2] == ["python", "-u"] for argv in argvs)
-    assert commands.engine_env("gaussiantalker") == {"PYTHONUNBUFFERED": "1"}
-    assert commands.engine_env("synctalk") == {"PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
+    assert engine_for("gaussiantalker").env() == {"PYTHONUNBUFFERED": "1"}
+    assert engine_for("synctalk").env() == {"PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
 
 
 # Upstream's arguments/64_dim_1_transformer.py, OptimizationParams part (spec §1.5: these override the CLI).
@@ -797,24 +810,24 @@ def config_values(text: str) -> dict:
 
 
 def test_derived_config_text_changes_only_the_iterations():
-    text = commands.derived_config_text(GT_CONFIG, 3000)
+    text = gaussiantalker_commands.derived_config_text(GT_CONFIG, 3000)
     values = config_values(text)
     assert values["iterations"] == 3000
     assert values["coarse_iterations"] == 7999
     assert [line for line in text.splitlines() if line not in GT_CONFIG.splitlines()] == [
         "    iterations = 3000,"
     ]
-    both = config_values(commands.derived_config_text(GT_CONFIG, 3000, coarse_iterations=500))
+    both = config_values(gaussiantalker_commands.derived_config_text(GT_CONFIG, 3000, coarse_iterations=500))
     assert (both["iterations"], both["coarse_iterations"]) == (3000, 500)
 
 
 def test_derived_config_text_fails_clearly_when_it_cannot_find_the_value():
     with pytest.raises(ValueError, match="does not set 'iterations"):
-        commands.derived_config_text("OptimizationParams = dict(batch_size=32)\n", 3000)
+        gaussiantalker_commands.derived_config_text("OptimizationParams = dict(batch_size=32)\n", 3000)
     with pytest.raises(ValueError, match="2 times"):
-        commands.derived_config_text(GT_CONFIG + "X = dict(\n    iterations=5,\n)\n", 3000)
+        gaussiantalker_commands.derived_config_text(GT_CONFIG + "X = dict(\n    iterations=5,\n)\n", 3000)
     with pytest.raises(ValueError):
-        commands.derived_config_text(GT_CONFIG, 0)
+        gaussiantalker_commands.derived_config_text(GT_CONFIG, 0)
 
 
 # --- the demo process.py, for real --------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Quality figures (avatars/engines/evaluate.py): PSNR/SSIM equal scikit-image's on the seed's definition,
-end to end on real encoded videos and ground-truth folders, with clear errors and the console contract."""
+"""Quality figures (avatars/engines/node/evaluate.py): PSNR/SSIM equal scikit-image's on the seed's
+definition, end to end on real encoded videos and ground-truth folders, with clear errors and the console
+contract."""
 
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import pytest
 from skimage import data
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from avatars.engines import evaluate as evaluate_module
 from avatars.engines.console import parse_bar
-from avatars.engines.evaluate import EvaluationError, evaluate, frame_scores, gray, psnr, ssim
+from avatars.engines.node import evaluate as evaluate_module
+from avatars.engines.node.evaluate import EvaluationError, evaluate, frame_scores, gray, psnr, ssim
 
 SCRIPT = Path(evaluate_module.__file__)
 FIRST_ID = 40

@@ -16,7 +16,10 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.test import APIClient
 
-from avatars.engines import commands, gaussiantalker, synctalk
+from avatars.engines.gaussiantalker import commands as gaussiantalker_commands
+from avatars.engines.gaussiantalker import parsers as gaussiantalker
+from avatars.engines.synctalk import commands as synctalk_commands
+from avatars.engines.synctalk import parsers as synctalk
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.pipeline import avatar_train
 from avatars.services import avatar_create, avatar_proceed_anyway
@@ -441,12 +444,12 @@ def test_another_user_gets_404_for_videos_avatars_and_checkpoints_not_theirs(
 
 
 def test_custom_audio_commands_of_both_engines():
-    features = commands.gaussiantalker_audio_features(wav="/w/jobs/7/audio.wav", output="/w/jobs/7/audio.npy")
+    features = gaussiantalker_commands.audio_features(wav="/w/jobs/7/audio.wav", output="/w/jobs/7/audio.npy")
     assert features == [
         "python", "-u", "data_utils/deepspeech_features/extract_ds_features.py",
         "--input", "/w/jobs/7/audio.wav", "--output", "/w/jobs/7/audio.npy",
     ]  # fmt: skip
-    render = commands.gaussiantalker_render(
+    render = gaussiantalker_commands.render(
         data_root="/w/jobs/7/data", output_root="/w/jobs/7/output", name="anna-1a2b3c",
         custom_aud="/w/jobs/7/audio.npy", custom_wav="/w/jobs/7/audio.wav", iteration=10000, batch=64,
     )  # fmt: skip
@@ -460,7 +463,7 @@ def test_custom_audio_commands_of_both_engines():
     assert gaussiantalker.render_output_path("/w/jobs/7/output/anna-1a2b3c", "custom", 10000) == (
         "/w/jobs/7/output/anna-1a2b3c/custom/ours_10000/renders/output_custom_10000iter_renders.mov"
     )
-    test = commands.synctalk_custom_audio(
+    test = synctalk_commands.custom_audio(
         name="anna-1a2b3c", workspace="anna-1a2b3c", wav="/w/jobs/8/audio.wav", data_root="/w/data",
         model_root="/w/jobs/8/model",
     )  # fmt: skip
@@ -472,9 +475,9 @@ def test_custom_audio_commands_of_both_engines():
         "/w/jobs/8/model/anna-1a2b3c/results/ngp_ep0012_audio.mp4"
     )
     with pytest.raises(ValueError, match="not allowed"):
-        commands.gaussiantalker_audio_features(wav="/w/a b.wav")
+        gaussiantalker_commands.audio_features(wav="/w/a b.wav")
     with pytest.raises(ValueError, match=".wav"):
-        commands.synctalk_custom_audio(name="a", workspace="a", wav="/w/a.npy")
+        synctalk_commands.custom_audio(name="a", workspace="a", wav="/w/a.npy")
 
 
 @pytest.mark.django_db
@@ -517,7 +520,7 @@ def test_the_plan_of_a_real_engine_chains_its_steps_on_the_checkpoint_s_node(ali
         assert "extract_ds_features" not in script
         assert (
             f"main.py {node.workdir}/data/{avatar.slug} --workspace {folder}/model/{avatar.slug} -O --test "
-            f"--test_train --asr_model ave --aud {folder}/audio.wav"
+            f"--test_train --asr_model ave --portrait --aud {folder}/audio.wav"  # README.md:140
         ) in script
         assert f"{folder}/model/{avatar.slug}/checkpoints/ngp_ep0010.pth" in script  # the chosen one only
         assert plan.outputs["engine_video"] == f"{folder}/model/{avatar.slug}/results/ngp_ep0010_audio.mp4"
@@ -598,14 +601,14 @@ def test_the_demo_render_clamps_to_the_audio_and_renders_the_listed_frames_in_or
 
     def run(features: Path) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, str(ENGINES / "demo" / "render.py"), "-s", str(data), "--model_path", str(model),
-             "--iteration", "7", "--batch", "16", "--custom_aud", features.name, "--custom_wav", "a.wav",
-             "--skip_train", "--skip_test"],
+            [sys.executable, str(ENGINES / "demo" / "node" / "render.py"), "-s", str(data),
+             "--model_path", str(model), "--iteration", "7", "--batch", "16", "--custom_aud", features.name,
+             "--custom_wav", "a.wav", "--skip_train", "--skip_test"],
             capture_output=True, text=True,
         )  # fmt: skip
 
     made = subprocess.run(
-        [sys.executable, str(ENGINES / "demo" / "features.py"), "--input", str(data / "a.wav")],
+        [sys.executable, str(ENGINES / "demo" / "node" / "features.py"), "--input", str(data / "a.wav")],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "shape (25, 16, 29)" in made.stdout and "placeholder" in (data / "a.npy").read_text()
@@ -634,8 +637,8 @@ def test_the_pose_view_plays_the_val_frames_back_and_forth(tmp_path):
     model = tmp_path / "output" / "x"
     (model / "point_cloud").mkdir(parents=True)
     result = subprocess.run(
-        [sys.executable, str(ENGINES / "pose_view.py"), "--dataset", str(dataset), "--view", str(view),
-         "--frames", "8", "--link", str(model / "point_cloud"),
+        [sys.executable, str(ENGINES / "node" / "pose_view.py"), "--dataset", str(dataset),
+         "--view", str(view), "--frames", "8", "--link", str(model / "point_cloud"),
          str(tmp_path / "jobs/3/output/x/point_cloud")],
         capture_output=True, text=True, check=True,
     )  # fmt: skip

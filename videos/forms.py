@@ -1,6 +1,7 @@
 from django import forms
 
 from avatars.models import Avatar, Checkpoint
+from avatars.runs import renderable
 from core.params import RENDER_BATCH
 
 from . import tts
@@ -25,11 +26,14 @@ class VideoCreateForm(forms.Form):
     def __init__(self, *args, user, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["avatar"].queryset = Avatar.objects.filter(owner=user, status=Avatar.Status.TRAINED)
-        self.fields["checkpoint"].queryset = (
+        self.fields["checkpoint"].queryset = renderable(
             Checkpoint.objects.filter(avatar__owner=user)
-            .exclude(stage="coarse")
-            .select_related("avatar", "node")
-        )
-        self.fields["checkpoint"].label_from_instance = lambda c: (
-            f"{c.avatar.name}: {c.stage} {c.iteration} on {c.node.name}"
-        )
+        ).select_related("avatar", "node")
+        self.fields["checkpoint"].label_from_instance = _checkpoint_label
+
+
+def _checkpoint_label(checkpoint) -> str:
+    run = f" (run #{checkpoint.run_id})" if checkpoint.run_id else ""
+    return (
+        f"{checkpoint.avatar.name}: {checkpoint.stage} {checkpoint.iteration}{run} on {checkpoint.node.name}"
+    )

@@ -1,18 +1,19 @@
 """The generate_video job: a trained avatar speaks a driving audio, on the node that holds its model.
 
 One command, a chain of steps run one after the other while they succeed, so every step's console goes to
-the job's log (spec §1.4, §1.6, §2.3, §2.5):
+the job's log. The avatar's engine plug-in gives its steps (``Engine.speech_steps``):
 
 GaussianTalker and demo
   1. poses: a per-job dataset view whose val poses are played ping-pong to cover the whole audio, and a
      per-job model folder (render.py writes into ``--model_path``; two generations must not collide);
   2. audio features: DeepSpeech ``extract_ds_features.py --input x.wav`` → ``x.npy`` (demo: a placeholder);
   3. render.py with ``--custom_aud/--custom_wav`` → ``<model>/custom/ours_<iter>/renders/…_renders.mov``;
-  4. encode: a browser-playable MP4 (H.264 yuv420p + AAC, faststart) cut to the audio's length, a poster.
 SyncTalk (AVE)
   1. a per-job workspace whose ``checkpoints/`` holds only the chosen checkpoint (main.py loads the latest);
-  2. ``main.py --test --test_train --aud x.wav`` → ``<ws>/results/ngp_ep<EEEE>_audio.mp4`` (its poses
-     mirror natively); 3. encode, as above.
+  2. ``main.py --test --test_train --portrait --aud x.wav`` → ``<ws>/results/ngp_ep<EEEE>_audio.mp4`` (its
+     poses mirror natively);
+and then, for every engine, the encode: a browser-playable MP4 (H.264 yuv420p + AAC, faststart) cut to the
+audio's length, and a poster.
 
 The chain is :func:`speech_render`, shared with the chat, which runs it once per sentence of a reply.
 """
@@ -20,18 +21,15 @@ The chain is :func:`speech_render`, shared with the chat, which runs it once per
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from avatars.engines import commands, gaussiantalker, synctalk
-from avatars.engines.console import ConsoleParser, Update
-from avatars.job_kinds import engine_cwd, python_and_scripts
+from avatars.engines.console import STEP, ConsoleParser, Update, step_marker
+from avatars.engines.shell import shell_and
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
-from avatars.pipeline import shell_and
 from core.params import object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
@@ -52,9 +50,7 @@ def audio_frames(seconds: float) -> int:
     return max(1, math.ceil(round(seconds * 2 * ENGINE_FPS) / 2))
 
 
-def step(number: int, total: int, name: str) -> list[str]:
-    """A marker line before each step of the chain: the log shows where it is, the parser follows it."""
-    return ["echo", f"[talkforge] step {number}/{total}: {name}"]
+step = step_marker  # the marker line before each step of the chain (avatars/engines/console.py)
 
 
 def web_video(*, source: str, audio: str, seconds: float, target: str) -> list[str]:
@@ -75,8 +71,6 @@ def poster_frame(*, source: str, target: str) -> list[str]:
 
 
 # --- the console ---------------------------------------------------------------------------------------
-
-STEP = re.compile(r"^\[talkforge\] step (?P<n>\d+)/(?P<total>\d+): (?P<name>.+)$")
 
 
 class GenerationParser(ConsoleParser):
@@ -182,59 +176,15 @@ def speech_render(
     ping-pong poses where the previous sentence ended; SyncTalk plays its own poses and ignores it)."""
     result = folder / RESULT
     poster_path = folder / POSTER if poster else None
-    env: dict[str, str] = {}
-    if avatar.engine == Avatar.Engine.SYNCTALK:
-        python, (views,), scripts = python_and_scripts(job, "pose_view.py")
-        checkpoint_file = PurePosixPath(checkpoint.path)
-        workspace = folder / "model" / avatar.slug
-        linked = workspace / "checkpoints" / checkpoint_file.name
-        engine_video = synctalk.result_video_path(str(workspace), checkpoint.iteration, with_audio=True)
-        render = commands.synctalk_custom_audio(
-            name=avatar.slug, workspace=avatar.slug, wav=str(wav), data_root=str(dataset.parent),
-            model_root=str(workspace.parent),
-        )  # fmt: skip
-        cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        prepare = [python, "-u", views, "--link", str(checkpoint_file), str(linked)]
-        chain = [("workspace", prepare), ("render", render)]
-        shares = {"workspace": 0.02, "render": 0.88, "encode": 0.10}
-        engine_parser: ConsoleParser = synctalk.TestParser(evaluate=False)
-    else:
-        if checkpoint.stage != "fine":
-            raise ValueError(f"checkpoint {checkpoint.stage} {checkpoint.iteration} cannot render")
-        model = PurePosixPath(checkpoint.path).parent.parent  # <model>/point_cloud/iteration_N
-        data_view, model_view = folder / "data" / avatar.slug, folder / "output" / avatar.slug
-        features = wav.with_suffix(".npy")
-        render = commands.gaussiantalker_render(
-            data_root=str(data_view.parent), output_root=str(model_view.parent), name=avatar.slug,
-            custom_aud=str(features), custom_wav=str(wav), iteration=checkpoint.iteration, batch=batch,
-        )  # fmt: skip
-        if avatar.engine == Avatar.Engine.DEMO:
-            python, (views, extract, render_py), scripts = python_and_scripts(
-                job, "pose_view.py", "demo/features.py", "demo/render.py"
-            )
-            extract_features = [python, "-u", extract, "--input", str(wav), "--output", str(features)]
-            render = [python, "-u", render_py, *render[3:]]  # the same arguments as render.py's
-            cwd = str(folder)
-        else:
-            python, (views,), scripts = python_and_scripts(job, "pose_view.py")
-            extract_features = commands.gaussiantalker_audio_features(wav=str(wav), output=str(features))
-            cwd, env = engine_cwd(job, avatar.engine), commands.engine_env(avatar.engine)
-        prepare = [
-            python, "-u", views, "--dataset", str(dataset), "--view", str(data_view),
-            "--frames", str(audio_frames(seconds)), "--start", str(pose_start),
-            "--link", str(model / "cfg_args"), str(model_view / "cfg_args"),
-            "--link", str(model / "point_cloud"), str(model_view / "point_cloud"),
-        ]  # fmt: skip
-        engine_video = gaussiantalker.render_output_path(str(model_view), "custom", checkpoint.iteration)
-        chain = [("poses", prepare), ("audio features", extract_features), ("render", render)]
-        shares = {"poses": 0.02, "audio features": 0.08, "render": 0.80, "encode": 0.10}
-        engine_parser = gaussiantalker.RenderParser(sets=("custom",))
+    steps = avatar.engine_plugin.speech_steps(
+        job, checkpoint=checkpoint, dataset=dataset, folder=folder, wav=wav, frames=audio_frames(seconds),
+        batch=batch, pose_start=pose_start,
+    )  # fmt: skip
+    chain, shares, engine_video = steps.chain, steps.shares, steps.engine_video
     encode = [web_video(source=engine_video, audio=str(wav), seconds=seconds, target=str(result))]
     if poster_path is not None:
         encode.append(poster_frame(source=str(result), target=str(poster_path)))
-    if avatar.engine != Avatar.Engine.SYNCTALK:
-        # render.py's own videos (the result and its attention views) are intermediate: drop them.
-        encode.append(["rm", "-rf", str(PurePosixPath(engine_video).parent.parent)])
+    encode += [["rm", "-rf", path] for path in steps.intermediate]  # the engine's own videos, once encoded
     total = len(chain) + 1
     commands_run = []
     for number, (name, command) in enumerate(chain, start=1):
@@ -242,9 +192,9 @@ def speech_render(
     commands_run += [step(total, total, "encode"), *encode, ["echo", "[talkforge] done"]]
     outputs = [str(result)] + ([str(poster_path)] if poster_path is not None else [])
     return SpeechRender(
-        argv=shell_and(*commands_run), cwd=cwd, env=env,
-        parser=GenerationParser(steps=shares, engine=engine_parser, engine_step="render"),
-        scripts=scripts, result=result, poster=poster_path, engine_video=engine_video,
+        argv=shell_and(*commands_run), cwd=steps.cwd, env=steps.env,
+        parser=GenerationParser(steps=shares, engine=steps.parser, engine_step="render"),
+        scripts=steps.scripts, result=result, poster=poster_path, engine_video=engine_video,
         scratch=(str(wav), str(wav.with_suffix(".npy")), *outputs, str(PurePosixPath(engine_video).parent)),
     )  # fmt: skip
 

@@ -16,6 +16,7 @@ from django.db import transaction
 from accounts.quotas import quota_check_storage
 from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
+from avatars.runs import default_checkpoint
 from avatars.uploads import upload_on_disk
 from core.params import RENDER_BATCH
 from jobs.models import Job
@@ -30,20 +31,6 @@ logger = logging.getLogger(__name__)
 AUDIO_FORMATS = "WAV, MP3, M4A, OGG, FLAC or WebM"
 
 
-def default_checkpoint(avatar: Avatar) -> Checkpoint | None:
-    """The one a generation uses unless told otherwise: the latest renderable checkpoint.
-
-    GaussianTalker (and the demo) render ``point_cloud/iteration_N`` only, the fine stage's saves; SyncTalk
-    keeps one checkpoint per epoch."""
-    stage = "epoch" if avatar.engine == Avatar.Engine.SYNCTALK else "fine"
-    return (
-        avatar.checkpoints.filter(stage=stage)
-        .select_related("node")
-        .order_by("-iteration", "-created_at")
-        .first()
-    )
-
-
 def _check_checkpoint(avatar: Avatar, checkpoint: Checkpoint | None) -> Checkpoint:
     if checkpoint is None:
         checkpoint = default_checkpoint(avatar)
@@ -56,11 +43,8 @@ def _check_checkpoint(avatar: Avatar, checkpoint: Checkpoint | None) -> Checkpoi
             f"That checkpoint belongs to another avatar, not to {avatar.name}: choose one of its own "
             "checkpoints (or leave the choice empty for the latest)."
         )
-    if avatar.engine != Avatar.Engine.SYNCTALK and checkpoint.stage != "fine":
-        raise ServiceError(
-            f"Checkpoint {checkpoint.stage} {checkpoint.iteration} is from the coarse stage, which render.py "
-            "cannot load: choose a fine-stage checkpoint (or leave the choice empty for the latest)."
-        )
+    if problem := avatar.engine_plugin.render_refusal(checkpoint):
+        raise ServiceError(problem)
     node = checkpoint.node
     if not node.enabled:
         raise ServiceError(
@@ -162,7 +146,7 @@ def video_create(
                 batch_size=batch,
                 pose_mode=(
                     Video.PoseMode.ENGINE
-                    if avatar.engine == Avatar.Engine.SYNCTALK
+                    if avatar.engine_plugin.plays_own_poses
                     else Video.PoseMode.PING_PONG
                 ),
             )

@@ -3,6 +3,7 @@ from rest_framework import serializers
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS
 from gpu_nodes.models import Node
 
+from ..engines.registry import DEFAULT_ENGINE, engine_choices
 from ..models import Avatar, Checkpoint, DatasetCopy, Evaluation
 
 
@@ -19,7 +20,7 @@ class EvaluationSummarySerializer(serializers.ModelSerializer):
     class Meta:
         model = Evaluation
         fields = [
-            "iteration", "checkpoint", "psnr", "ssim", "lpips", "frames", "rendered_frames",
+            "run", "iteration", "checkpoint", "psnr", "ssim", "lpips", "frames", "rendered_frames",
             "reference_frames", "notes", "job", "created_at",
         ]  # fmt: skip
         read_only_fields = fields
@@ -38,7 +39,7 @@ class CheckpointSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Checkpoint
-        fields = ["id", "node", "stage", "iteration", "path", "size_bytes", "created_at"]
+        fields = ["id", "run", "node", "stage", "iteration", "path", "size_bytes", "created_at"]
         read_only_fields = fields
 
 
@@ -63,7 +64,7 @@ class AvatarSerializer(serializers.ModelSerializer):
 
 class AvatarCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    engine = serializers.ChoiceField(choices=Avatar.Engine.choices, default=Avatar.Engine.GAUSSIANTALKER)
+    engine = serializers.ChoiceField(choices=engine_choices(), default=DEFAULT_ENGINE)
     video = serializers.FileField()
     au_csv = serializers.FileField(required=False, allow_null=True)
     preferred_node = serializers.SlugRelatedField(
@@ -87,4 +88,6 @@ class AvatarTrainSerializer(serializers.Serializer):
 
 
 class AvatarEvaluateSerializer(serializers.Serializer):
-    checkpoint = serializers.IntegerField(help_text="The id of one of this avatar's fine-stage checkpoints.")
+    checkpoint = serializers.IntegerField(
+        help_text="The id of one of this avatar's checkpoints that can render (GaussianTalker: fine-stage)."
+    )

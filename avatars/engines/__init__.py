@@ -1,1 +1,3 @@
-"""Talking-head engines: how to drive each one and how to read its console (see shared/spec/engines.md)."""
+"""Talking-head engines, one plug-in package each (``gaussiantalker/``, ``synctalk/``, ``demo/``), listed in
+``registry.py``; ``base.py`` says what a plug-in is. Platform-side code, except the ``node/`` folders: those
+scripts are copied to the GPU nodes and run there."""

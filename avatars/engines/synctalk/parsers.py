@@ -1,9 +1,14 @@
-"""SyncTalk: reading its consoles (preprocessing, training, test) and where ``main.py --test`` leaves its
-video (shared/spec/engines.md §2 and §3).
+"""SyncTalk (ZiqiaoPeng/SyncTalk @ d2427a3): reading its consoles (preprocessing, training, test) and where
+``main.py --test`` leaves its video.
 
-``main.py`` prints a ``Namespace(...)`` dump, then logs through ``rich`` (plain text without a terminal, but
-wrapped at the console width: run it with a wide ``COLUMNS``, see commands.engine_env) and draws tqdm bars
-without the ``|…|`` body: ``loss=0.0123 (0.0150), lr=0.009876: 45% 2700/6000 [01:23<01:40, 32.1it/s]``.
+``main.py`` prints a ``Namespace(...)`` dump (main.py:142), then logs through ``rich`` (plain text without
+a terminal, but wrapped at the console width: run it with a wide ``COLUMNS``, see the engine's ``env()``)
+and draws tqdm bars without the ``|…|`` body (nerf_triplane/utils.py:1282):
+``loss=0.0123 (0.0150), lr=0.009876: 45% 2700/6000 [01:23<01:40, 32.1it/s]``.
+
+Its ``data_utils/process.py`` comes from the same lineage as GaussianTalker's (AD-NeRF → RAD-NeRF →
+ER-NeRF) and prints the same ``[INFO] ===== … =====`` banners, so the banner-driven
+``console.PreprocessParser`` serves it with this task table.
 """
 
 from __future__ import annotations
@@ -12,21 +17,29 @@ import posixpath
 import re
 from dataclasses import dataclass
 
-from . import gaussiantalker
-from .console import ConsoleParser, Update, clock_seconds, parse_bar
-from .gaussiantalker import (
+from .. import console
+from ..console import (
     CUDA_OOM,
     NO_FACE,
+    ConsoleParser,
     CrashWatch,
     PreprocessTask,
+    Update,
     clean_line,
+    clock_seconds,
     finite_metrics,
     known,
+    parse_bar,
     returncode_message,
 )
 
-TRAINER_NAME = "ngp"
+TRAINER_NAME = "ngp"  # main.py:183 and :237, Trainer('ngp', …): checkpoints and results are named after it
 
+# data_utils/process.py: each task's banners and what it writes. 1: :16/:19 then :23/:32 (the AVE note
+# :25); 2: :37/:40; 3: :45/:48; 4: :72/:124; 5: :129/:243, face_mask :150; 6: :53/:67; 7: :248/:260;
+# 8: :264, flow_result :283, keypoints.txt :336, track_xys.npy :350, bundle_adjustment.py prints
+# "bundle adjustment params saved" (data_utils/face_tracking/bundle_adjustment.py:63); 9: :357;
+# 10: :363/:415.
 SYNCTALK_TASKS: tuple[PreprocessTask, ...] = (
     # Task 1 prints two banner pairs: the audio, then its features ("AVE has been integrated …" for ave).
     PreprocessTask(
@@ -73,18 +86,18 @@ AUDIO_FEATURES = {"ave": (), "deepspeech": ("aud.npy",), "hubert": ("aud_hu.npy"
 
 AVE_NOTE = "AVE has been integrated into the training code"
 
-FACELESS_BLENDSHAPE = known(
+FACELESS_BLENDSHAPE = known(  # data_utils/blendshape_capture/main.py:63, face_blendshapes[0]
     r"IndexError: list index out of range",
     "A frame without a detectable face: MediaPipe found no face in at least one frame while extracting "
     "blendshapes. Use a video that shows the face in every frame and run preprocessing again.",
     stages={"blendshape"},
 )
-PRELOAD_KILLED = known(
+PRELOAD_KILLED = known(  # main.py:61 --preload
     r"^Killed$",
     "The engine was killed, most often for lack of memory (RAM): --preload 1/2 loads the whole video into "
     "memory. Use --preload 0 or a shorter video.",
 )
-TOO_MANY_FRAMES = known(
+TOO_MANY_FRAMES = known(  # main.py:221
     r"dataset too many frames",
     "The video has more frames than main.py's --ind_num (20000): use a shorter video or raise --ind_num.",
 )
@@ -117,7 +130,7 @@ MAIN_FAILURES = (
 
 
 def expected_artifacts(task: int, asr: str = "ave") -> list[str]:
-    """What SyncTalk's process.py task ``task`` must leave in ``data/<ID>/`` (glob patterns, spec §2.2).
+    """What SyncTalk's process.py task ``task`` must leave in ``data/<ID>/`` (glob patterns, the table above).
     Task 1's features depend on ``--asr``: none for ave (computed while training), ``aud.npy`` for deepspeech
     (training reads ``aud_ds.npy``: rename it), ``aud_hu.npy`` for hubert."""
     if asr not in AUDIO_FEATURES:
@@ -129,7 +142,7 @@ def expected_artifacts(task: int, asr: str = "ave") -> list[str]:
     raise ValueError(f"SyncTalk's process.py has no task {task}: tasks are 1 to {len(SYNCTALK_TASKS)}.")
 
 
-class PreprocessParser(gaussiantalker.PreprocessParser):
+class PreprocessParser(console.PreprocessParser):
     """SyncTalk's ``data_utils/process.py`` (10 tasks). Flow (8) and blendshapes (9) print no end banner:
     flow ends at ``bundle adjustment params saved``, blendshapes when the next task starts or the run ends."""
 
@@ -148,25 +161,27 @@ class PreprocessParser(gaussiantalker.PreprocessParser):
 
 # --- main.py ---------------------------------------------------------------------------------------------
 
+# nerf_triplane/utils.py line numbers unless said otherwise; main.py:142 prints the Namespace.
 NAMESPACE_ITERS = re.compile(r"\biters=(?P<iters>\d+)")
 NAMESPACE_WORKSPACE = re.compile(r"\bworkspace='(?P<workspace>[^']*)'")
+# :727
 TRAINER = re.compile(r"^\[INFO\] Trainer: (?P<name>\S+) \| (?P<time>[^|]+?) \| (?P<device>[^|]+?) \| "
                      r"(?P<precision>fp16|fp32) \| (?P<workspace>.*)$")  # fmt: skip
-LATEST = re.compile(r"^\[INFO\] Latest checkpoint is (?P<path>\S+)")
+LATEST = re.compile(r"^\[INFO\] Latest checkpoint is (?P<path>\S+)")  # :1520
 CHECKPOINT_EPOCH = re.compile(r"_ep(?P<epoch>\d+)\.pth$")
-NO_CHECKPOINT = "[WARN] No checkpoint found, model randomly initialized."
-LOADED_AT = re.compile(r"^\[INFO\] load at epoch (?P<epoch>\d+), global step (?P<step>\d+)")
-FRAMES_LOADED = re.compile(r"^\[INFO\] load (?P<frames>\d+) (?P<kind>\w+) frames\.")
-MAX_EPOCH = re.compile(r"^\[INFO\] max_epoch = (?P<epoch>\d+)")
-EPOCH_START = re.compile(r"^==> Start Training Epoch (?P<epoch>\d+), lr=(?P<lr>[\d.e-]+)")
-EPOCH_END = re.compile(r"^==> Finished Epoch (?P<epoch>\d+)\.")
-EPOCH_LOSS = re.compile(r"^loss=(?P<loss>[\d.e-]+|nan|inf)$")
-EVAL_START = re.compile(r"^\+\+> Evaluate at epoch (?P<epoch>\d+)")
-EVAL_END = re.compile(r"^\+\+> Evaluate epoch (?P<epoch>\d+) Finished\.")
+NO_CHECKPOINT = "[WARN] No checkpoint found, model randomly initialized."  # :1522
+LOADED_AT = re.compile(r"^\[INFO\] load at epoch (?P<epoch>\d+), global step (?P<step>\d+)")  # :1556
+FRAMES_LOADED = re.compile(r"^\[INFO\] load (?P<frames>\d+) (?P<kind>\w+) frames\.")  # provider.py:156
+MAX_EPOCH = re.compile(r"^\[INFO\] max_epoch = (?P<epoch>\d+)")  # main.py:248
+EPOCH_START = re.compile(r"^==> Start Training Epoch (?P<epoch>\d+), lr=(?P<lr>[\d.e-]+)")  # :1267
+EPOCH_END = re.compile(r"^==> Finished Epoch (?P<epoch>\d+)\.")  # :1346
+EPOCH_LOSS = re.compile(r"^loss=(?P<loss>[\d.e-]+|nan|inf)$")  # :1345
+EVAL_START = re.compile(r"^\+\+> Evaluate at epoch (?P<epoch>\d+)")  # :1350
+EVAL_END = re.compile(r"^\+\+> Evaluate epoch (?P<epoch>\d+) Finished\.")  # :1450
 BEST_SAVED = re.compile(r"^\[INFO\] saved checkpoint to (?P<path>\S+)")
-TEST_START = re.compile(r"^==> Start Test, save results to (?P<path>.+)$")
-TEST_END = "==> Finished Test."
-METRIC = re.compile(
+TEST_START = re.compile(r"^==> Start Test, save results to (?P<path>.+)$")  # :1054
+TEST_END = "==> Finished Test."  # :1103
+METRIC = re.compile(  # :480, :516, :613
     r"^(?P<name>PSNR|LPIPS|LMD)(?: \((?P<kind>\w+)\))? = (?P<value>-?[\d.]+(?:e-?\d+)?|nan|inf)$"
 )
 # main.py's bars: "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
@@ -212,12 +227,15 @@ def parse_plain_bar(line: str) -> PlainBar | None:
 
 
 def checkpoint_name(epoch: int) -> str:
+    """``ngp_ep<EEEE>.pth``, what Trainer.save_checkpoint names an epoch's checkpoint (nerf_triplane/utils.py
+    :1452–1479) and load_checkpoint looks for (:1517)."""
     return f"{TRAINER_NAME}_ep{epoch:04d}.pth"
 
 
 def result_video_path(workspace: str, epoch: int, with_audio: bool) -> str:
-    """The video ``main.py --test`` writes (spec §2.5): ``<ws>/results/ngp_ep<EEEE>.mp4`` (silent), or
-    ``ngp_ep<EEEE>_audio.mp4``, which exists only for ``--aud`` runs (with ``--asr_model ave``)."""
+    """The video ``main.py --test`` writes (nerf_triplane/utils.py:1047–1050, :1098): ``<ws>/results/
+    ngp_ep<EEEE>.mp4`` (silent), or
+    ``ngp_ep<EEEE>_audio.mp4``, which exists only for ``--aud`` runs (with ``--asr_model ave``, :1101)."""
     if epoch < 0:
         raise ValueError(f"An epoch is 0 or more, not {epoch}.")
     suffix = "_audio" if with_audio else ""
@@ -327,7 +345,7 @@ class MainParser(ConsoleParser):
 
 
 class TrainParser(MainParser):
-    """``main.py`` training (spec §2.4). Progress ≈ ((E−1)·train_frames + n) / iters, ``--iters`` being
+    """``main.py`` training (main.py:240–261). Progress ≈ ((E−1)·train_frames + n) / iters, ``--iters`` being
     cumulative across stages; a run ends with an evaluation and a test on the val split, and succeeds only
     when ``==> Finished Test.`` was printed.
 
@@ -418,7 +436,7 @@ class TrainParser(MainParser):
 
 
 class TestParser(MainParser):
-    """``main.py --test`` (spec §2.5): a test pass that writes the video, then, without ``--aud``, an
+    """``main.py --test`` (main.py:175–211): a test pass that writes the video, then, without ``--aud``, an
     evaluation over the val split (PSNR, LPIPS, LMD). A missing checkpoint is always a failure here."""
 
     __test__ = False  # not a pytest test class, whatever its name

@@ -4,7 +4,7 @@
 Runs standalone on a GPU node (``python -u evaluate.py --video V --data D --output-json O``) inside the
 engine's environment — numpy and OpenCV only (the ffmpeg/ffprobe binaries where this OpenCV cannot open
 the video), Python 3.8 syntax, no Django — and is importable in the platform as
-``avatars.engines.evaluate``.
+``avatars.engines.node.evaluate``.
 
 The definition is the seed's (its evaluate.py, shared/spec/engines.md §4): the i-th decoded render frame
 against the i-th val frame ``gt_imgs/<img_id>.jpg`` (the render resized to the ground truth's size with
