@@ -13,8 +13,12 @@ import re
 from collections.abc import Iterator
 
 _TERMINATOR = re.compile(rb"\r\n|\r|\n")
-# How a tqdm bar ends: "| 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds no "]").
-_COMPLETE_BAR = re.compile(rb"\|\s*\d+/\d+\s*\[[^\]\[]*\]\s*$")
+# How a tqdm bar ends: "45%|████▌     | 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds
+# no "]"), or without the "|…|" body where bar_format leaves it out: SyncTalk's "100% 550/550 [00:20<00:00,
+# 27.20it/s]" (nerf_triplane/utils.py:1056 test, :1282 training).
+_BAR_END = rb"\d+%(?:\|[^|]*\|)?\s*\d+/\d+\s*\[[^\]\[]*\]"
+_COMPLETE_BAR = re.compile(_BAR_END + rb"\s*$")
+_GLUED_BAR = re.compile(rb"^.*?" + _BAR_END)
 
 
 class LineSplitter:
@@ -41,7 +45,7 @@ class LineSplitter:
             self._skip_lf = False
         lines: list[str] = []
         for match in _TERMINATOR.finditer(buffer, start):
-            lines.extend(self._pieces(buffer[start : match.start()]))
+            lines.extend(self._redraw_pieces(buffer[start : match.start()]))
             start = match.end()
             self._redraw = match.group() == b"\r"
             self._skip_lf = self._redraw and start == len(buffer)
@@ -58,7 +62,15 @@ class LineSplitter:
 
     def close(self) -> list[str]:
         rest, self._pending = self._pending, b""
-        return self._pieces(rest) if rest else []
+        return self._redraw_pieces(rest) if rest else []
+
+    def _redraw_pieces(self, raw: bytes) -> list[str]:
+        """A line that began after a ``\\r`` and holds text after a complete bar is two lines: a bar never
+        closed (SyncTalk's Trainer.test, nerf_triplane/utils.py:1056–1103) or a print while a bar is open
+        (GaussianTalker train.py:180) writes its text right after the last redraw, with no line ending."""
+        if self._redraw and (bar := _GLUED_BAR.match(raw)) and raw[bar.end() :].strip():
+            return self._pieces(raw[: bar.end()]) + self._pieces(raw[bar.end() :])
+        return self._pieces(raw)
 
     def _boundary(self, raw: bytes) -> int:
         """Where to cut ``raw`` at most ``max_line`` bytes in, without splitting a UTF-8 character."""

@@ -201,6 +201,35 @@ def test_train_parser_nan_restart_goes_back_to_coarse_at_zero():
     assert after.progress == pytest.approx(100 / 17999)
 
 
+def raw_console_lines(name: str) -> list[str]:
+    """The fixture cut only at its line endings, as a log replayed without the LineSplitter would be."""
+    return (FIXTURES / name).read_bytes().decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+@pytest.mark.parametrize("split", [raw_console_lines, fixture_lines])
+def test_train_parser_nan_restart_glued_to_the_bar_is_seen(split):
+    # train.py:180 prints while the bar of train.py:68 is open: the fixture is those calls, merged
+    lines = split("gaussiantalker_train_nan.txt")
+    parser = TrainParser()
+    updates = run_parser(parser, lines)
+    restarts = [update for _, update in updates if update.event and "restart" in update.event]
+    assert len(restarts) == 1 and parser.restarts == 1
+    assert (restarts[0].stage, restarts[0].progress) == ("coarse", 0.0)
+    after = [
+        update.progress
+        for _, update in updates[
+            updates.index(next((line, update) for line, update in updates if update is restarts[0])) + 1 :
+        ]
+        if update.progress
+    ]
+    assert after and max(after) < 100 / 17999  # the restarted run counts from zero
+
+
+def test_glued_nan_line_is_one_raw_line_after_a_bar():
+    glued = [line for line in raw_console_lines("gaussiantalker_train_nan.txt") if "loss is nan" in line]
+    assert len(glued) == 1 and glued[0].startswith("Training progress:")
+
+
 def test_train_parser_nan_restart_during_fine_stage_starts_over_in_coarse():
     parser = TrainParser(coarse_iterations=100, iterations=200)
     for line in [

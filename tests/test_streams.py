@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -189,3 +190,34 @@ def test_a_complete_bar_redraw_is_sent_at_once_not_held_until_the_next_one():
         "Training progress:  30%|###  | 30/100 [00:03<00:07, 10.0it/s, Loss=0.08]"
     ]
     assert splitter.close() == []
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_text_glued_after_a_bar_that_was_never_closed_is_its_own_line():
+    # synctalk_test.txt is Trainer.test's own calls (nerf_triplane/utils.py:1056–1103): its bar has no "|"
+    # and is never closed, so "==> Finished Test." is written right after the last redraw.
+    data = (FIXTURES / "synctalk_test.txt").read_bytes()
+    for chunk in (1, 7, 89, len(data)):
+        lines = list(split_lines([data[i : i + chunk] for i in range(0, len(data), chunk)]))
+        at = lines.index("==> Finished Test.")
+        assert lines[at - 1].endswith("it/s]") and "%" in lines[at - 1]
+
+
+def test_a_print_glued_after_a_tqdm_bar_is_its_own_line():
+    # gaussiantalker_train_nan.txt: train.py:180 prints while the bar of train.py:68 is open
+    data = (FIXTURES / "gaussiantalker_train_nan.txt").read_bytes()
+    lines = list(split_lines([data[i : i + 97] for i in range(0, len(data), 97)]))
+    nan = [line for line in lines if "loss is nan" in line]
+    assert nan == ["loss is nan,end training, reexecv program now. [16/11 12:28:01]"]
+
+
+def test_a_complete_bar_without_a_body_is_sent_at_once():
+    # SyncTalk's bar_format has no "{bar}" (nerf_triplane/utils.py:1056): "100% 12/12 [00:00<00:00, 2.5it/s]"
+    data = (FIXTURES / "synctalk_test.txt").read_bytes()
+    start = data.index(b"==> Start Test")
+    first_redraw = data.index(b"\r", data.index(b"\r", start) + 1)  # after the empty bar's draw
+    splitter = LineSplitter()
+    lines = splitter.feed(data[start:first_redraw])
+    assert lines[-1].endswith("?it/s]") and lines[-1].lstrip().startswith("0%")

@@ -28,6 +28,33 @@ BAR = re.compile(
 POSTFIX_ITEM = re.compile(r"(?P<key>[A-Za-z_][\w ()]*?)=(?P<value>-?[\d.]+(?:e-?\d+)?|nan|inf)")
 
 
+# Where a tqdm redraw ends: "… 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds no "]").
+# A bar that is never closed (SyncTalk nerf_triplane/utils.py:1056, Trainer.test) or a print that comes
+# while a bar is open (GaussianTalker train.py:180) leaves the next stdout text on the bar's own line.
+BAR_END = re.compile(r"\d+%(?:\|[^|]*\|)?\s*\d+/\d+\s*\[[^\]\[]*\]")
+
+
+def split_after_bar(line: str) -> tuple[str, str]:
+    """``(bar, rest)`` for a line that carries text glued after a tqdm redraw, else ``(line, "")``."""
+    match = BAR_END.search(line)
+    if match is None or not line[match.end() :].strip():
+        return line, ""
+    return line[: match.end()], line[match.end() :]
+
+
+def merge_updates(first: Update | None, second: Update | None) -> Update | None:
+    """One update for two pieces of one line: the later piece wins where both say something."""
+    if first is None or second is None:
+        return first or second
+    return Update(
+        stage=second.stage if second.stage is not None else first.stage,
+        progress=second.progress if second.progress is not None else first.progress,
+        eta_seconds=second.eta_seconds if second.eta_seconds is not None else first.eta_seconds,
+        metrics={**first.metrics, **second.metrics},
+        event=second.event if second.event is not None else first.event,
+    )
+
+
 def strip_timestamp(line: str) -> str:
     return TIMESTAMP_SUFFIX.sub("", line)
 

@@ -20,13 +20,16 @@ from ..console import (
     clean_line,
     finite_metrics,
     known,
+    merge_updates,
     parse_bar,
     returncode_message,
+    split_after_bar,
     strip_timestamp,
     task_table,
 )
 from .commands import COARSE_ITERATIONS, ITERATIONS
 
+NAN_RESTART = "loss is nan,end training, reexecv program now."  # train.py:180, then os.execv (:181)
 FINE_ITERATIONS = ITERATIONS  # the fine stage's default (arguments/64_dim_1_transformer.py:32)
 
 # --- known failures --------------------------------------------------------------------------------------
@@ -164,18 +167,21 @@ class TrainParser(ConsoleParser):
         line = strip_timestamp(line.strip())
         if not line:
             return None
-        if banner := BANNER.match(line):
-            return Update(stage=banner["text"])
-        if line.startswith("Training progress"):  # train.py:68
-            return self._bar(line)
-        if line.startswith("[ITER ") and "Saving Gaussians" in line:  # train.py:215
-            iteration = int(line[6 : line.index("]")])
-            return Update(event={"checkpoint": {"stage": self.stage, "iteration": iteration}})
-        if "loss is nan" in line:  # train.py:180
+        # Checked before the bar: the print comes while the bar is open (train.py:68), so with stdout and
+        # stderr merged it lands glued to the bar's last redraw ("Training progress: …]loss is nan,…").
+        if NAN_RESTART in line:
             self.restarts += 1
             self.stage, self.last_n, self.coarse_done = "coarse", 0, False
             self.best_progress = 0.0
             return Update(stage="coarse", progress=0.0, event={"restart": "NaN loss; the engine restarts"})
+        if banner := BANNER.match(line):
+            return Update(stage=banner["text"])
+        if line.startswith("Training progress"):  # train.py:68
+            bar, rest = split_after_bar(line)
+            return merge_updates(self._bar(bar), self.feed(rest) if rest else None)
+        if line.startswith("[ITER ") and "Saving Gaussians" in line:  # train.py:215
+            iteration = int(line[6 : line.index("]")])
+            return Update(event={"checkpoint": {"stage": self.stage, "iteration": iteration}})
         if line.startswith("Training complete."):  # train.py:411
             self.completed = True
             return Update(stage="complete", progress=1.0, eta_seconds=0.0)
@@ -223,9 +229,12 @@ LOADED = re.compile(r"^Loading trained model at iteration (?P<iteration>-?\d+)")
 # (render.py:65, :70).
 SET_HEADER = re.compile(r"^(?:test|train) set rendering\s*:\s*(?P<frames>\d+)\s*frames")
 POINT_NUMS = re.compile(r"^point nums:\s*(?P<points>\d+)")  # render.py:72
-# Custom audio: its features' frame count (scene/talking_dataset_readers.py:355), and the seed's clamp when
-# the audio is shorter than the poses (a patch of the seed's, not upstream).
-AUDIO_FEATURES = re.compile(r"^\[INFO\] load aud_features: torch\.Size\(\[(?P<frames>\d+),")
+# "[INFO] load aud_features: torch.Size([N, 29, 16])" (scene/talking_dataset_readers.py:355) is the
+# *training* audio (aud_ds.npy, :345), printed for every render: it says nothing about a custom audio, whose
+# features (:375) are never printed. The custom set's frame count is what render.py prints for it: its
+# header (render.py:70, "test set" for custom too) and "total frame:" (render.py:101), the frames it
+# rendered before the first batch past the audio's end (the bare except, render.py:90–95).
+# The seed's clamp when the audio is shorter than the poses (a patch of the seed's, not upstream):
 CLAMPED = re.compile(r"^\[INFO\] Custom audio mode: limiting render frames to (?P<frames>\d+)")
 TOTAL_FRAME = re.compile(r"^total frame:\s*(?P<frames>\d+)")  # render.py:101
 FPS = re.compile(r"^FPS:\s*(?P<fps>[-+\d.eE]+|nan|inf)")  # render.py:102
@@ -277,15 +286,16 @@ class RenderParser(ConsoleParser):
             )
         if points := POINT_NUMS.match(line):
             return Update(metrics={"points": float(points["points"])})
-        if features := AUDIO_FEATURES.match(line):
-            return Update(metrics={"audio_frames": float(features["frames"])})
         if clamped := CLAMPED.match(line):
             return Update(event={"frames_limited_to_audio": int(clamped["frames"])})
         if line.startswith("Rendering progress") and (bar := parse_bar(line)):
             self.fraction = FIRST_PASS_SHARE * (bar.n / bar.total if bar.total else 1.0)
             return Update(stage=self.stage, progress=self._progress())
         if total := TOTAL_FRAME.match(line):
-            return Update(metrics={"rendered_frames": float(total["frames"])})
+            metrics = {"rendered_frames": float(total["frames"])}
+            if self.stage == "custom":
+                metrics["audio_frames"] = float(total["frames"])
+            return Update(metrics=metrics)
         if fps := FPS.match(line):
             self.fps_seen += 1
             self.fraction = FIRST_PASS_SHARE

@@ -29,8 +29,10 @@ from ..console import (
     clock_seconds,
     finite_metrics,
     known,
+    merge_updates,
     parse_bar,
     returncode_message,
+    split_after_bar,
 )
 
 TRAINER_NAME = "ngp"  # main.py:183 and :237, Trainer('ngp', …): checkpoints and results are named after it
@@ -82,7 +84,11 @@ SYNCTALK_TASKS: tuple[PreprocessTask, ...] = (
     ),
 )
 
-AUDIO_FEATURES = {"ave": (), "deepspeech": ("aud.npy",), "hubert": ("aud_hu.npy",)}
+# Task 1's features per --asr (data_utils/process.py:21–31): deepspeech runs extract_ds_features.py --input
+# aud.wav (:27), which names its output <stem>_ds.npy (data_utils/deepspeech_features/extract_ds_features.py
+# :78), the aud_ds.npy training reads (nerf_triplane/provider.py:166); hubert writes aud_hu.npy
+# (data_utils/hubert.py, read at provider.py:170); ave computes them while training (provider.py:171).
+AUDIO_FEATURES = {"ave": (), "deepspeech": ("aud_ds.npy",), "hubert": ("aud_hu.npy",)}
 
 AVE_NOTE = "AVE has been integrated into the training code"
 
@@ -101,10 +107,11 @@ TOO_MANY_FRAMES = known(  # main.py:221
     r"dataset too many frames",
     "The video has more frames than main.py's --ind_num (20000): use a shorter video or raise --ind_num.",
 )
-DEEPSPEECH_FEATURES_MISSING = known(
+DEEPSPEECH_FEATURES_MISSING = known(  # nerf_triplane/provider.py:166 loads <dataset>/aud_ds.npy
     r"aud_ds\.npy",
-    "Training with --asr_model deepspeech reads aud_ds.npy, but SyncTalk's process.py writes aud.npy: rename "
-    "aud.npy to aud_ds.npy in the dataset folder, or train with --asr_model ave.",
+    "Training with --asr_model deepspeech reads aud_ds.npy, which preprocessing writes only when run with "
+    "--asr deepspeech (data_utils/process.py:27): run preprocessing task 1 again with --asr deepspeech, or "
+    "train with --asr_model ave.",
 )
 AU45_HEADER = known(
     r"KeyError: ' AU45_r'",
@@ -131,8 +138,8 @@ MAIN_FAILURES = (
 
 def expected_artifacts(task: int, asr: str = "ave") -> list[str]:
     """What SyncTalk's process.py task ``task`` must leave in ``data/<ID>/`` (glob patterns, the table above).
-    Task 1's features depend on ``--asr``: none for ave (computed while training), ``aud.npy`` for deepspeech
-    (training reads ``aud_ds.npy``: rename it), ``aud_hu.npy`` for hubert."""
+    Task 1's features depend on ``--asr``: none for ave (computed while training), ``aud_ds.npy`` for
+    deepspeech, ``aud_hu.npy`` for hubert (``AUDIO_FEATURES``)."""
     if asr not in AUDIO_FEATURES:
         raise ValueError(f"--asr must be one of {sorted(AUDIO_FEATURES)}, not {asr!r}.")
     for entry in SYNCTALK_TASKS:
@@ -178,7 +185,9 @@ EPOCH_END = re.compile(r"^==> Finished Epoch (?P<epoch>\d+)\.")  # :1346
 EPOCH_LOSS = re.compile(r"^loss=(?P<loss>[\d.e-]+|nan|inf)$")  # :1345
 EVAL_START = re.compile(r"^\+\+> Evaluate at epoch (?P<epoch>\d+)")  # :1350
 EVAL_END = re.compile(r"^\+\+> Evaluate epoch (?P<epoch>\d+) Finished\.")  # :1450
-BEST_SAVED = re.compile(r"^\[INFO\] saved checkpoint to (?P<path>\S+)")
+# Trainer.save_checkpoint prints nothing at d2427a3 (nerf_triplane/utils.py:1452–1513; "[INFO] saved
+# checkpoint to" exists only in the unmerged pull requests #167/#168): checkpoints are found on disk
+# (engine.list_checkpoints), never in the console.
 TEST_START = re.compile(r"^==> Start Test, save results to (?P<path>.+)$")  # :1054
 TEST_END = "==> Finished Test."  # :1103
 METRIC = re.compile(  # :480, :516, :613
@@ -265,6 +274,14 @@ class MainParser(ConsoleParser):
         line = clean_line(line)
         if not line:
             return None
+        # Trainer.test() never closes its bar (nerf_triplane/utils.py:1056, no pbar.close() before :1103):
+        # with stdout and stderr merged, "==> Finished Test." arrives glued to the bar's last redraw.
+        bar, rest = split_after_bar(line)
+        if rest:
+            return merge_updates(self._piece(bar), self.feed(rest))
+        return self._piece(line)
+
+    def _piece(self, line: str) -> Update | None:
         update = self._line(line)
         if update is None and (message := self.watch.see(line, self.stage)):
             return Update(event={"error": message})
@@ -383,15 +400,9 @@ class TrainParser(MainParser):
             epoch = int(end["epoch"])
             self.epoch, self.epochs_finished = epoch, self.epochs_finished + 1
             progress = self._raise(self._done_iterations(epoch, 0) / self.iters)
-            file = f"checkpoints/{checkpoint_name(epoch)}"
-            if self.workspace:
-                file = posixpath.join(self.workspace, file)
-            # Trainer.train saves ngp_ep<EEEE>.pth right after this line.
-            return Update(progress=progress, event={"checkpoint": {"epoch": epoch, "file": file}})
+            return Update(progress=progress)
         if loss := EPOCH_LOSS.match(line):
             return Update(metrics=finite_metrics({"epoch_loss": float(loss["loss"])}))
-        if best := BEST_SAVED.match(line):
-            return Update(event={"checkpoint": {"epoch": self.epoch, "file": best["path"], "best": True}})
         if TEST_START.match(line):
             self.training_over = True
         return super()._line(line)
