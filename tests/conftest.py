@@ -43,6 +43,45 @@ def staff(db):
 
 
 @pytest.fixture
+def alices_things(alice, make_node):
+    """One of each of alice's objects, with what hangs off them, for the tests that poke at them as bob:
+    node, avatar, checkpoint, voice, conversation (a question and a reply), a finished job, a video."""
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint
+    from chat.models import Conversation, Message, Voice
+    from jobs.models import Job
+    from videos.models import Video
+
+    node = make_node()
+    avatar = Avatar.objects.create(
+        owner=alice, name="Ada", slug=f"ada-{alice.pk}", engine=Avatar.Engine.DEMO,
+        status=Avatar.Status.TRAINED, video="avatars/x/x.mp4", consent_given_at=timezone.now(),
+        consent_given_by=alice, consent_statement="ok",
+    )  # fmt: skip
+    checkpoint = Checkpoint.objects.create(
+        avatar=avatar, node=node, stage="fine", iteration=100, path="/x", size_bytes=1
+    )
+    voice = Voice.objects.create(
+        owner=alice, name="Her voice", slug=f"her-voice-{alice.pk}", reference="voices/x/ref.wav",
+        consent_given_at=timezone.now(), consent_given_by=alice, consent_statement="ok",
+    )  # fmt: skip
+    conversation = Conversation.objects.create(owner=alice, avatar=avatar, voice=voice, title="private")
+    Message.objects.create(conversation=conversation, role="user", text="secret question")
+    reply = Message.objects.create(conversation=conversation, role="assistant", text="private reply")
+    job = Job.objects.create(
+        owner=alice, kind="demo_train", params={"seconds": 1}, status="succeeded", stage="done"
+    )
+    video = Video.objects.create(
+        owner=alice, avatar=avatar, checkpoint=checkpoint, source="text", text="secret words",
+        folder="videos/x", audio="videos/x/audio.wav", audio_duration=1.0, batch_size=128,
+        pose_mode="ping_pong",
+    )  # fmt: skip
+    return {"node": node, "avatar": avatar, "checkpoint": checkpoint, "voice": voice,
+            "conversation": conversation, "reply": reply, "job": job, "video": video}  # fmt: skip
+
+
+@pytest.fixture
 def redis_db():
     """This run's Redis database, empty at the start of the test."""
     from jobs.queue import redis_connection

@@ -11,7 +11,6 @@ import os
 import pytest
 import requests
 import schemathesis
-from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -22,10 +21,6 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from accounts.services import api_token_rotate
-from avatars.models import Avatar, Checkpoint
-from chat.models import Conversation, Message, Voice
-from jobs.models import Job
-from videos.models import Video
 
 EXAMPLES = int(os.environ.get("API_FUZZ_EXAMPLES", "8"))
 # Multipart uploads are exercised by their own tests with real media; random bytes only meet ffprobe.
@@ -66,28 +61,12 @@ CHECKS = [not_a_server_error, response_schema_conformance, content_type_conforma
 
 
 @pytest.fixture
-def objects(alice, make_node):
-    """One of each of alice's objects, by the API path segment that names them (their ids go in paths)."""
-    node = make_node()
-    avatar = Avatar.objects.create(
-        owner=alice, name="Ada", slug=f"ada-{alice.pk}", engine=Avatar.Engine.DEMO,
-        status=Avatar.Status.TRAINED, video="avatars/x/x.mp4", consent_given_at=timezone.now(),
-        consent_given_by=alice, consent_statement="ok",
-    )  # fmt: skip
-    checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=100, path="/x")
-    voice = Voice.objects.create(
-        owner=alice, name="Her voice", slug=f"her-voice-{alice.pk}", reference="voices/x/ref.wav",
-        consent_given_at=timezone.now(), consent_given_by=alice, consent_statement="ok",
-    )  # fmt: skip
-    conversation = Conversation.objects.create(owner=alice, avatar=avatar, voice=voice, title="t")
-    Message.objects.create(conversation=conversation, role="user", text="hi")
-    job = Job.objects.create(owner=alice, kind="demo_train", params={"seconds": 1}, stage="waiting")
-    video = Video.objects.create(
-        owner=alice, avatar=avatar, checkpoint=checkpoint, source="text", text="hi", folder="videos/x",
-        audio="videos/x/audio.wav", audio_duration=1.0, batch_size=128, pose_mode="ping_pong",
-    )  # fmt: skip
-    return {"avatars": avatar.pk, "voices": voice.pk, "conversations": conversation.pk, "jobs": job.pk,
-            "videos": video.pk, "nodes": node.pk, "gpus": node.gpus.first().pk}  # fmt: skip
+def objects(alices_things):
+    """Alice's objects by the API path segment that names them (their ids go in paths)."""
+    things = alices_things
+    return {"avatars": things["avatar"].pk, "voices": things["voice"].pk, "jobs": things["job"].pk,
+            "conversations": things["conversation"].pk, "videos": things["video"].pk,
+            "nodes": things["node"].pk, "gpus": things["node"].gpus.first().pk}  # fmt: skip
 
 
 @schema.parametrize()

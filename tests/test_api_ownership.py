@@ -10,7 +10,7 @@ from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from avatars.models import Avatar, Checkpoint
+from avatars.models import Avatar
 from chat.models import Conversation, Message, Voice
 from jobs.models import Job
 from videos.models import Video
@@ -55,29 +55,8 @@ def client_for(user) -> APIClient:
 
 
 @pytest.fixture
-def alices(alice, make_node):
-    """One of each of alice's objects, with what hangs off them."""
-    node = make_node()
-    avatar = Avatar.objects.create(
-        owner=alice, name="Ada", slug=f"ada-{alice.pk}", engine=Avatar.Engine.DEMO,
-        status=Avatar.Status.TRAINED, video="avatars/x/x.mp4", consent_given_at=timezone.now(),
-        consent_given_by=alice, consent_statement="ok",
-    )  # fmt: skip
-    checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=100, path="/x")
-    voice = Voice.objects.create(
-        owner=alice, name="Her voice", slug=f"her-voice-{alice.pk}", reference="voices/x/ref.wav",
-        consent_given_at=timezone.now(), consent_given_by=alice, consent_statement="ok",
-    )  # fmt: skip
-    conversation = Conversation.objects.create(owner=alice, avatar=avatar, voice=voice, title="private")
-    Message.objects.create(conversation=conversation, role="user", text="secret question")
-    job = Job.objects.create(owner=alice, kind="demo_train", params={"seconds": 1}, stage="waiting")
-    video = Video.objects.create(
-        owner=alice, avatar=avatar, checkpoint=checkpoint, source="text", text="secret words",
-        folder="videos/x", audio="videos/x/audio.wav", audio_duration=1.0, batch_size=128,
-        pose_mode="forward",
-    )  # fmt: skip
-    return {"avatar": avatar, "checkpoint": checkpoint, "voice": voice, "conversation": conversation,
-            "job": job, "video": video, "node": node}  # fmt: skip
+def alices(alices_things):
+    return alices_things
 
 
 def bobs_avatar(bob) -> Avatar:

@@ -276,8 +276,15 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     (data / "gt_imgs" / f"{first_val}.jpg").write_bytes(b"not a jpeg")
     later = Checkpoint.objects.get(avatar=avatar, run=second, stage="fine", iteration=30)
     assert client.post(f"/api/avatars/{avatar.pk}/evaluate/", {"checkpoint": later.pk}).status_code == 201
+    # The evaluation is chained when the render's end commits: wait for it to end, not just the render.
+    failed = wait_for(
+        lambda: Job.objects.filter(
+            avatar=avatar, kind="evaluate", params__iteration=30, status__in=Job.TERMINAL_STATUSES
+        ).first(),
+        120,
+        message="the evaluation of iteration 30",
+    )
     avatar = trained(avatar.pk)
-    failed = Job.objects.filter(avatar=avatar, kind="evaluate").latest("id")
     assert failed.status == "failed" and f"gt_imgs/{first_val}.jpg" in failed.error, failed.error
     assert avatar.status == Avatar.Status.TRAINED and not avatar.evaluations.filter(iteration=30).exists()
     page = page_client.get(f"/avatars/{avatar.pk}/").content.decode()
