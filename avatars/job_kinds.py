@@ -35,7 +35,8 @@ def step_plan(job: Job, step: Step, **extra) -> Plan:
     replaces Plan fields (what the pipeline adds around the engine's step)."""
     fields = {
         "invocation": wrap(node=job.node, gpu=job.gpu, argv=step.argv, name=job.container_name,
-                           mounts=[job.node.workdir], cwd=step.cwd, env=step.env),
+                           mounts=[job.node.workdir], cwd=step.cwd, env=step.env,
+                           engine=job.avatar.engine if job.avatar else None),
         "parser": step.parser, "outputs": step.outputs, "uploads": step.uploads, "prepare": step.prepare,
         "verify": step.verify, "finish": step.finish, "collect": step.collect,
     }  # fmt: skip

@@ -78,6 +78,7 @@ class NodeRenderer:
         invocation = wrap(
             node=node, gpu=self.job.gpu, argv=chain.argv, name=f"{self.job.container_name}-{index}",
             mounts=[node.workdir], cwd=chain.cwd, env=chain.env,
+            engine=self.avatar.engine,
         )  # fmt: skip
         try:
             if not self.scripts_put:

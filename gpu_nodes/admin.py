@@ -5,8 +5,15 @@ from talkforge.errors import ServiceError
 
 from . import secrets
 from .connections import NodeError
-from .models import Gpu, Node, NodeCleanup
-from .services import node_confirm_host_key, node_drain, node_probe, node_resume, node_set_enabled
+from .models import Gpu, Node, NodeCleanup, NodeEngine
+from .services import (
+    engine_install_problem,
+    node_confirm_host_key,
+    node_drain,
+    node_probe,
+    node_resume,
+    node_set_enabled,
+)
 
 
 class GpuInline(admin.TabularInline):
@@ -25,6 +32,51 @@ class GpuInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False  # slots come from probing the node
+
+
+class NodeEngineFormSet(forms.BaseInlineFormSet):
+    """The same checks as the API's (services.engine_install_problem), against the node being saved."""
+
+    def clean(self):
+        super().clean()
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE") or not data.get("engine"):
+                continue
+            fields = {key: data.get(key) or "" for key in ("image", "install_dir", "environment")}
+            if problem := engine_install_problem(self.instance, data["engine"], **fields):
+                form.add_error(None, problem)
+
+
+class NodeEngineInline(admin.TabularInline):
+    """The engines the node can run: an image per engine (docker) or its folder and environment (bare).
+    Placement sends an engine's jobs only to nodes listed here; the self-test's last result shows."""
+
+    model = NodeEngine
+    formset = NodeEngineFormSet
+    extra = 0
+    fields = ("engine", "image", "install_dir", "environment", "selftest_result", "selftest_at")
+    readonly_fields = ("selftest_result", "selftest_at")
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "engine":
+            from .services import _real_engines
+
+            choices = [(name, engine.label) for name, engine in _real_engines().items()]
+            return forms.ChoiceField(choices=choices, help_text=db_field.help_text)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="Self-test")
+    def selftest_result(self, row):
+        return selftest_summary(row)
+
+
+def selftest_summary(row: NodeEngine) -> str:
+    """One line for the node's page: never run, passed, or which checks failed."""
+    if row.selftest_passed is None:
+        return "not run: manage.py node_selftest or the button above"
+    failed = [check["name"] for check in row.selftest.get("checks", []) if not check.get("ok")]
+    return "passed" if not failed else "failed: " + ", ".join(failed)
 
 
 class NodeAdminForm(forms.ModelForm):
@@ -95,8 +147,57 @@ class NodeAdmin(admin.ModelAdmin):
     search_fields = ("name", "host")
     readonly_fields = ("status", "last_seen_at", "last_error", "facts", "host_key_fingerprint",
                        "host_key_confirmed_at", "created_at")  # fmt: skip
-    inlines = [GpuInline]
-    actions = ["probe_now", "drain", "resume", "enable", "disable"]
+    inlines = [NodeEngineInline, GpuInline]
+    actions = ["probe_now", "selftest_engines", "drain", "resume", "enable", "disable"]
+    change_form_template = "admin/gpu_nodes/node/change_form.html"  # adds the self-test button
+
+    def get_urls(self):
+        from django.urls import path
+
+        own = [path("<int:node_id>/selftest/", self.admin_site.admin_view(self.selftest_view),
+                    name="gpu_nodes_node_selftest")]  # fmt: skip
+        return own + super().get_urls()
+
+    def selftest_view(self, request, node_id):
+        from django.http import HttpResponseNotAllowed
+        from django.shortcuts import get_object_or_404, redirect
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        node = get_object_or_404(Node, pk=node_id)
+        if not self.has_change_permission(request, node):
+            from django.core.exceptions import PermissionDenied
+
+            raise PermissionDenied
+        self._queue_selftests(request, [node])
+        return redirect("admin:gpu_nodes_node_change", node.pk)
+
+    def _queue_selftests(self, request, nodes):
+        from jobs.queue import queue_named
+
+        for node in nodes:
+            names = list(node.engines.values_list("engine", flat=True))
+            if not names:
+                self.message_user(
+                    request, f"{node.name} lists no engines: add them below first.", messages.WARNING
+                )
+                continue
+            for name in names:
+                # A worker serving the node's queue runs it (a local node can only be tested on its machine,
+                # and an image's first start may take minutes): the result shows in the engines table.
+                queue_named(node.queue_name).enqueue(
+                    "avatars.engines.selftest.selftest_task", node.pk, name, job_timeout=900
+                )
+            self.message_user(
+                request,
+                f"{node.name}: self-test of {', '.join(names)} queued; reload this page in a minute for the "
+                "results.",
+                messages.SUCCESS,
+            )
+
+    @admin.action(description="Self-test engines (runtime, GPU, extensions, weights, ffmpeg, disk)")
+    def selftest_engines(self, request, queryset):
+        self._queue_selftests(request, queryset)
 
     @admin.display(boolean=True, description="Host key confirmed")
     def host_key_ok(self, node):

@@ -58,7 +58,12 @@ class Node(models.Model):
         max_length=500, help_text="Absolute folder on the node that holds datasets, models and job files."
     )
     runtime = models.CharField(max_length=8, choices=Runtime.choices, default=Runtime.BARE)
-    docker_image = models.CharField(max_length=255, blank=True, help_text="Docker runtime: engine image.")
+    # Each engine has its own image (NodeEngine.image); this one runs the CPU demo and our own scripts.
+    docker_image = models.CharField(
+        max_length=255,
+        blank=True,
+        help_text="Docker runtime: the image for the CPU demo; each engine has its own (engines below).",
+    )
     environment = models.CharField(
         max_length=500,
         blank=True,
@@ -158,3 +163,62 @@ class NodeCleanup(models.Model):
 
     def __str__(self) -> str:
         return f"{self.node.name}:{self.path}"
+
+
+class NodeEngine(models.Model):
+    """An engine installed on a node: the image it runs in (docker runtime), or the folder its repository
+    is checked out in and the environment it runs in (bare runtime), and what the last self-test of it
+    found (``manage.py node_selftest``).
+
+    A node runs an engine's jobs only when it has a row for that engine (placement, jobs/services.py); the
+    CPU demo needs none and runs on every node. GaussianTalker and SyncTalk pin different Python and torch
+    versions (their README's conda environments), so on a bare node each engine has its own environment."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, related_name="engines")
+    engine = models.CharField(
+        max_length=32,
+        validators=[slug_validator],
+        help_text="An engine's name (avatars/engines/registry.py).",
+    )
+    image = models.CharField(
+        max_length=255, blank=True, help_text="Docker runtime: this engine's image, e.g. synctalk:latest."
+    )
+    install_dir = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Bare runtime: the engine's repository on the node (blank: <workdir>/engines/<name>).",
+    )
+    environment = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Bare runtime: this engine's environment bin folder (blank: the node's environment).",
+    )
+    selftest = models.JSONField(
+        default=dict, blank=True, editable=False, help_text="The last self-test's checks (pass/fail, fix)."
+    )
+    selftest_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["node__name", "engine"]
+        constraints = [models.UniqueConstraint(fields=["node", "engine"], name="node_engine_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.node.name}:{self.engine}"
+
+    @property
+    def repo_dir(self) -> str:
+        """Where the engine's repository is on the node (bare runtime)."""
+        return self.install_dir or f"{self.node.workdir.rstrip('/')}/engines/{self.engine}"
+
+    @property
+    def env_bin(self) -> str:
+        """The bin folder first on PATH for this engine's runs (bare runtime): its own, else the node's."""
+        return self.environment or self.node.environment
+
+    @property
+    def selftest_passed(self) -> bool | None:
+        """None: never self-tested; else whether every check of the last self-test passed."""
+        checks = self.selftest.get("checks") if self.selftest else None
+        if not checks:
+            return None
+        return all(check.get("ok") for check in checks)

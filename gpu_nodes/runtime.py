@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .models import Gpu, Node
+from .node_engines import node_engine
 
 # Containers run as the node's user, not as the image's: the engine writes into the mounted workdir, and
 # what it leaves there must belong to the account the platform reaches the node with (to read, move and
@@ -24,6 +25,10 @@ DOCKER_AS_NODE_USER = (
 # every image and private to the container (removed with it). Images that keep files under their HOME
 # link them into this one at start (docker/engines/*/README.md).
 CONTAINER_HOME = "/tmp"  # noqa: S108 - a path inside the container, private to it
+# A bare engine with an environment of its own (GaussianTalker and SyncTalk pin different Pythons) runs
+# with that environment's bin folder first on PATH, set by this shell on the node; the folder and the
+# command reach it as positional parameters, never pasted into the script.
+BARE_WITH_ENVIRONMENT = 'PATH="$1:$PATH"; export PATH; shift; exec "$@"'
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ def wrap(
     mounts: list[str],
     cwd: str | None = None,
     env: dict[str, str] | None = None,
+    engine: str | None = None,
 ) -> Invocation:
     """``argv`` as it must run on ``node`` pinned to ``gpu``.
 
@@ -54,8 +60,11 @@ def wrap(
 
     A container is started through ``sh -c`` as the node's user with ``HOME`` set to ``/tmp`` (see
     ``DOCKER_AS_NODE_USER``): ``["sh", "-c", DOCKER_AS_NODE_USER, "docker-run", "--rm", …, IMAGE, *argv]``.
+    IMAGE is the image of ``engine`` on the node (its NodeEngine row), else the node's own (the demo's).
+    On a bare node an engine with an environment of its own runs through ``BARE_WITH_ENVIRONMENT``.
     """
     env = dict(env or {})
+    install = node_engine(node, engine)
     if node.runtime == Node.Runtime.DOCKER:
         env.setdefault("HOME", CONTAINER_HOME)
         command = ["sh", "-c", DOCKER_AS_NODE_USER, "docker-run"]
@@ -68,9 +77,12 @@ def wrap(
             command += ["-w", cwd]
         for key, value in sorted(env.items()):
             command += ["-e", f"{key}={value}"]
-        return Invocation(argv=command + [node.docker_image] + list(argv), container=name)
+        image = (install.image if install is not None else "") or node.docker_image
+        return Invocation(argv=command + [image] + list(argv), container=name)
     if gpu is not None and not gpu.is_cpu:
         env["CUDA_VISIBLE_DEVICES"] = str(gpu.index)
     elif gpu is not None:
         env["CUDA_VISIBLE_DEVICES"] = ""
+    if install is not None and install.environment and install.environment != node.environment:
+        argv = ["sh", "-c", BARE_WITH_ENVIRONMENT, "engine-environment", install.environment, *argv]
     return Invocation(argv=list(argv), env=env, cwd=cwd)

@@ -4,9 +4,12 @@ from .models import Gpu, Node
 
 
 def nodes_with_gpus() -> QuerySet[Node]:
-    """Nodes and their present slots in two queries. Everyone may see which nodes are online and their
-    GPUs' load; connection settings are for staff only (serializers decide which fields go out)."""
-    return Node.objects.prefetch_related(Prefetch("gpus", queryset=Gpu.objects.filter(present=True)))
+    """Nodes, their present slots and their engines in three queries. Everyone may see which nodes are
+    online and their GPUs' load; connection settings are for staff only (serializers decide which
+    fields go out)."""
+    return Node.objects.prefetch_related(
+        Prefetch("gpus", queryset=Gpu.objects.filter(present=True)), "engines"
+    )
 
 
 def gpus_present() -> QuerySet[Gpu]:

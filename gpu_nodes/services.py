@@ -14,7 +14,7 @@ from talkforge.errors import ServiceError
 from . import secrets
 from .cleanup import node_cleanups_run
 from .connections import CommandNotFound, NodeError, connection_for
-from .models import Gpu, Node
+from .models import Gpu, Node, NodeEngine
 
 logger = logging.getLogger(__name__)
 
@@ -293,7 +293,70 @@ def _validate(node: Node) -> None:
     if not node.workdir.startswith("/"):
         raise ServiceError(f"workdir: {node.workdir!r} must be an absolute path on the node.")
     if node.runtime == Node.Runtime.DOCKER and not node.docker_image:
-        raise ServiceError("docker_image: the docker runtime needs the engine image's name.")
+        raise ServiceError(
+            "docker_image: the docker runtime needs an image for the CPU demo and the platform's scripts "
+            "(each engine's own image is set under engines)."
+        )
+
+
+# --- engines on a node ---------------------------------------------------------------------------------
+
+
+def _real_engines() -> dict:
+    from avatars.engines.registry import ENGINES  # the registry sits above this app; only read here
+
+    return {name: engine for name, engine in ENGINES.items() if not engine.stand_in}
+
+
+def engine_install_problem(
+    node: Node, name: str, *, image: str, install_dir: str, environment: str
+) -> str | None:
+    """What is wrong with this install of engine ``name`` on ``node`` (API, admin), or None."""
+    if node.runtime == Node.Runtime.DOCKER and not image:
+        default = _real_engines()[name].default_image
+        return (
+            f"{name} needs its image on docker node {node.name} (e.g. {default}, built from "
+            f"docker/engines/{name}/)."
+        )
+    for label, path in (("install_dir", install_dir), ("environment", environment)):
+        if path and not path.startswith("/"):
+            return f"{name}'s {label} {path!r} must be an absolute path on the node."
+    return None
+
+
+@transaction.atomic
+def node_set_engines(*, node: Node, engines: list[dict]) -> list[NodeEngine]:
+    """Replace what ``node`` says about its engines: one entry per engine it can run, with its image
+    (docker) or its repository folder and environment (bare). An unchanged entry keeps its self-test."""
+    known = _real_engines()
+    seen: set[str] = set()
+    rows = []
+    for entry in engines:
+        name = entry.get("engine", "")
+        if name not in known:
+            choices = ", ".join(known) or "none"
+            raise ServiceError(
+                f"engines: {name!r} is not an engine this platform runs (choose from {choices})."
+            )
+        if name in seen:
+            raise ServiceError(f"engines: {name} is listed twice; give each engine once.")
+        seen.add(name)
+        image = entry.get("image", "").strip()
+        install_dir = entry.get("install_dir", "").strip()
+        environment = entry.get("environment", "").strip()
+        fields = {"image": image, "install_dir": install_dir, "environment": environment}
+        if problem := engine_install_problem(node, name, **fields):
+            raise ServiceError(f"engines: {problem}")
+        row = NodeEngine.objects.filter(node=node, engine=name).first() or NodeEngine(node=node, engine=name)
+        changed = (row.image, row.install_dir, row.environment) != (image, install_dir, environment)
+        row.image, row.install_dir, row.environment = image, install_dir, environment
+        if changed:
+            row.selftest, row.selftest_at = {}, None  # what was tested is not what is set now
+        row.full_clean(validate_unique=False)
+        row.save()
+        rows.append(row)
+    NodeEngine.objects.filter(node=node).exclude(engine__in=seen).delete()
+    return rows
 
 
 def node_set_credentials(

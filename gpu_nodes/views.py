@@ -1,9 +1,15 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
+from .node_engines import engines_of
 from .selectors import nodes_with_gpus
 
 
 @login_required
 def node_list(request):
-    return render(request, "gpu_nodes/node_list.html", {"nodes": nodes_with_gpus()})
+    from avatars.engines.registry import engine_for  # labels only: the registry sits above this app
+
+    nodes = list(nodes_with_gpus())
+    for node in nodes:
+        node.engine_labels = [engine_for(name).label for name in engines_of(node)]
+    return render(request, "gpu_nodes/node_list.html", {"nodes": nodes})

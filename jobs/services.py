@@ -12,6 +12,7 @@ from django.utils import timezone
 from accounts.quotas import concurrent_limits, gpu_seconds_of, limits_for, quota_check_submit
 from core.params import JOB_TIMEOUT
 from gpu_nodes.models import Gpu, Node
+from gpu_nodes.node_engines import runs_engine_q
 from talkforge.errors import ServiceError
 
 from . import events, queue
@@ -93,7 +94,14 @@ def job_submit_public(
 # --- placement ------------------------------------------------------------------------------------
 
 
-def _free_slots(job: Job):
+def _job_engine(job: Job):
+    """The engine an avatar job runs (None for jobs without an avatar: the platform's own kinds)."""
+    return job.avatar.engine_plugin if job.avatar_id and job.avatar else None
+
+
+def _free_slots(job: Job, *, fitting: bool = True):
+    """Free slots that can take ``job``, best first. ``fitting`` False leaves out the engine's needs (which
+    nodes have it, how much GPU memory it takes): what would be free if the job asked for less."""
     busy = Job.objects.filter(gpu=OuterRef("pk"), status__in=Job.ACTIVE_STATUSES)
     slots = (
         Gpu.objects.select_for_update(skip_locked=True, of=("self",))
@@ -105,6 +113,17 @@ def _free_slots(job: Job):
     spec = kind_spec(job.kind)
     if spec.needs_gpu:
         slots = slots.exclude(index=Gpu.CPU_INDEX)
+    engine = _job_engine(job)
+    if fitting and engine is not None:
+        slots = slots.filter(id__in=Gpu.objects.filter(runs_engine_q(engine, "node__")).values("id"))
+        if need := engine.gpu_mb(job.kind):
+            # A real engine's job never lands on a CPU slot; a GPU whose free memory at the last probe is
+            # below the engine's need is skipped (another process may hold it).
+            slots = (
+                slots.exclude(index=Gpu.CPU_INDEX)
+                .annotate(free_mb=F("memory_total_mb") - F("memory_used_mb"))
+                .filter(free_mb__gte=need)
+            )
     if job.params.get("node"):
         slots = slots.filter(node__name=job.params["node"])
     elif spec.prefer is not None and (preferred := spec.prefer(job)):
@@ -113,6 +132,17 @@ def _free_slots(job: Job):
         )
         slots = slots.order_by(rank, "node__name", "index")
     return slots
+
+
+def _waiting_reason(job: Job) -> str | None:
+    """Why ``job`` waits although slots are free (its engine's needs), or None."""
+    engine = _job_engine(job)
+    if engine is None or not _free_slots(job, fitting=False).exists():
+        return None
+    need = engine.gpu_mb(job.kind)
+    if need:
+        return f"waiting: no GPU with {need} MB free that can run {engine.name}"
+    return f"waiting: no free node that can run {engine.name}"
 
 
 def _holding(owners) -> dict[int, int]:
@@ -157,6 +187,13 @@ def _place(job_id: int) -> Job | None:
                 return None
             slot = _free_slots(job).first()
             if slot is None:
+                reason = _waiting_reason(job)
+                if reason is None and job.stage.startswith("waiting: no "):
+                    reason = "waiting for a slot"  # what it waited for is there now, only busy
+                if reason is not None and job.stage != reason:
+                    job.stage = reason
+                    job.save(update_fields=["stage"])
+                    events.job_status_publish(job)
                 return None
             job.node, job.gpu, job.placed_at = slot.node, slot, timezone.now()
             job.stage = "placed"

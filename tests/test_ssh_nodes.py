@@ -246,7 +246,8 @@ def test_staff_registers_an_ssh_node_in_the_admin_and_the_password_is_never_show
             "name": "admin-ssh", "kind": "ssh", "host": ssh_server.host, "port": ssh_server.port,
             "username": ssh_server.user, "password": ssh_server.password, "workdir": str(folder / "work"),
             "runtime": "bare", "environment": "", "enabled": "on",
-            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0",
+            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0", "engines-TOTAL_FORMS": "0",
+            "engines-INITIAL_FORMS": "0",
         },
         follow=True,
     )  # fmt: skip
@@ -266,7 +267,8 @@ def test_admin_refuses_an_unreachable_ssh_node_with_the_reason(superuser, client
         {
             "name": "gone", "kind": "ssh", "host": "127.0.0.1", "port": free_port(), "username": "x",
             "password": "x", "workdir": "/srv/x", "runtime": "bare", "enabled": "on",
-            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0",
+            "gpus-TOTAL_FORMS": "0", "gpus-INITIAL_FORMS": "0", "engines-TOTAL_FORMS": "0",
+            "engines-INITIAL_FORMS": "0",
         },
     )  # fmt: skip
     assert response.status_code == 200

@@ -221,7 +221,8 @@ def generate_plan(job: Job) -> Plan:
 
     return Plan(
         invocation=wrap(node=job.node, gpu=job.gpu, argv=chain.argv, name=job.container_name,
-                        mounts=[job.node.workdir], cwd=chain.cwd, env=chain.env),
+                        mounts=[job.node.workdir], cwd=chain.cwd, env=chain.env,
+                        engine=video.avatar.engine),
         parser=chain.parser,
         outputs={"video": str(result), "poster": str(poster), "engine_video": chain.engine_video},
         uploads=(*chain.scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),

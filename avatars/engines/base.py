@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from gpu_nodes.models import Node
+from gpu_nodes.node_engines import node_engine_dir
 
 from .console import ConsoleParser, PreprocessTask
 from .shell import run_name, validate_name
@@ -153,11 +154,15 @@ class Engine:
         return {"PYTHONUNBUFFERED": "1"}
 
     def cwd(self, job) -> str:
-        """Where its commands run on ``job``'s node: the repository root inside the image (docker), or the
-        bare install at ``<workdir>/engines/<name>``."""
-        if job.node.runtime == Node.Runtime.DOCKER and self.repo_root:
+        """Where its commands run on ``job``'s node (``cwd_on``)."""
+        return self.cwd_on(job.node)
+
+    def cwd_on(self, node: Node) -> str:
+        """Where its commands run on ``node``: the repository root inside the image (docker), or the bare
+        install (the node's NodeEngine folder, by default ``<workdir>/engines/<name>``)."""
+        if node.runtime == Node.Runtime.DOCKER and self.repo_root:
             return self.repo_root
-        return str(PurePosixPath(job.node.workdir) / "engines" / self.name)
+        return node_engine_dir(node, self.name)
 
     def stage_names(self) -> list[str]:
         return [task.stage for task in self.preprocess_tasks]

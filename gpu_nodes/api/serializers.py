@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import Gpu, Node
+from ..models import Gpu, Node, NodeEngine
 
 
 class GpuSerializer(serializers.ModelSerializer):
@@ -16,10 +16,32 @@ class GpuSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class NodeEngineSerializer(serializers.ModelSerializer):
+    """An engine the node can run; written as a list that replaces the node's (services.node_set_engines)."""
+
+    engine = serializers.CharField(max_length=32)
+    selftest_passed = serializers.BooleanField(read_only=True, allow_null=True)
+
+    class Meta:
+        model = NodeEngine
+        fields = [
+            "engine",
+            "image",
+            "install_dir",
+            "environment",
+            "selftest_passed",
+            "selftest",
+            "selftest_at",
+        ]
+        read_only_fields = ["selftest", "selftest_at"]
+        validators = []  # (node, engine) uniqueness is checked by the service, which knows the node
+
+
 class NodeSerializer(serializers.ModelSerializer):
     """Nodes for staff. Credentials are write-only: the API never returns them, encrypted or not."""
 
     gpus = GpuSerializer(many=True, read_only=True)
+    engines = NodeEngineSerializer(many=True, required=False)
     jump = serializers.SlugRelatedField(
         slug_field="name", queryset=Node.objects.filter(kind=Node.Kind.SSH), required=False, allow_null=True
     )
@@ -38,6 +60,7 @@ class NodeSerializer(serializers.ModelSerializer):
             "id", "name", "kind", "host", "port", "username", "password", "private_key", "key_passphrase",
             "jump", "workdir", "runtime", "docker_image", "environment", "enabled", "status", "last_seen_at",
             "last_error", "facts", "host_key_fingerprint", "host_key_confirmed", "created_at", "gpus",
+            "engines",
         ]  # fmt: skip
         read_only_fields = [
             "status",

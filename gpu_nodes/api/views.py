@@ -1,3 +1,4 @@
+from django.db import transaction
 from django.db.models import ProtectedError
 from drf_spectacular.utils import extend_schema
 from rest_framework import status, viewsets
@@ -19,6 +20,7 @@ from ..services import (
     node_resume,
     node_set_credentials,
     node_set_enabled,
+    node_set_engines,
     node_update,
 )
 from .serializers import FingerprintSerializer, GpuSerializer, NodeSerializer
@@ -41,21 +43,31 @@ class NodeViewSet(viewsets.ModelViewSet):
         serializer.is_valid(raise_exception=True)
         data = dict(serializer.validated_data)
         data.pop("enabled", None)
-        if data.pop("kind", Node.Kind.LOCAL) == Node.Kind.SSH:
-            node = node_register_ssh(**data)
-        else:
-            for field in (*CREDENTIALS, "host", "username", "jump"):
-                data.pop(field, None)
-            node = node_register_local(**data)
-        return Response(NodeSerializer(node).data, status=status.HTTP_201_CREATED)
+        engines = data.pop("engines", None)
+        with transaction.atomic():  # a node whose engines are refused is not registered either
+            if data.pop("kind", Node.Kind.LOCAL) == Node.Kind.SSH:
+                node = node_register_ssh(**data)
+            else:
+                for field in (*CREDENTIALS, "host", "username", "jump"):
+                    data.pop(field, None)
+                node = node_register_local(**data)
+            if engines is not None:
+                node_set_engines(node=node, engines=engines)
+        return Response(
+            NodeSerializer(self.get_queryset().get(pk=node.pk)).data, status=status.HTTP_201_CREATED
+        )
 
     def perform_update(self, serializer):
         data = dict(serializer.validated_data)
         credentials = {key: data.pop(key) for key in CREDENTIALS if data.get(key)}
-        node = node_update(node=serializer.instance, **data)
+        engines = data.pop("engines", None)
+        with transaction.atomic():
+            node = node_update(node=serializer.instance, **data)
+            if engines is not None:
+                node_set_engines(node=node, engines=engines)
         if credentials:
             node = node_set_credentials(node=node, **credentials)
-        serializer.instance = node
+        serializer.instance = self.get_queryset().get(pk=node.pk)
 
     def perform_destroy(self, instance):
         try:

@@ -235,6 +235,9 @@ SSH_CONNECT_TIMEOUT = env_float("SSH_CONNECT_TIMEOUT", 10.0, minimum=0.5)
 SSH_KEEPALIVE_INTERVAL = env_int("SSH_KEEPALIVE_INTERVAL", 15, minimum=1)
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 5.0, minimum=0.2)
 NODE_PROBE_INTERVAL = env_float("NODE_PROBE_INTERVAL", 60.0, minimum=1.0)
+# A node self-test (manage.py node_selftest) fails its disk check below this much free space in the workdir:
+# one avatar's dataset and models take a few GB (frames, parsing, torso images, checkpoints).
+NODE_SELFTEST_MIN_FREE_GB = env_float("NODE_SELFTEST_MIN_FREE_GB", 20.0, minimum=0.0)
 
 # --- Chat: ASR → LLM → TTS ---------------------------------------------------------------------------
 # Whisper model: a size the library downloads on first use ("tiny", "base", "small", …, into

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
+from gpu_nodes.node_engines import node_engine_image
 
 from ..base import Checkpoints, Engine, SpeechSteps, Step, Weight, scripts_on_node
 from ..shell import shell_and
@@ -146,7 +147,8 @@ class GaussianTalker(Engine):
         def prepare(conn: NodeConnection) -> None:
             base = f"{engine_root}/{commands.CONFIG}"
             if job.node.runtime == Node.Runtime.DOCKER:
-                read = ["docker", "run", "--rm", "--entrypoint", "cat", job.node.docker_image, base]
+                image = node_engine_image(job.node, self.name)
+                read = ["docker", "run", "--rm", "--entrypoint", "cat", image, base]
             else:
                 read = ["cat", base]
             result = conn.run(read, timeout=300)
