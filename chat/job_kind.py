@@ -126,5 +126,7 @@ def register_kind() -> None:
     register(
         Job.Kind.CHAT_REPLY,
         KindSpec(label="Chat reply", needs_gpu=False, plan=None, clean=clean_reply, after=after_reply,
-                 prefer=data_nodes, run=run_reply),
+                 prefer=data_nodes, run=run_reply,
+                 # A reply without a checkpoint is spoken only (no render): any worker can make it.
+                 uses_engine=lambda job: bool(job.params.get("checkpoint"))),
     )  # fmt: skip

@@ -69,6 +69,9 @@ class KindSpec:
     # models the worker loaded once). Called with the claimed job and its context (jobs.runner.InWorker:
     # should_stop(), log()); returns the job's result, with "error" when it failed.
     run: Callable[[Job, object], dict] | None = None
+    # Whether the job runs its avatar's engine, so placement must find a node that has the engine and a
+    # GPU with the memory it needs (jobs/services.py). None: every job with an avatar does.
+    uses_engine: Callable[[Job], bool] | None = None
 
 
 def job_folder(job: Job) -> PurePosixPath:

@@ -95,8 +95,14 @@ def job_submit_public(
 
 
 def _job_engine(job: Job):
-    """The engine an avatar job runs (None for jobs without an avatar: the platform's own kinds)."""
-    return job.avatar.engine_plugin if job.avatar_id and job.avatar else None
+    """The engine the job runs: its avatar's (None for jobs without one, the platform's own kinds, and for
+    kinds that say this job does not run it, e.g. a spoken-only chat reply)."""
+    if not (job.avatar_id and job.avatar):
+        return None
+    uses_engine = kind_spec(job.kind).uses_engine
+    if uses_engine is not None and not uses_engine(job):
+        return None
+    return job.avatar.engine_plugin
 
 
 def _free_slots(job: Job, *, fitting: bool = True):

@@ -124,6 +124,28 @@ def test_a_waiting_job_says_it_waits_for_a_slot_once_a_fitting_node_is_only_busy
     assert not Job.objects.get(pk=second.pk).stage.startswith("waiting: no ")
 
 
+def test_a_spoken_only_chat_reply_needs_no_engine_but_a_rendered_one_does(alice, make_node, redis_db):
+    from avatars.models import Checkpoint
+    from chat.models import Conversation, Message
+
+    node = make_node()  # a CPU slot, no engines listed
+    avatar = avatar_of(alice, "gaussiantalker")
+    conversation = Conversation.objects.create(owner=alice, avatar=avatar, title="t")
+    spoken = Message.objects.create(conversation=conversation, role="assistant")
+    job = job_submit(owner=alice, kind="chat_reply", avatar=avatar, params={"message": spoken.pk})
+    assert Job.objects.get(pk=job.pk).node == node, "no render: the worker speaks it anywhere"
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.SUCCEEDED, finished_at=timezone.now())
+
+    checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=500, path="/x")
+    rendered = Message.objects.create(conversation=conversation, role="assistant")
+    params = {"message": rendered.pk, "checkpoint": checkpoint.pk}
+    job = job_submit(owner=alice, kind="chat_reply", avatar=avatar, params=params)
+    job.refresh_from_db()
+    assert (
+        job.gpu_id is None and job.stage == "waiting: no GPU with 10000 MB free that can run gaussiantalker"
+    )
+
+
 # --- where an engine runs ------------------------------------------------------------------------------
 
 
