@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "channels",
     "django_rq",
     "axes",
+    "core",
     "accounts",
     "gpu_nodes",
     "jobs",
