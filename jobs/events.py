@@ -147,6 +147,7 @@ def job_status_message(job) -> dict:
     return {
         "type": "job.status",
         "job": job.pk,
+        "avatar": job.avatar_id,  # pages of an avatar refresh when one of its jobs starts or ends
         "status": job.status,
         "stage": job.stage,
         "progress": job.progress,

@@ -301,3 +301,65 @@ def test_avatar_page_follows_preprocessing_live_and_charts_the_quality_figures(
                       .textContent === "failed" """
         )
         assert not page.errors and not page.outside_requests
+
+
+def test_avatar_page_reaches_its_final_state_when_the_pipeline_ends_without_a_reload(
+    chromium_page, alice, redis_db
+):
+    """The page open while the last step runs: when it ends, the figures, the buttons and the status
+    come in by themselves (issue: the page kept Cancel and "Not evaluated yet" until a reload)."""
+    import threading
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint, Evaluation
+    from gpu_nodes.models import Node
+    from jobs import events
+
+    node = Node.objects.create(name="n1", workdir="/w", status="online")
+    avatar = Avatar.objects.create(
+        owner=alice, name="Anna", slug="anna-end", engine="demo", status="training", video="avatars/x/x.mp4",
+        video_info={"duration": 60.0, "width": 512, "height": 512, "frames": 1500},
+        consent_given_at="2026-01-01T00:00Z", consent_given_by=alice, consent_statement="yes",
+    )  # fmt: skip
+    job = Job.objects.create(
+        owner=alice, kind="evaluate", avatar=avatar, node=node, status="running", stage="scoring",
+        params={"avatar": avatar.pk},
+    )  # fmt: skip
+
+    def pipeline_ends():  # in a thread of its own: Playwright keeps an event loop in this one
+        try:
+            checkpoint = Checkpoint.objects.create(
+                avatar=avatar, node=node, stage="fine", iteration=500, path="/p"
+            )
+            Evaluation.objects.create(
+                avatar=avatar, checkpoint=checkpoint, iteration=500, psnr=31.25, ssim=0.9, frames=3,
+                rendered_frames=3, reference_frames=3,
+                per_frame={"psnr": [31, 31.25, 31.5], "ssim": [0.9] * 3},
+            )  # fmt: skip
+            Avatar.objects.filter(pk=avatar.pk).update(status="trained")
+            Job.objects.filter(pk=job.pk).update(status="succeeded", finished_at=timezone.now(), progress=1)
+            ended = Job.objects.get(pk=job.pk)
+            events.publisher.publish(events.user_group(alice.pk), events.job_status_message(ended))
+        finally:
+            connection.close()
+
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/avatars/{avatar.pk}/")
+        assert page.locator("#cancel-training").is_visible()
+        assert "Not evaluated yet" in page.locator("#quality-figures").inner_text()
+        page.evaluate("window.__marker = 1")
+        page.wait_for_timeout(500)  # the page's socket is connected
+        thread = threading.Thread(target=pipeline_ends)
+        thread.start()
+        thread.join()
+        page.wait_for_selector('#evaluations tr[data-iteration="500"]')
+        assert "31.25" in page.locator("#evaluations").inner_text()
+        assert page.locator("#cancel-training").count() == 0
+        assert page.locator("#generate").is_visible()
+        assert page.locator("#facts .status").inner_text() == "Trained"
+        assert page.locator('#training-jobs [data-field="status"]').first.inner_text() == "succeeded"
+        assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+        assert not page.errors and not page.outside_requests

@@ -90,18 +90,55 @@
     });
   }
 
-  function watchDashboard(table) {
-    var leaving = false;  // a form submit or a link is already taking this page elsewhere
-    window.addEventListener("beforeunload", function () { leaving = true; });
+  // Swaps the page's [data-live] parts (matched by id) for the server's current rendering of the same
+  // page: what a reload would show, without one (scroll, open forms and playing videos stay). A video
+  // already on the page is kept (same src) so it goes on playing.
+  function refreshLive(after) {
+    return fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } })
+      .then(function (response) { if (!response.ok) throw new Error(response.status); return response.text(); })
+      .then(function (html) {
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        document.querySelectorAll("[data-live][id]").forEach(function (old) {
+          var next = fresh.getElementById(old.id);
+          if (!next) return;
+          next = document.importNode(next, true);
+          next.querySelectorAll("video[src]").forEach(function (video) {
+            var kept = Array.prototype.find.call(old.querySelectorAll("video[src]"), function (v) {
+              return v.getAttribute("src") === video.getAttribute("src");
+            });
+            if (kept) video.replaceWith(kept);
+          });
+          old.replaceWith(next);
+        });
+        if (after) after();
+      })
+      .catch(function () { /* the next event tries again */ });
+  }
+
+  // Rows of jobs (tr[data-job]) follow their job's progress; when a job ends, or one this page does not
+  // show yet starts (a pipeline's next step), the page's live parts are refreshed. options.match(msg):
+  // whether a job the page does not show concerns it (default: every job of the person);
+  // options.refreshed(): run after each refresh (charts, sockets of the new parts).
+  function watchDashboard(table, options) {
+    options = options || {};
+    var rootId = table && table.id, timer = null;
+    function root() { return (rootId && document.getElementById(rootId)) || table; }
+    function schedule() {
+      clearTimeout(timer);
+      timer = setTimeout(function () { refreshLive(options.refreshed); }, 250);
+    }
     connect("/ws/jobs/", function (msg) {
-      var row = table.querySelector('tr[data-job="' + msg.job + '"]');
-      if (!row) {
-        if (!leaving && msg.type === "status" && !TERMINAL[msg.status]) location.reload();  // a job started elsewhere
-        return;
+      var row = root() && root().querySelector('tr[data-job="' + msg.job + '"]');
+      if (row) {
+        applyState(row, msg.job, msg);
+        if (msg.type === "status" && TERMINAL[msg.status]) schedule();
+      } else if (msg.type === "status" && (!options.match || options.match(msg))) {
+        schedule();
       }
-      applyState(row, msg.job, msg);
     });
   }
 
-  window.Talkforge = { watchJob: watchJob, watchDashboard: watchDashboard };
+  window.Talkforge = Object.assign(window.Talkforge || {}, {
+    watchJob: watchJob, watchDashboard: watchDashboard, refreshLive: refreshLive,
+  });
 })();
