@@ -169,10 +169,10 @@ def test_train_parser_reads_loss_and_psnr_from_the_bar():
     metrics = {}
     for _, update in run_parser(parser, fixture_lines("gaussiantalker_train.txt")):
         metrics.update(update.metrics)
-    # The last bar of the fixture: Loss=0.0000182, psnr=50.41, point=36365
-    assert metrics["loss"] == pytest.approx(0.0000182)
-    assert metrics["psnr"] == pytest.approx(50.41)
-    assert metrics["point"] == 36365
+    # The last bar of the fixture: Loss=0.0000382, psnr=47.18, point=35565
+    assert metrics["loss"] == pytest.approx(0.0000382)
+    assert metrics["psnr"] == pytest.approx(47.18)
+    assert metrics["point"] == 35565
 
 
 def test_train_parser_metrics_of_the_spec_bar():

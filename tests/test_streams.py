@@ -210,7 +210,7 @@ def test_a_print_glued_after_a_tqdm_bar_is_its_own_line():
     data = (FIXTURES / "gaussiantalker_train_nan.txt").read_bytes()
     lines = list(split_lines([data[i : i + 97] for i in range(0, len(data), 97)]))
     nan = [line for line in lines if "loss is nan" in line]
-    assert nan == ["loss is nan,end training, reexecv program now. [16/11 12:28:01]"]
+    assert nan == ["loss is nan,end training, reexecv program now. [16/11 12:28:20]"]
 
 
 def test_a_complete_bar_without_a_body_is_sent_at_once():
