@@ -4,6 +4,7 @@ moving files, and wrapping engine commands for Docker or a bare environment."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import time
@@ -524,3 +525,24 @@ def test_a_probe_never_waits_on_the_key_share_locks_a_finishing_job_takes(make_n
         other.close()
     assert probed.status == Node.Status.ONLINE, probed.last_error
     assert probed.gpus.get().present
+
+
+def test_the_rq_dashboard_lists_every_node_queue_and_its_workers(admin_client, make_node, redis_db):
+    """django-rq lists only RQ_QUEUES; node queues come from RQ's own registry in Redis."""
+    from rq import Worker
+
+    from jobs.queue import queue_named, redis_connection
+
+    node = make_node("gpu7")
+    queue_named(node.queue_name).enqueue("jobs.tasks.run_job", 0)
+    worker = Worker([queue_named(node.queue_name)], connection=redis_connection(), name="w-gpu7")
+    worker.register_birth()
+    try:
+        page = admin_client.get("/admin/django-rq/").content.decode()
+    finally:
+        worker.register_death()
+    assert "node-gpu7" in page and "default" in page
+    row = page[page.index("node-gpu7") :].split("</tr>")[0]
+    queued = re.search(r'queues/(\d+)/">\s*(\d+)\s*<', row)
+    workers = re.search(r'workers/\d+/">\s*(\d+)\s*<', row)
+    assert (queued[2], workers[1]) == ("1", "1"), row  # one job waiting, one worker serving the queue

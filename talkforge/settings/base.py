@@ -10,6 +10,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import database_from_url, env_bool, env_float, env_int, env_list, env_rate, env_str
+from .rq_queues import KnownQueues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = Path(env_str("TALKFORGE_VAR_DIR", str(BASE_DIR / "var")))
@@ -126,7 +127,8 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": CHANNEL_LAYER_PREFIX},
     }
 }
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}}
+# The dashboard's list: "default" plus every node queue RQ knows (rq_queues.py).
+RQ_QUEUES = KnownQueues(REDIS_URL, {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}})
 RQ_SHOW_ADMIN_LINK = True
 # Shared by every web process (a per-process cache would give each its own quota): DRF's throttle counters.
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
