@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.urls import reverse
 
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
@@ -161,6 +162,13 @@ def evaluate_plan(job: Job) -> Plan:
 STEP_ITERATION = Number("iteration", -1, 100_000_000)
 
 
+def avatar_subject(job: Job) -> tuple[str, str] | None:
+    """The avatar a pipeline step works on, for the job's pages (None once it is deleted)."""
+    if job.avatar is None:
+        return None
+    return f"Avatar {job.avatar.name}", reverse("avatar-detail", args=[job.avatar_id])
+
+
 def clean_avatar_step(params: dict, *, owner) -> dict:
     """Pipeline steps carry the avatar (one of the owner's), the training settings chosen when it was
     started, the training run they belong to (``run``: the train job that started it) and (rendering and
@@ -227,5 +235,6 @@ def register_kinds() -> None:
             clean=clean_avatar_step,
             after=after,
             prefer=data_nodes,
+            subject=avatar_subject,
         )
         register(kind, spec)

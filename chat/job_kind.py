@@ -5,6 +5,8 @@ that cannot be rendered is placed like its other steps (nodes holding its data f
 
 from __future__ import annotations
 
+from django.urls import reverse
+
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
@@ -122,11 +124,20 @@ def after_reply(job: Job) -> None:
         ).update(status=ended[job.status], error=job.error[:2000] or "The reply was stopped.")
 
 
+def reply_subject(job: Job) -> tuple[str, str] | None:
+    """The conversation a reply belongs to, for the job's pages (None once it is deleted)."""
+    reply = Message.objects.filter(pk=job.params.get("message")).select_related("conversation").first()
+    if reply is None:
+        return None
+    conversation = reply.conversation
+    return f"Conversation {conversation}", reverse("chat-conversation", args=[conversation.pk])
+
+
 def register_kind() -> None:
     register(
         Job.Kind.CHAT_REPLY,
         KindSpec(label="Chat reply", needs_gpu=False, plan=None, clean=clean_reply, after=after_reply,
                  prefer=data_nodes, run=run_reply,
                  # A reply without a checkpoint is spoken only (no render): any worker can make it.
-                 uses_engine=lambda job: bool(job.params.get("checkpoint"))),
+                 uses_engine=lambda job: bool(job.params.get("checkpoint")), subject=reply_subject),
     )  # fmt: skip

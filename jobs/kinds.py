@@ -72,6 +72,8 @@ class KindSpec:
     # Whether the job runs its avatar's engine, so placement must find a node that has the engine and a
     # GPU with the memory it needs (jobs/services.py). None: every job with an avatar does.
     uses_engine: Callable[[Job], bool] | None = None
+    # What the job works on, for its pages: (label, URL), e.g. ("Video #5", "/videos/5/"); None when gone.
+    subject: Callable[[Job], tuple[str, str] | None] | None = None
 
 
 def job_folder(job: Job) -> PurePosixPath:

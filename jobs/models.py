@@ -1,8 +1,10 @@
 import uuid
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 
 class Job(models.Model):
@@ -112,6 +114,25 @@ class Job(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in self.TERMINAL_STATUSES
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long it ran (so far, while it runs); None before it started."""
+        if self.started_at is None:
+            return None
+        return (self.finished_at or timezone.now()) - self.started_at
+
+    @property
+    def duration_text(self) -> str:
+        """The duration in words ("1 h 2 min", "3 min 5 s", "42 s"); "" before it started."""
+        if self.duration is None:
+            return ""
+        seconds = int(self.duration.total_seconds())
+        hours, rest = divmod(seconds, 3600)
+        minutes, seconds = divmod(rest, 60)
+        if hours:
+            return f"{hours} h {minutes} min"
+        return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
 
     @property
     def marker(self) -> str:

@@ -17,6 +17,14 @@ def jobs_visible_to(user) -> QuerySet[Job]:
     return jobs.filter(owner=user)
 
 
+def job_subject(job: Job) -> tuple[str, str] | None:
+    """What the job works on, as (label, URL) for its pages, from its kind (jobs.kinds.KindSpec.subject)."""
+    from .kinds import kind_spec  # kinds import the models; the selectors are imported by them too
+
+    spec = kind_spec(job.kind)
+    return spec.subject(job) if spec.subject is not None else None
+
+
 def job_log_lines(job: Job, *, after: int = 0, limit: int | None = None) -> list[str]:
     """Log lines numbered ``after + 1`` onwards (lines are numbered from 1), at most ``limit``."""
     # ``end`` is one past a chunk's last line: keep the chunks that reach beyond ``after``.

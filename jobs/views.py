@@ -8,7 +8,7 @@ from talkforge.errors import ServiceError
 
 from .forms import DemoTrainForm
 from .models import Job
-from .selectors import jobs_visible_to
+from .selectors import job_subject, jobs_visible_to
 from .services import job_cancel, job_submit_public
 
 
@@ -37,7 +37,7 @@ def job_list(request):
 @login_required
 def job_detail(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
-    return render(request, "jobs/job_detail.html", {"job": job})
+    return render(request, "jobs/job_detail.html", {"job": job, "subject": job_subject(job)})
 
 
 @login_required

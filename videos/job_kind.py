@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from django.conf import settings
+from django.urls import reverse
 
 from avatars.engines.console import STEP, ConsoleParser, Update, step_marker
 from avatars.engines.shell import shell_and
@@ -37,6 +38,7 @@ from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from talkforge.errors import ServiceError
 
+from .models import Video
 from .selectors import videos_visible_to
 
 RESULT, POSTER = "video.mp4", "poster.jpg"
@@ -249,9 +251,17 @@ def after_generate(job: Job) -> None:
     video_record_result(job=job)
 
 
+def video_subject(job: Job) -> tuple[str, str] | None:
+    """The video a generation job makes, for the job's pages (None once it is deleted)."""
+    video_id = job.params.get("video")
+    if not Video.objects.filter(pk=video_id).exists():
+        return None
+    return f"Video #{video_id}", reverse("video-detail", args=[video_id])
+
+
 def register_kind() -> None:
     register(
         Job.Kind.GENERATE_VIDEO,
         KindSpec(label="Generate a video from audio", needs_gpu=False, plan=generate_plan,
-                 clean=clean_generate, after=after_generate),
+                 clean=clean_generate, after=after_generate, subject=video_subject),
     )  # fmt: skip
