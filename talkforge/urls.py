@@ -13,7 +13,11 @@ api_patterns = [
     path("token/", TokenObtainView.as_view(), name="token"),
     path("me/", MeView.as_view(), name="me"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="api:schema", template_name="api_docs.html"),
+        name="docs",
+    ),
 ]
 
 urlpatterns = [

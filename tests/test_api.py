@@ -67,7 +67,8 @@ def test_schema_declares_the_token_header_scheme(api, alice):
 
 
 def asset_urls(html: str) -> list[str]:
-    return re.findall(r'(?:src|href)="([^"]+)"', html)
+    """What the page loads: scripts, images and <link>ed files (not the targets of its <a> links)."""
+    return re.findall(r'<(?:script|img|link)\b[^>]*?(?:src|href)="([^"]+)"', html)
 
 
 def fetch_ok(client, url: str) -> bytes:
@@ -386,3 +387,21 @@ def test_log_of_a_job_without_output_is_empty(api, alice):
     client = api(alice)
     assert client.get(f"/api/jobs/{job.pk}/log/").json() == {"first": 1, "lines": [], "total": 0}
     assert client.get(f"/api/jobs/{job.pk}/log/?format=txt").content == b""
+
+
+def test_every_operation_has_a_summary_of_its_own_and_the_docs_link_home(api, alice):
+    import yaml
+
+    client = api(alice)
+    schema = yaml.safe_load(client.get("/api/schema/").content)
+    summaries = [(path, method, op.get("summary", "")) for path, ops in schema["paths"].items()
+                 for method, op in ops.items()]  # fmt: skip
+    assert len(summaries) >= 50
+    missing = [(path, method) for path, method, summary in summaries if not summary]
+    assert missing == []
+    texts = [summary for _, _, summary in summaries]
+    assert len(set(texts)) == len(texts), "two operations share a summary"
+    assert schema["paths"]["/api/nodes/{id}/probe/"]["post"]["summary"].startswith("Probe a node")
+    assert "videos, voices, conversations" in schema["info"]["description"]
+    page = client.get("/api/docs/").content.decode()
+    assert '<a href="/"><strong>← Talkforge</strong></a>' in page

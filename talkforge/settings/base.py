@@ -182,12 +182,17 @@ API_MAX_JSON_BYTES = env_int("API_MAX_JSON_BYTES", 1024**2, minimum=1024)
 API_MAX_JSON_DEPTH = env_int("API_MAX_JSON_DEPTH", 20, minimum=2)
 SPECTACULAR_SETTINGS = {
     "TITLE": "Talkforge API",
-    "DESCRIPTION": "Avatars, GPU nodes and jobs. Authenticate with `Authorization: Token <key>`.",
+    "DESCRIPTION": (
+        "Everything the portal does: avatars (upload, train, checkpoints, quality figures), videos, voices, "
+        "conversations with your avatars, jobs and their logs, your account; GPU nodes for staff. "
+        "Authenticate with `Authorization: Token <key>` (POST /api/token/). Another person's object is a 404."
+    ),
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "core.schema.add_summaries"],
 }
 
 # --- Jobs -----------------------------------------------------------------------------------------
