@@ -11,12 +11,13 @@ RUFF := $(VENV)/bin/ruff
 STAMP := $(VENV)/.talkforge-installed-ml
 TEST_SETTINGS := talkforge.settings.test
 
-.PHONY: help install system-packages services test lint format run bench
+.PHONY: help install system-packages services test lint format run serve bench
 
 help:
 	@echo "make run      start the portal on http://127.0.0.1:8000/ (SQLite, local Redis, one worker)"
 	@echo "make test     lint, Django checks and the pytest suite against PostgreSQL and Redis"
 	@echo "make install  Debian packages, .venv and the Python packages (fast when done)"
+	@echo "make serve    the web tier as production runs it (docker/web.sh; production settings from the env)"
 	@echo "make bench    run every bench/*.py (one JSON line each)"
 	@echo "make lint     ruff check and ruff format --check"
 	@echo "make format   ruff format and ruff check --fix"
@@ -58,6 +59,13 @@ test: install services lint
 
 run: install
 	scripts/run.sh
+
+# The web tier as production starts it: gunicorn with one uvicorn worker per core (docker/web.sh), production
+# settings read from the environment (SECRET_KEY, DATABASE_URL, ALLOWED_HOSTS, …). `kill -HUP` the master
+# for a graceful restart.
+serve: install
+	DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-talkforge.settings.production} PYTHON=$(PY) \
+	  WEB_BIND=$${WEB_BIND:-127.0.0.1:8000} docker/web.sh
 
 # Every benchmark runs even when one fails; the target fails if any did. Files named _*.py are helpers.
 bench: install services

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db.models import F, QuerySet
 
+from gpu_nodes.models import Gpu
+
 from .models import Job, JobLogChunk
 
 
@@ -23,6 +25,32 @@ def job_subject(job: Job) -> tuple[str, str] | None:
 
     spec = kind_spec(job.kind)
     return spec.subject(job) if spec.subject is not None else None
+
+
+# The job list's columns, as ``JobSerializer`` names them; the related names come from the same query.
+JOB_LIST_FIELDS = (
+    "id", "kind", "status", "stage", "progress", "eta_seconds", "metrics", "params", "result", "error",
+    "attempts", "max_attempts", "timeout_seconds", "parent", "avatar", "log_line_count",
+    "created_at", "placed_at", "started_at", "finished_at", "heartbeat_at", "cancel_requested_at",
+)  # fmt: skip
+
+
+def job_list_rows(jobs: QuerySet[Job]) -> QuerySet:
+    """``jobs`` (already filtered through ``jobs_visible_to``) as plain rows for the job list: one query
+    with the owner's, node's and GPU's names joined in, no model instances, only the listed columns."""
+    return jobs.values(
+        *JOB_LIST_FIELDS,
+        owner_name=F("owner__username"),
+        node_name=F("node__name"),
+        gpu_index=F("gpu__index"),
+    )
+
+
+def gpu_label(index: int | None) -> str | None:
+    """``Gpu.label`` from the index alone (``GPU0``…, ``CPU``)."""
+    if index is None:
+        return None
+    return "CPU" if index == Gpu.CPU_INDEX else f"GPU{index}"
 
 
 def job_log_lines(job: Job, *, after: int = 0, limit: int | None = None) -> list[str]:

@@ -29,7 +29,9 @@ def production_env(**env) -> dict[str, str]:
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "SECRET_KEY", "DEBUG", "SECURE_", "ALLOWED_HOSTS", "CSRF_"))
+        if not key.startswith(
+            ("DJANGO_", "SECRET_KEY", "DEBUG", "SECURE_", "ALLOWED_HOSTS", "CSRF_", "DATABASE_")
+        )
     }
     environment.update(
         DJANGO_SETTINGS_MODULE="talkforge.settings.production",

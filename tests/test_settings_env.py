@@ -11,7 +11,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from talkforge.settings.env import database_from_url, env_bool, env_float, env_int, env_list, env_str
+from talkforge.settings.env import (
+    database_from_environment,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 VARIABLE = "TALKFORGE_TEST_SETTING"
@@ -144,7 +152,7 @@ def test_database_from_postgres_url():
         "HOST": "db.internal",
         "PORT": "6543",
         "OPTIONS": {"sslmode": "require"},
-        "CONN_MAX_AGE": 60,
+        "CONN_MAX_AGE": 0,
         "CONN_HEALTH_CHECKS": True,
     }
 
@@ -194,6 +202,75 @@ def test_database_from_url_with_an_unsupported_scheme_names_it(url):
         database_from_url(url)
 
 
+# --- database_from_environment: the connection pool ----------------------------------------------------
+
+POSTGRES = "postgres://talk@db.internal:5432/talkforge"
+POOL_VARIABLES = (
+    "DATABASE_POOL", "DATABASE_POOL_MIN_SIZE", "DATABASE_POOL_MAX_SIZE", "DATABASE_POOL_TIMEOUT",
+    "DATABASE_CONN_MAX_AGE", "DISABLE_SERVER_SIDE_CURSORS",
+)  # fmt: skip
+
+
+@pytest.fixture
+def database_env(monkeypatch):
+    for name in POOL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", POSTGRES)
+    return monkeypatch
+
+
+def test_postgres_gets_a_bounded_pool_by_default(database_env):
+    config = database_from_environment("sqlite:////unused.db")
+    assert config["OPTIONS"]["pool"] == {"min_size": 2, "max_size": 10, "timeout": 10.0}
+    # Django refuses persistent connections with a pool; the pool takes each back after the request.
+    assert config["CONN_MAX_AGE"] == 0
+    assert config["DISABLE_SERVER_SIDE_CURSORS"] is False
+
+
+def test_pool_sizes_and_timeout_come_from_the_environment(database_env):
+    database_env.setenv("DATABASE_POOL_MIN_SIZE", "0")
+    database_env.setenv("DATABASE_POOL_MAX_SIZE", "4")
+    database_env.setenv("DATABASE_POOL_TIMEOUT", "2.5")
+    assert database_from_environment("")["OPTIONS"]["pool"] == {"min_size": 0, "max_size": 4, "timeout": 2.5}
+
+
+def test_pool_off_for_pgbouncer(database_env):
+    database_env.setenv("DATABASE_POOL", "false")
+    database_env.setenv("DISABLE_SERVER_SIDE_CURSORS", "true")
+    config = database_from_environment("")
+    assert "pool" not in config["OPTIONS"]
+    assert (config["CONN_MAX_AGE"], config["DISABLE_SERVER_SIDE_CURSORS"]) == (0, True)
+    database_env.setenv("DATABASE_CONN_MAX_AGE", "30")
+    assert database_from_environment("")["CONN_MAX_AGE"] == 30
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DATABASE_POOL": "sometimes"}, "DATABASE_POOL='sometimes' is not a boolean: use true or false."),
+        ({"DATABASE_POOL_MAX_SIZE": "ten"}, "DATABASE_POOL_MAX_SIZE='ten' is not an integer."),
+        ({"DATABASE_POOL_MAX_SIZE": "0"}, "DATABASE_POOL_MAX_SIZE=0 is below its minimum of 1."),
+        ({"DATABASE_POOL_TIMEOUT": "2s"}, "DATABASE_POOL_TIMEOUT='2s' is not a number."),
+        (
+            {"DATABASE_POOL_MIN_SIZE": "8", "DATABASE_POOL_MAX_SIZE": "4"},
+            "DATABASE_POOL_MAX_SIZE=4 is below DATABASE_POOL_MIN_SIZE=8: "
+            "raise the maximum or lower the minimum.",
+        ),
+    ],
+)
+def test_a_bad_pool_setting_names_the_variable_and_what_to_do(database_env, env, message):
+    for name, value in env.items():
+        database_env.setenv(name, value)
+    with pytest.raises(ImproperlyConfigured) as refused:
+        database_from_environment("")
+    assert str(refused.value) == message
+
+
+def test_sqlite_has_no_pool(database_env, tmp_path):
+    database_env.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    assert "pool" not in database_from_environment("")["OPTIONS"]
+
+
 # --- at start-up ---------------------------------------------------------------------------------------
 
 
@@ -201,7 +278,7 @@ def manage_check(settings_module: str, **env) -> subprocess.CompletedProcess:
     environment = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("DJANGO_", "JOB_", "DATABASE_URL", "DEBUG", "SECRET_KEY"))
+        if not key.startswith(("DJANGO_", "JOB_", "DATABASE_", "DEBUG", "SECRET_KEY"))
     }
     environment.update(DJANGO_SETTINGS_MODULE=settings_module, **env)
     return subprocess.run(
@@ -235,3 +312,37 @@ def test_production_refuses_sqlite():
     )
     assert result.returncode != 0
     assert "Production needs PostgreSQL" in result.stderr
+
+
+def test_a_bad_pool_setting_stops_production_start_up_naming_it():
+    result = manage_check(
+        "talkforge.settings.production",
+        SECRET_KEY="k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2,
+        DATABASE_URL="postgres://postgres@127.0.0.1/x",
+        DATABASE_POOL_TIMEOUT="soon",
+    )
+    assert result.returncode != 0
+    assert "DATABASE_POOL_TIMEOUT='soon' is not a number." in result.stderr
+
+
+def test_production_settings_pool_their_connections():
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("DJANGO_", "DATABASE_", "SECRET_KEY"))
+    }
+    environment.update(
+        DJANGO_SETTINGS_MODULE="talkforge.settings.production",
+        SECRET_KEY="k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2,
+        DATABASE_URL="postgres://postgres@127.0.0.1/x",
+        DATABASE_POOL_MAX_SIZE="6",
+    )
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; d = s.DATABASES['default']; "
+    )
+    probe += "print(d['OPTIONS']['pool'], d['CONN_MAX_AGE'])"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "{'min_size': 2, 'max_size': 6, 'timeout': 10.0} 0"

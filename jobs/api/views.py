@@ -9,7 +9,7 @@ from rest_framework.settings import api_settings
 
 from core.query import query_params
 
-from ..selectors import job_log_lines, jobs_visible_to
+from ..selectors import job_list_rows, job_log_lines, jobs_visible_to
 from ..services import job_cancel, job_submit_public
 from .serializers import (
     JobFilterSerializer,
@@ -17,6 +17,7 @@ from .serializers import (
     JobLogSerializer,
     JobSerializer,
     JobSubmitSerializer,
+    job_row_data,
 )
 
 
@@ -50,7 +51,9 @@ class JobViewSet(
 
     @extend_schema(parameters=[JobFilterSerializer])
     def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
+        """A page of ``JobSerializer``'s shape built from plain rows: a count and one query for the page."""
+        page = self.paginate_queryset(job_list_rows(self.get_queryset()))
+        return self.get_paginated_response([job_row_data(row) for row in page])
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):

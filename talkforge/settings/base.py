@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import database_from_url, env_bool, env_float, env_int, env_list, env_rate, env_str
+from .env import database_from_environment, env_bool, env_float, env_int, env_list, env_rate, env_str
 from .rq_queues import KnownQueues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -82,9 +82,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {
-    "default": database_from_url(env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'talkforge.sqlite3'}"))
-}
+# DATABASE_URL, and for PostgreSQL a connection pool per process (DATABASE_POOL*, see env.py).
+DATABASES = {"default": database_from_environment(f"sqlite:///{VAR_DIR / 'talkforge.sqlite3'}")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 # django-axes first: it refuses a locked-out sign-in before the password is even checked.

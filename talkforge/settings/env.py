@@ -7,8 +7,9 @@ process at start-up with a message naming the variable, not surface later as odd
 import math
 import os
 import re
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import urlparse
 
+import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 
@@ -73,33 +74,77 @@ def env_rate(name: str, default: str) -> str:
     return value.strip()
 
 
+SUPPORTED_DATABASES = {"postgres", "postgresql", "sqlite"}
+
+
 def database_from_url(url: str) -> dict:
-    """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into a DATABASES entry."""
-    parsed = urlparse(url)
-    if parsed.scheme == "sqlite":
-        # sqlite:///relative.db and sqlite:////absolute.db, as dj-database-url reads them
-        path = unquote(parsed.path)[1:]
-        if not path:
+    """Turn ``postgres://user:pass@host:port/name`` or ``sqlite:///path`` into a DATABASES entry.
+
+    dj-database-url reads the URL (quoting, ports, ``?sslmode=…`` into OPTIONS); this adds what it lets
+    through silently: another database than the two we run on, a URL without a database name, and
+    ``sqlite://`` (an in-memory database that every process would see empty)."""
+    scheme = urlparse(url).scheme
+    if scheme not in SUPPORTED_DATABASES:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL scheme {scheme!r} is not supported: use postgres://… or sqlite:///…"
+        )
+    try:
+        config = dj_database_url.parse(url)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r} cannot be read: {error}") from None
+    if scheme == "sqlite":
+        if config["NAME"] in {"", ":memory:"}:
             raise ImproperlyConfigured(
                 f"DATABASE_URL={url!r} names no SQLite file: use sqlite:////abs/path.db"
             )
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path, "OPTIONS": {"timeout": 20}}
-    if parsed.scheme in {"postgres", "postgresql"}:
-        name = parsed.path.lstrip("/")
-        if not name:
-            raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no database.")
-        options = {key: values[-1] for key, values in parse_qs(parsed.query).items()}
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": unquote(name),
-            "USER": unquote(parsed.username or ""),
-            "PASSWORD": unquote(parsed.password or ""),
-            "HOST": parsed.hostname or "",
-            "PORT": str(parsed.port or ""),
-            "OPTIONS": options,
-            "CONN_MAX_AGE": 60,
-            "CONN_HEALTH_CHECKS": True,
-        }
-    raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {parsed.scheme!r} is not supported: use postgres://… or sqlite:///…"
-    )
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": config["NAME"], "OPTIONS": {"timeout": 20}}
+    if not config["NAME"]:
+        raise ImproperlyConfigured(f"DATABASE_URL={url!r} names no database.")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": config["NAME"],
+        "USER": config["USER"] or "",
+        "PASSWORD": config["PASSWORD"] or "",
+        "HOST": config["HOST"] or "",
+        "PORT": str(config["PORT"] or ""),
+        "OPTIONS": dict(config.get("OPTIONS", {})),
+        "CONN_MAX_AGE": 0,
+        "CONN_HEALTH_CHECKS": True,
+    }
+
+
+def database_from_environment(default_url: str) -> dict:
+    """The ``default`` database: ``DATABASE_URL`` plus how this process holds its connections.
+
+    PostgreSQL goes through psycopg's connection pool (Django's ``OPTIONS["pool"]``): each process keeps
+    between ``DATABASE_POOL_MIN_SIZE`` and ``DATABASE_POOL_MAX_SIZE`` connections, a request borrows one
+    and gives it back when it ends, and a request that finds every connection busy waits up to
+    ``DATABASE_POOL_TIMEOUT`` seconds. Under ASGI each request runs on a thread of its own, so persistent
+    per-thread connections (CONN_MAX_AGE > 0) grow with the number of clients until PostgreSQL refuses
+    more; the pool bounds them. ``DATABASE_POOL=false`` (behind PgBouncer in transaction mode, which pools
+    already) opens a connection per request instead, or keeps it ``DATABASE_CONN_MAX_AGE`` seconds."""
+    config = database_from_url(env_str("DATABASE_URL", default_url))
+    if config["ENGINE"] != "django.db.backends.postgresql":
+        return config
+    # PgBouncer in transaction mode cannot keep a server-side cursor (.iterator()) open across statements.
+    config["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DISABLE_SERVER_SIDE_CURSORS", False)
+    if not env_bool("DATABASE_POOL", True):
+        config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
+        return config
+    min_size = env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=0)
+    max_size = env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1)
+    if max_size < min_size:
+        raise ImproperlyConfigured(
+            f"DATABASE_POOL_MAX_SIZE={max_size} is below DATABASE_POOL_MIN_SIZE={min_size}: "
+            "raise the maximum or lower the minimum."
+        )
+    config["OPTIONS"]["pool"] = {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
+    # The pool hands out only healthy connections and takes each back at the end of the request:
+    # Django refuses CONN_MAX_AGE > 0 with a pool, and its own health check would be a second one.
+    config["CONN_MAX_AGE"] = 0
+    config["CONN_HEALTH_CHECKS"] = False
+    return config

@@ -16,6 +16,11 @@ os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"tftest{os.getpid()}")
 os.environ.setdefault(
     "MEDIA_ROOT", os.path.join(tempfile.gettempdir(), f"talkforge-test-{os.getpid()}", "media")
 )
+# One connection per thread, opened when needed and closed at the end of each request, as before the
+# pool: pytest-django's transactions and the many short-lived servers and workers the suite starts stay
+# simple. Tests of the production stack pass DATABASE_POOL=true to what they start (and
+# `DATABASE_POOL=true pytest …` runs a file with the pool everywhere).
+os.environ.setdefault("DATABASE_POOL", "false")
 os.environ.setdefault("JOB_HEARTBEAT_INTERVAL", "0.5")
 os.environ.setdefault("JOB_HEARTBEAT_TIMEOUT", "4")
 os.environ.setdefault("JOB_KILL_GRACE", "2")

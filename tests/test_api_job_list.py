@@ -1,0 +1,111 @@
+"""The job list (GET /api/jobs/): the shape JobSerializer documents, built from plain rows in a constant
+number of queries whatever the number of jobs."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from accounts.services import api_token_rotate
+from gpu_nodes.models import Gpu, Node
+from jobs.api.serializers import JobSerializer
+from jobs.models import Job
+
+
+def make_jobs(owner, count: int, *, node=None, gpus=()) -> list[Job]:
+    now = timezone.now()
+    jobs = []
+    for i in range(count):
+        gpu = gpus[(i // 2) % len(gpus)] if gpus and i % 2 == 0 else None
+        jobs.append(
+            Job(
+                owner=owner, kind="demo_train", status="succeeded" if gpu else "queued",
+                stage="done" if gpu else "", progress=0.25 * (i % 5), eta_seconds=12.5 if i % 3 else None,
+                params={"seconds": 1, "iterations": i}, metrics={"psnr": 31.5} if gpu else {},
+                result={"checkpoints": ["a.pth"]} if gpu else {}, error="boom" if i == 1 else "",
+                node=node if gpu else None, gpu=gpu, attempts=1, max_attempts=2,
+                timeout_seconds=600 if i % 4 == 0 else None, log_line_count=i,
+                placed_at=now - timedelta(seconds=i) if gpu else None,
+                started_at=now.replace(microsecond=0) if gpu else None,
+                finished_at=now if gpu else None,
+            )
+        )  # fmt: skip
+    created = Job.objects.bulk_create(jobs)
+    created[-1].parent = created[0]
+    created[-1].save(update_fields=["parent"])
+    return created
+
+
+@pytest.fixture
+def slots(db):
+    node = Node.objects.create(name="n1", kind=Node.Kind.LOCAL, workdir="/tmp/n1")
+    gpus = [
+        Gpu.objects.create(node=node, index=0, name="H100"),
+        Gpu.objects.create(node=node, index=1, name="H100"),
+    ]
+    cpu_node = Node.objects.create(name="cpu", kind=Node.Kind.LOCAL, workdir="/tmp/cpu")
+    cpu = Gpu.objects.create(node=cpu_node, index=Gpu.CPU_INDEX, name="CPU")
+    return node, gpus, cpu
+
+
+def get_list(client, key: str, path: str = "/api/jobs/"):
+    response = client.get(path, HTTP_AUTHORIZATION=f"Token {key}")
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_the_list_writes_what_job_serializer_writes(client, alice, slots):
+    node, gpus, cpu = slots
+    make_jobs(alice, 7, node=node, gpus=gpus)
+    Job.objects.create(owner=alice, kind="demo_train", node=cpu.node, gpu=cpu, status="succeeded")
+    key = api_token_rotate(user=alice)
+
+    listed = get_list(client, key)["results"]
+
+    expected = json.loads(json.dumps(JobSerializer(Job.objects.filter(owner=alice), many=True).data))
+    assert listed == expected
+    assert [list(row) for row in listed] == [list(JobSerializer.Meta.fields)] * len(listed)
+    assert {row["gpu"] for row in listed} == {"GPU0", "GPU1", "CPU", None}
+    assert any(row["parent"] for row in listed)
+
+
+def test_the_list_takes_the_same_queries_for_2_jobs_or_a_full_page(client, alice, bob, slots):
+    node, gpus, _ = slots
+    key = api_token_rotate(user=alice)
+    make_jobs(bob, 5, node=node, gpus=gpus)
+
+    def queries() -> list[str]:
+        get_list(client, key)  # the token's last use is written at most once a minute: not in the count
+        with CaptureQueriesContext(connection) as captured:
+            body = get_list(client, key)
+        return body, [query["sql"] for query in captured.captured_queries]
+
+    make_jobs(alice, 2, node=node, gpus=gpus)
+    few_body, few = queries()
+    make_jobs(alice, 80, node=node, gpus=gpus)
+    many_body, many = queries()
+
+    assert (few_body["count"], len(few_body["results"])) == (2, 2)
+    assert (many_body["count"], len(many_body["results"])) == (82, 50)
+    assert len(few) == len(many) == 3  # the token, the count, the page
+    page_queries = [sql for sql in many if 'FROM "jobs_job"' in sql and "COUNT(" not in sql]
+    assert len(page_queries) == 1
+    # Owner, node and GPU names come joined into that one query.
+    assert 'JOIN "accounts_user"' in page_queries[0] and 'JOIN "gpu_nodes_gpu"' in page_queries[0]
+    assert all(row["owner"] == "alice" for row in many_body["results"])
+
+
+def test_filters_still_apply_to_the_rows(client, alice, slots):
+    node, gpus, _ = slots
+    make_jobs(alice, 6, node=node, gpus=gpus)
+    key = api_token_rotate(user=alice)
+    succeeded = get_list(client, key, "/api/jobs/?status=succeeded")
+    assert succeeded["count"] == 3
+    assert {row["status"] for row in succeeded["results"]} == {"succeeded"}
+    on_node = get_list(client, key, "/api/jobs/?node=n1")
+    assert {row["node"] for row in on_node["results"]} == {"n1"}
