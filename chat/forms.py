@@ -22,7 +22,7 @@ class ConversationForm(forms.Form):
 
     avatar = forms.ModelChoiceField(queryset=None, empty_label=None)
     voice = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="Offline voice (espeak-ng, no cloning)"
+        queryset=None, required=False, empty_label="Standard voice (no cloning)"
     )
     language = forms.ChoiceField(choices=[("", "Recognise from speech"), *Language.choices], required=False)
     title = forms.CharField(max_length=200, required=False)
