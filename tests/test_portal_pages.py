@@ -65,3 +65,27 @@ def test_chat_pages_speak_of_the_platform_not_its_settings_and_staff_see_them(
 
     page = client_of(staff).get(reverse("chat-voices")).content.decode()
     assert "Staff: CHAT_XTTS_DIR is not set" in page
+
+
+def test_a_media_error_names_no_path_on_the_server(tmp_path, caplog):
+    from avatars.media import probe, probe_audio
+    from talkforge.errors import ServiceError
+
+    garbage = tmp_path / "upload-tmp.mp4"
+    garbage.write_bytes(b"not a video at all")
+    for read in (probe, probe_audio):
+        with pytest.raises(ServiceError) as caught:
+            read(garbage)
+        assert "could not be read" in str(caught.value) and str(tmp_path) not in str(caught.value)
+    assert str(garbage) in caplog.text  # the operator's log keeps it
+
+
+def test_an_avatar_page_shows_its_datasets_node_but_not_the_path_there(client_of, alice, alices_things):
+    from avatars.models import DatasetCopy
+
+    avatar, node = alices_things["avatar"], alices_things["node"]
+    DatasetCopy.objects.create(
+        avatar=avatar, node=node, path=f"{node.workdir}/data/secret-folder", complete=True
+    )
+    page = client_of(alice).get(reverse("avatar-detail", args=[avatar.pk])).content.decode()
+    assert f"On {node.name}" in page and "secret-folder" not in page
