@@ -5,6 +5,7 @@ Every call has a time limit and turns ffmpeg's failures into messages a person c
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from talkforge.errors import ServiceError
+
+logger = logging.getLogger(__name__)
 
 ENGINE_FPS = 25  # both engines extract frames at 25 fps and align one audio window per frame (spec §0)
 
@@ -53,6 +56,19 @@ def _fraction(text: str) -> float:
         return 0.0
 
 
+def _reason(result: subprocess.CompletedProcess, *paths: Path, last_line: bool = False) -> str:
+    """ffmpeg's complaint in words a person can read: the paths on this machine it names (an upload's
+    temporary file, the media folder) become "the file"; the whole text goes to the log for the operator."""
+    text = result.stderr.decode("utf-8", "replace").strip()
+    logger.warning("ffmpeg/ffprobe failed (exit %s): %s", result.returncode, text[-2000:])
+    for path in paths:
+        text = text.replace(str(path), "the file")
+    text = re.sub(r"(?<![\w.])/(?:[\w.+-]+/)+[\w.+-]*", "the file", text)  # any other absolute path
+    if last_line:
+        return (text.splitlines()[-1:] or ["unknown error"])[0]
+    return text[-300:]
+
+
 def probe(path: Path) -> VideoInfo:
     """What the file holds; ServiceError when it is not a readable video."""
     result = _run(
@@ -60,9 +76,9 @@ def probe(path: Path) -> VideoInfo:
         timeout=60, what="Reading the video",
     )  # fmt: skip
     if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["unknown error"]
+        reason = _reason(result, path, last_line=True)
         raise ServiceError(
-            f"The file could not be read as a video ({reason[0]}). Upload an MP4, MOV, MKV or WebM file."
+            f"The file could not be read as a video ({reason}). Upload an MP4, MOV, MKV or WebM file."
         )
     data = json.loads(result.stdout or b"{}")
     streams = data.get("streams", [])
@@ -103,7 +119,7 @@ def normalise(source: Path, target: Path) -> None:
     result = _run(command, timeout=3600, what="Converting the video")
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        reason = result.stderr.decode("utf-8", "replace").strip()[-300:]
+        reason = _reason(result, source, partial)
         raise ServiceError(f"The video could not be converted to 25 fps H.264 ({reason}).")
     partial.replace(target)
 
@@ -158,10 +174,9 @@ def probe_audio(path: Path) -> AudioInfo:
         timeout=60, what="Reading the audio",
     )  # fmt: skip
     if result.returncode != 0:
-        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["unknown error"]
+        reason = _reason(result, path, last_line=True)
         raise ServiceError(
-            f"The file could not be read as audio ({reason[0]}). Upload a WAV, MP3, M4A, OGG, FLAC or WebM "
-            "file."
+            f"The file could not be read as audio ({reason}). Upload a WAV, MP3, M4A, OGG, FLAC or WebM file."
         )
     data = json.loads(result.stdout or b"{}")
     audio = next((s for s in data.get("streams", []) if s.get("codec_type") == "audio"), None)
@@ -190,7 +205,7 @@ def to_wav(source: Path, target: Path, *, sample_rate: int, max_seconds: float |
     result = _run(command, timeout=600, what="Converting the audio")
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
-        reason = result.stderr.decode("utf-8", "replace").strip()[-300:]
+        reason = _reason(result, source, partial)
         raise ServiceError(f"The audio could not be converted to {sample_rate / 1000:g} kHz WAV ({reason}).")
     partial.replace(target)
 

@@ -21,9 +21,7 @@ class ConversationForm(forms.Form):
     """Avatars and voices offered are the user's own; the API key field is write-only."""
 
     avatar = forms.ModelChoiceField(queryset=None, empty_label=None)
-    voice = forms.ModelChoiceField(
-        queryset=None, required=False, empty_label="Offline voice (espeak-ng, no cloning)"
-    )
+    voice = forms.ModelChoiceField(queryset=None, required=False, empty_label="Standard voice (no cloning)")
     language = forms.ChoiceField(choices=[("", "Recognise from speech"), *Language.choices], required=False)
     title = forms.CharField(max_length=200, required=False)
     system_prompt = forms.CharField(

@@ -19,6 +19,7 @@ import contextlib
 import http.client
 import ipaddress
 import json
+import logging
 import socket
 import ssl
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from django.conf import settings
+
+logger = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4  # a rough, deliberately cautious estimate; good enough to stay inside a budget
 
@@ -46,13 +49,25 @@ class LLMConfig:
     api_key: str
     timeout: float
     # Where each value came from, so errors name the right thing to fix.
-    key_source: str = "CHAT_LLM_API_KEY"
+    key_source: str = "the platform's API key with the administrator"
     # A conversation's own endpoint: connect only to public addresses, and echo nothing it answers.
     own_endpoint: bool = False
 
     def __repr__(self) -> str:  # never print the key
         key = f"<{len(self.api_key)} chars>"
         return f"LLMConfig(base_url={self.base_url!r}, model={self.model!r}, api_key={key})"
+
+
+def _fix(config: LLMConfig, what: str) -> str:
+    """What to check, said to the person who can: a conversation's own endpoint is its owner's to fix; the
+    platform's is the administrator's, and the log names the settings (people never see them)."""
+    if config.own_endpoint:
+        return f"check the conversation's {what}"
+    logger.warning(
+        "The platform's LLM endpoint failed: check CHAT_LLM_BASE_URL (%s), CHAT_LLM_MODEL (%s) and "
+        "CHAT_LLM_TIMEOUT.", config.base_url, config.model,
+    )  # fmt: skip
+    return f"ask the administrator to check the platform's {what}"
 
 
 def config_for(*, base_url: str = "", model: str = "", api_key: str = "") -> LLMConfig:
@@ -67,7 +82,9 @@ def config_for(*, base_url: str = "", model: str = "", api_key: str = "") -> LLM
         model=model or settings.CHAT_LLM_MODEL,
         api_key=api_key or settings.CHAT_LLM_API_KEY,
         timeout=settings.CHAT_LLM_TIMEOUT,
-        key_source="the conversation's API key" if api_key else "CHAT_LLM_API_KEY",
+        key_source="the conversation's API key"
+        if api_key
+        else "the platform's API key with the administrator",
         own_endpoint=bool(base_url),
     )
 
@@ -80,7 +97,7 @@ def check_own_endpoint(base_url: str, *, has_own_key: bool, resolve: bool = Fals
     if not settings.CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS:
         raise LLMError(
             "This platform does not allow a conversation's own LLM endpoint: leave the base URL empty to use "
-            "the platform's, or ask its operator to allow custom endpoints (CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS)."
+            "the platform's, or ask the administrator to allow custom endpoints."
         )
     parts = urlsplit(base_url)
     try:
@@ -218,8 +235,8 @@ def _endpoint(config: LLMConfig) -> tuple[type[http.client.HTTPConnection], str,
         port = 0
     if parts.scheme not in {"http", "https"} or not parts.hostname or port == 0:
         raise LLMError(
-            f"The LLM base URL {base_url!r} is not an http(s) URL: set CHAT_LLM_BASE_URL (or the "
-            "conversation's base URL) to e.g. https://open.bigmodel.cn/api/paas/v4/."
+            f"The LLM base URL {base_url!r} is not an http(s) URL: {_fix(config, 'base URL')}, "
+            "e.g. https://open.bigmodel.cn/api/paas/v4/."
         )
     if config.own_endpoint:
         connection = _PublicHTTPSConnection if parts.scheme == "https" else _PublicHTTPConnection
@@ -264,8 +281,8 @@ def _raise_for_status(status: int, body: bytes, config: LLMConfig) -> None:
         )
     if status == 404:
         raise LLMError(
-            f"The LLM service at {where} has no such endpoint or model ({detail}). Check "
-            "CHAT_LLM_BASE_URL and CHAT_LLM_MODEL (or the conversation's own).",
+            f"The LLM service at {where} has no such endpoint or model ({detail}): "
+            f"{_fix(config, 'base URL and model')}.",
             status=status,
         )
     raise LLMError(f"The LLM service at {where} refused the request ({detail}).", status=status)
@@ -315,14 +332,13 @@ def _raise_unreachable(exc: OSError | http.client.HTTPException, config: LLMConf
     where = config.base_url
     if isinstance(exc, (ConnectionRefusedError, socket.gaierror)):
         raise LLMError(
-            f"The LLM service at {where} cannot be reached ({exc.strerror or exc}). Check "
-            "CHAT_LLM_BASE_URL and the network.",
+            f"The LLM service at {where} cannot be reached ({exc.strerror or exc}): "
+            f"{_fix(config, 'base URL')}.",
             retryable=True,
         ) from None
     if isinstance(exc, TimeoutError):
         raise LLMError(
-            f"The LLM service at {where} did not answer within {config.timeout:.0f} s "
-            "(CHAT_LLM_TIMEOUT). Try again later.",
+            f"The LLM service at {where} did not answer within {config.timeout:.0f} s. Try again later.",
             retryable=True,
         ) from None
     raise LLMError(f"The LLM service at {where} cannot be reached ({exc}).", retryable=True) from None
@@ -358,8 +374,7 @@ def _read_events(response: http.client.HTTPResponse, config: LLMConfig) -> Itera
                     yield piece
     except TimeoutError:
         raise LLMError(
-            f"The LLM service at {where} stopped sending for {config.timeout:.0f} s mid-reply "
-            "(CHAT_LLM_TIMEOUT). Try again.",
+            f"The LLM service at {where} stopped sending for {config.timeout:.0f} s mid-reply. Try again.",
             retryable=True,
         ) from None
     except (OSError, http.client.HTTPException) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ from .selectors import voices_visible_to
 
 if TYPE_CHECKING:
     from avatars.models import Checkpoint
+
+logger = logging.getLogger(__name__)
 
 VOICE_CONSENT_STATEMENT = (
     "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
@@ -268,9 +271,13 @@ def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
     try:
         api_key = secret_box.decrypt(conversation.llm_api_key_encrypted)
     except secret_box.SecretUnreadable:
+        logger.warning(
+            "Conversation #%s: its API key cannot be decrypted (NODE_SECRETS_KEY or SECRET_KEY changed).",
+            conversation.pk,
+        )
         raise ServiceError(
-            "The conversation's API key cannot be decrypted: NODE_SECRETS_KEY (or SECRET_KEY) changed since "
-            "it was saved. Enter the key again in the conversation's settings."
+            "The conversation's API key can no longer be read (the platform's keys changed since it was "
+            "saved). Enter the key again in the conversation's settings."
         ) from None
     try:
         return llm.config_for(

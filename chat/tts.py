@@ -14,6 +14,7 @@ Every result says which engine spoke, and why espeak-ng did when it did: the pag
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import subprocess
 import threading
@@ -48,6 +49,11 @@ class Speech:
     engine: str  # ENGINE_XTTS or ENGINE_ESPEAK
     note: str  # why espeak-ng spoke, when it did ("" for XTTS)
     synthesis_seconds: float
+
+
+logger = logging.getLogger(__name__)
+_logged_missing: set[str] = set()  # each reason XTTS is missing is logged once per process
+XTTS_NOT_SET_UP = "voice cloning is not set up on this platform yet"
 
 
 def xtts_missing() -> str:
@@ -241,15 +247,24 @@ def synthesize(
     text = text.strip()
     if not text:
         raise TTSError("There is no text to speak.")
+    # The note is shown to the person (in their terms); what the operator must fix goes to the log.
     if reference is None:
         return _espeak_speak(
-            text, language=language, out=out, note="no voice chosen: the offline voice speaks"
+            text, language=language, out=out, note="no voice was chosen for this conversation"
         )
     missing = xtts_missing()
     if missing:
-        return _espeak_speak(text, language=language, out=out, note=f"XTTS weights absent ({missing})")
+        if missing not in _logged_missing:
+            _logged_missing.add(missing)
+            logger.warning("Replies are spoken by espeak-ng, not the cloned voice: %s.", missing)
+        return _espeak_speak(text, language=language, out=out, note=XTTS_NOT_SET_UP)
     if language not in XTTS_LANGUAGES:
-        return _espeak_speak(text, language=language, out=out, note=f"XTTS does not speak {language!r}")
+        return _espeak_speak(
+            text,
+            language=language,
+            out=out,
+            note=f"the cloned voice does not speak this language ({language})",
+        )
     return _xtts_speak(
         text, language=language, reference=reference, voice_folder=voice_folder or reference.parent, out=out
     )

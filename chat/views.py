@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
@@ -92,7 +93,8 @@ def conversation_detail(request, conversation_id: int):
     return render(
         request, "chat/conversation_detail.html",
         {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing(),
-         "video_note": video_note},
+         "video_note": video_note, "platform_llm": bool(settings.CHAT_LLM_BASE_URL),
+         "platform_llm_key": bool(settings.CHAT_LLM_API_KEY)},
     )  # fmt: skip
 
 
@@ -134,7 +136,11 @@ def voice_list(request):
 @require_POST
 def voice_delete_view(request, voice_id: int):
     voice = get_object_or_404(voices_visible_to(request.user), pk=voice_id)
-    voice_delete(voice=voice)
+    try:
+        voice_delete(voice=voice)
+    except ServiceError as error:
+        messages.error(request, str(error))
+        return redirect("chat-voices")
     messages.success(request, f"Voice {voice.name} and its recording were deleted.")
     return redirect("chat-voices")
 

@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.views import MeView, TokenObtainView
@@ -20,7 +22,17 @@ api_patterns = [
     ),
 ]
 
+
+class FaviconView(RedirectView):
+    """Browsers ask for /favicon.ico whatever the page says: send them to the icon in static/ (resolved
+    per request, so a collected, hashed name is found; not permanent, as that name changes)."""
+
+    def get_redirect_url(self, *args, **kwargs) -> str:
+        return static("img/favicon.svg")
+
+
 urlpatterns = [
+    path("favicon.ico", FaviconView.as_view(), name="favicon"),
     path("admin/django-rq/", include("django_rq.urls")),
     path("admin/", admin.site.urls),
     path("api/", include((api_patterns, "api"))),

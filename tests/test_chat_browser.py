@@ -103,7 +103,7 @@ def test_a_typed_and_a_spoken_turn_are_answered_and_played_in_order(alice, talki
     assert typed["replies"][0]["status"] == "done"
     assert_back_to_back(typed["scheduled"])
     assert "Hello Ada!" in history and "Hello there, I am Ada. Nice to meet you!" in history
-    assert "Spoken by espeak-ng: no voice chosen" in history
+    assert "Spoken by the standard voice: no voice was chosen" in history
     assert typed["events"][:3] == ["video", "stage", "token"]
     assert "Ada has no checkpoint that can render, so replies are only spoken" in history  # said once
     assert history.count("only spoken") == 1

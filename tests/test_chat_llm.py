@@ -148,7 +148,7 @@ def test_conversation_overrides_base_url_model_and_key(llm_server, settings, pub
 @pytest.mark.parametrize(
     ("code", "says", "retryable"),
     [
-        (401, "CHAT_LLM_API_KEY", False),
+        (401, "the platform's API key with the administrator", False),
         (429, "rate limiting", True),
         (500, "fault on their side", True),
         (503, "try again later", True),
@@ -174,14 +174,16 @@ def test_bad_key_of_a_conversation_names_the_conversation(llm_server, settings):
         list(stream_chat([{"role": "user", "content": "hi"}], config=config))
 
 
-def test_connection_refused_names_the_base_url_setting(settings):
+def test_connection_refused_sends_people_to_the_administrator_and_logs_the_setting(settings, caplog):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed when the block ends: nothing listens there
     settings.CHAT_LLM_BASE_URL = f"http://127.0.0.1:{port}/v1/"
     settings.CHAT_LLM_TIMEOUT = 5.0
-    with pytest.raises(LLMError, match="cannot be reached.*CHAT_LLM_BASE_URL"):
+    with pytest.raises(LLMError, match="cannot be reached.*ask the administrator") as caught:
         list(stream_chat([{"role": "user", "content": "hi"}], config=config_for()))
+    assert "CHAT_" not in str(caught.value)
+    assert "CHAT_LLM_BASE_URL" in caplog.text
 
 
 def test_a_server_that_does_not_answer_times_out(llm_server, settings):

@@ -175,8 +175,8 @@ def test_the_api_key_is_stored_encrypted_and_write_only(alice, settings):
         services.conversation_update(conversation=stored, llm_api_key="")
     services.conversation_update(conversation=stored, llm_api_key="", llm_model="", llm_base_url="")
     config = services.conversation_llm_config(Conversation.objects.get(pk=conversation.pk))
-    assert (config.api_key, config.model, config.key_source) == ("sk-platform", settings.CHAT_LLM_MODEL,
-                                                                 "CHAT_LLM_API_KEY")  # fmt: skip
+    assert (config.api_key, config.model, config.key_source) == (
+        "sk-platform", settings.CHAT_LLM_MODEL, "the platform's API key with the administrator")  # fmt: skip
     with pytest.raises(ServiceError, match="must start with http"):
         services.conversation_update(conversation=stored, llm_base_url="file:///etc/passwd")
 

@@ -130,7 +130,7 @@ def test_without_a_voice_the_offline_voice_speaks_and_says_so(alice, chat_settin
     )
     assert reply.status == Message.Status.DONE
     assert reply.voice_engine == "espeak-ng"
-    assert reply.voice_note.startswith("no voice chosen")
+    assert reply.voice_note.startswith("no voice was chosen")
     assert reply.chunks.count() == 3
     assert reply.language == "en"
 

@@ -45,7 +45,7 @@ class ConversationSerializer(serializers.ModelSerializer):
     llm_base_url = serializers.URLField(
         required=False, allow_blank=True, max_length=300,
         help_text="Empty: the platform's. Your own endpoint needs llm_api_key and the operator's leave "
-        "(CHAT_LLM_ALLOW_CUSTOM_ENDPOINTS); it must be a public host.",
+        "(the administrator allows them or not); it must be a public host.",
     )  # fmt: skip
     avatar = serializers.IntegerField(source="avatar_id")
     voice = serializers.IntegerField(source="voice_id", required=False, allow_null=True)

@@ -245,7 +245,7 @@
       if (event.voice_note && !reply.item.querySelector(".voice-note")) {
         const note = document.createElement("p");
         note.className = "note voice-note";
-        note.textContent = "Spoken by " + event.voice_engine + ": " + event.voice_note;
+        note.textContent = "Spoken by the standard voice: " + event.voice_note;
         reply.item.append(note);
       }
       if (event.index === 0) liveTiming(reply, "tts_first_audio", event.ready);

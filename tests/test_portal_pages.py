@@ -1,0 +1,91 @@
+"""The portal's small promises (issue 13): a favicon, a CPU slot named once, a confirmation before a
+conversation or a voice is deleted (and deletion by POST only), and people see their world, not the
+server's: no setting names on their pages; staff may see them."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from chat.models import Conversation, Voice
+
+
+@pytest.fixture
+def client_of(client):
+    def as_user(user):
+        client.force_login(user)
+        return client
+
+    return as_user
+
+
+def test_favicon_is_linked_and_favicon_ico_is_answered(client, alice):
+    page = client.get(reverse("login")).content.decode()
+    assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in page
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302 and response["Location"] == "/static/img/favicon.svg"
+    assert client.get(response["Location"]).status_code == 200
+
+
+def test_node_page_names_a_cpu_slot_once(client_of, alice, make_node):
+    make_node()
+    page = client_of(alice).get(reverse("node-list")).content.decode()
+    assert "<div>CPU</div>" in page and "CPU CPU" not in page
+
+
+def test_deleting_a_conversation_or_a_voice_asks_first_and_takes_a_post(client_of, alice, alices_things):
+    client = client_of(alice)
+    conversation, voice = alices_things["conversation"], alices_things["voice"]
+    page = client.get(reverse("chat-conversation", args=[conversation.pk])).content.decode()
+    assert f'action="/chat/{conversation.pk}/delete/" class="inline" onsubmit="return confirm(' in page
+    page = client.get(reverse("chat-voices")).content.decode()
+    assert f'action="/chat/voices/{voice.pk}/delete/" class="inline" onsubmit="return confirm(' in page
+    assert client.get(reverse("chat-delete", args=[conversation.pk])).status_code == 405
+    assert client.get(reverse("chat-voice-delete", args=[voice.pk])).status_code == 405
+    assert (
+        Conversation.objects.filter(pk=conversation.pk).exists()
+        and Voice.objects.filter(pk=voice.pk).exists()
+    )
+
+
+def test_chat_pages_speak_of_the_platform_not_its_settings_and_staff_see_them(
+    client_of, alice, staff, alices_things, settings
+):
+    settings.CHAT_XTTS_DIR, settings.CHAT_LLM_API_KEY = "", ""
+    conversation = alices_things["conversation"]
+    for url in (reverse("chat-voices"), reverse("chat-conversation", args=[conversation.pk])):
+        page = client_of(alice).get(url).content.decode()
+        assert (
+            "Voice cloning is not set up on this platform yet" in page
+            or "voice cloning is not set up" in page
+        )
+        assert "CHAT_" not in page and "espeak" not in page, url
+    page = client_of(alice).get(reverse("chat-conversation", args=[conversation.pk])).content.decode()
+    assert "the platform's API key" not in page  # none is configured
+
+    page = client_of(staff).get(reverse("chat-voices")).content.decode()
+    assert "Staff: CHAT_XTTS_DIR is not set" in page
+
+
+def test_a_media_error_names_no_path_on_the_server(tmp_path, caplog):
+    from avatars.media import probe, probe_audio
+    from talkforge.errors import ServiceError
+
+    garbage = tmp_path / "upload-tmp.mp4"
+    garbage.write_bytes(b"not a video at all")
+    for read in (probe, probe_audio):
+        with pytest.raises(ServiceError) as caught:
+            read(garbage)
+        assert "could not be read" in str(caught.value) and str(tmp_path) not in str(caught.value)
+    assert str(garbage) in caplog.text  # the operator's log keeps it
+
+
+def test_an_avatar_page_shows_its_datasets_node_but_not_the_path_there(client_of, alice, alices_things):
+    from avatars.models import DatasetCopy
+
+    avatar, node = alices_things["avatar"], alices_things["node"]
+    DatasetCopy.objects.create(
+        avatar=avatar, node=node, path=f"{node.workdir}/data/secret-folder", complete=True
+    )
+    page = client_of(alice).get(reverse("avatar-detail", args=[avatar.pk])).content.decode()
+    assert f"On {node.name}" in page and "secret-folder" not in page

@@ -1,0 +1,145 @@
+"""Every main page of the portal, in Chromium on a phone (390×844) and a laptop (1280×800), as alice with
+one of each of her things: no page is wider than its viewport, and the navigation's links can be reached
+(on the phone through the menu button, by mouse and by keyboard). Screenshots of each page go to the
+test's tmp_path (``screenshots/``), never into the repository."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from . import test_browser
+from .test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
+)
+
+# test_browser's page: only requests to the test server, page errors recorded.
+portal_page = test_browser.chromium_page
+
+
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+NAV_LINKS = ["Dashboard", "Avatars", "Videos", "Chat", "Jobs", "Nodes", "API"]
+
+WIDTHS = """() => ({scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+                   wide: [...document.querySelectorAll('body *')]
+                     .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1
+                                  && !e.closest('.table-scroll'))
+                     .slice(0, 5).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+                                      + (e.className && e.className.baseVal === undefined && e.className
+                                         ? '.' + String(e.className).split(' ').join('.') : ''))})"""
+
+
+def pages_of(things) -> list[tuple[str, str]]:
+    return [
+        ("dashboard", "/"),
+        ("avatars", "/avatars/"),
+        ("avatar", f"/avatars/{things['avatar'].pk}/"),
+        ("avatar-new", "/avatars/new/"),
+        ("videos", "/videos/"),
+        ("video", f"/videos/{things['video'].pk}/"),
+        ("voices", "/chat/voices/"),
+        ("chat", "/chat/"),
+        ("conversation", f"/chat/{things['conversation'].pk}/"),
+        ("jobs", "/jobs/"),
+        ("job", f"/jobs/{things['job'].pk}/"),
+        ("profile", "/accounts/profile/"),
+        ("nodes", "/nodes/"),
+        ("api-docs", "/api/docs/"),
+    ]
+
+
+def nav_links_reachable(page, viewport: dict, shot) -> list[str]:
+    """The navigation's links that a person can see and click at this size (on a phone, after opening the
+    menu with the keyboard)."""
+    toggle = page.locator("#nav-toggle")
+    if viewport is PHONE:
+        assert toggle.is_visible(), "no menu button on a phone"
+        assert toggle.get_attribute("aria-expanded") == "false"
+        assert not page.get_by_role("link", name="Avatars", exact=True).is_visible(), "menu open at first"
+        toggle.focus()
+        page.keyboard.press("Enter")
+        assert toggle.get_attribute("aria-expanded") == "true"
+    else:
+        assert not toggle.is_visible(), "a menu button on a wide screen"
+    reachable = []
+    for name in NAV_LINKS:
+        link = page.locator("#site-nav").get_by_role("link", name=name, exact=True)
+        box = link.bounding_box() if link.is_visible() else None
+        if box and box["x"] >= 0 and box["x"] + box["width"] <= viewport["width"]:
+            reachable.append(name)
+    page.screenshot(path=str(shot))
+    if viewport is PHONE:
+        page.keyboard.press("Escape")
+        assert toggle.get_attribute("aria-expanded") == "false"
+    return reachable
+
+
+def test_every_page_fits_a_phone_and_a_laptop_and_its_navigation_is_reachable(
+    portal_page, alices_things, tmp_path
+):
+    pages = pages_of(alices_things)
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    measured: dict[tuple[str, int], dict] = {}
+    reachable: dict[int, list[str]] = {}
+
+    with portal_page() as page:
+        for viewport in (PHONE, LAPTOP):
+            page.set_viewport_size(viewport)
+            page.context.clear_cookies()
+            page.goto("/accounts/login/")
+            measured["login", viewport["width"]] = page.evaluate(WIDTHS)
+            page.screenshot(path=str(shots / f"login-{viewport['width']}.png"), full_page=True)
+            log_in(page, "alice", "alice-password-1")
+            for name, url in pages:
+                page.goto(url)
+                if name == "api-docs":
+                    page.wait_for_selector(".swagger-ui .info .title")
+                measured[name, viewport["width"]] = page.evaluate(WIDTHS)
+                page.screenshot(path=str(shots / f"{name}-{viewport['width']}.png"), full_page=True)
+            page.goto("/")
+            reachable[viewport["width"]] = nav_links_reachable(
+                page, viewport, shots / f"menu-{viewport['width']}.png"
+            )
+        outside, errors = page.outside_requests, page.errors
+
+    report = "\n".join(
+        f"{name:>13} @ {width:4}: scrollWidth {m['scroll']:4} / innerWidth {m['inner']:4} {m['wide'] or ''}"
+        for (name, width), m in measured.items()
+    )
+    print(report)
+    too_wide = {key: m for key, m in measured.items() if m["scroll"] > m["inner"]}
+    assert not too_wide, "pages wider than their viewport:\n" + report
+    assert reachable == {390: NAV_LINKS, 1280: NAV_LINKS}
+    assert outside == [] and errors == []
+    assert len(list(shots.glob("*.png"))) == 2 * (len(pages) + 2)
+
+
+def test_the_menu_opens_by_click_and_without_javascript_every_link_is_shown(portal_page, asgi_server, alice):
+    with portal_page() as page:
+        page.set_viewport_size(PHONE)
+        log_in(page, "alice", "alice-password-1")
+        page.click("#nav-toggle")
+        page.locator("#site-nav").get_by_role("link", name="Jobs", exact=True).click()
+        page.wait_for_url("**/jobs/")
+        assert page.locator("#nav-toggle").get_attribute("aria-expanded") == "false"
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(base_url=asgi_server, viewport=PHONE, java_script_enabled=False)
+            page = context.new_page()
+            log_in(page, "alice", "alice-password-1")
+            assert not page.locator("#nav-toggle").is_visible()
+            for name in NAV_LINKS:
+                box = page.locator("#site-nav").get_by_role("link", name=name, exact=True).bounding_box()
+                assert box and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"], name
+            assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        finally:
+            browser.close()
