@@ -113,8 +113,10 @@ class ObservabilityMiddleware:
     async def __acall__(self, request):
         token, started, endpoint = self._begin(request)
         if endpoint:
-            # The checks and the scrape block (database, Redis, disk): off the event loop.
-            response = await sync_to_async(VIEWS[endpoint], thread_sensitive=False)(request)
+            # The checks and the scrape block (database, Redis, disk): off the event loop, in this request's
+            # own thread (Django's ASGI handler gives each request one), where Django also closes the
+            # database connection the scrape used when the request ends.
+            response = await sync_to_async(VIEWS[endpoint])(request)
         else:
             response = await self.get_response(request)
         return self._end(request, response, token, started, endpoint)
