@@ -9,7 +9,16 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import database_from_environment, env_bool, env_float, env_int, env_list, env_rate, env_str
+from .env import (
+    database_from_environment,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_str,
+)
 from .rq_queues import KnownQueues
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -280,3 +289,35 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"rq.worker": {"level": env_str("RQ_LOG_LEVEL", "WARNING")}},
 }
+
+# --- Health, metrics, logs and error reporting (talkforge/observability/) ---------------------------
+# Kept in one block, added to the lists above rather than written into them, so it merges cleanly.
+INSTALLED_APPS += ["talkforge.observability"]  # its ready() starts Sentry when SENTRY_DSN is set
+# First: it gives every request its id, times it for /metrics, and answers /healthz, /readyz and /metrics
+# before the host check and the HTTPS redirect (probes come by address, over plain HTTP).
+MIDDLEWARE.insert(0, "talkforge.observability.middleware.ObservabilityMiddleware")
+# /readyz gives each check this long (seconds); a check still running after that counts as failing.
+READINESS_TIMEOUT = env_float("READINESS_TIMEOUT", 2.0, minimum=0.1)
+# /readyz fails housekeeping when its last round is older than this (a round probes every node).
+HOUSEKEEPING_STALE_AFTER = env_float("HOUSEKEEPING_STALE_AFTER", 120.0, minimum=1.0)
+# /metrics answers a scraper that sends ``Authorization: Bearer <METRICS_TOKEN>`` or comes from one of
+# METRICS_ALLOWED_NETWORKS (CIDRs, the client address as TRUSTED_PROXY_COUNT gives it); with neither set
+# it does not exist (404).
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:
+    raise ImproperlyConfigured("METRICS_TOKEN is shorter than 24 characters: use a long random string.")
+METRICS_ALLOWED_NETWORKS = env_networks("METRICS_ALLOWED_NETWORKS", [])
+# plain: "time level logger message"; json: one JSON object per line (time, level, logger, message,
+# request_id, exception).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r}: use plain or json.")
+LOGGING["filters"] = {"request_id": {"()": "talkforge.observability.logs.RequestIdFilter"}}
+LOGGING["formatters"]["json"] = {"()": "talkforge.observability.logs.JsonFormatter"}
+LOGGING["handlers"]["console"] |= {"filters": ["request_id"], "formatter": LOG_FORMAT}
+# Errors go to Sentry (web, workers, housekeeping) only when SENTRY_DSN is set; no personal data is sent.
+SENTRY_DSN = env_str("SENTRY_DSN", "")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0)
+if SENTRY_TRACES_SAMPLE_RATE > 1:
+    raise ImproperlyConfigured("SENTRY_TRACES_SAMPLE_RATE is a share of requests: use 0 to 1.")

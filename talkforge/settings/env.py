@@ -4,6 +4,7 @@ Modelled on healthchecks' ``envbool``/``envint``: a typo in a deployment's envir
 process at start-up with a message naming the variable, not surface later as odd behaviour.
 """
 
+import ipaddress
 import math
 import os
 import re
@@ -148,3 +149,14 @@ def database_from_environment(default_url: str) -> dict:
     config["CONN_MAX_AGE"] = 0
     config["CONN_HEALTH_CHECKS"] = False
     return config
+
+
+def env_networks(name: str, default: list[str]) -> list[str]:
+    """Comma-separated IP networks (``10.0.0.0/8,127.0.0.1``), each checked; kept as strings."""
+    networks = []
+    for item in env_list(name, default):
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {item!r} is not an IP network like 10.0.0.0/8.") from None
+    return networks

@@ -10,6 +10,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from gpu_nodes.services import nodes_probe_all
+from jobs.heartbeat import housekeeping_beat
+from jobs.queue import redis_connection
 from jobs.reconcile import jobs_reconcile
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,7 @@ class Command(BaseCommand):
         last_probe = 0.0
         while True:
             close_old_connections()
+            _beat()
             try:
                 if time.monotonic() - last_probe >= settings.NODE_PROBE_INTERVAL:
                     nodes_probe_all()
@@ -34,5 +37,14 @@ class Command(BaseCommand):
                 jobs_reconcile()
             except Exception:
                 logger.exception("housekeeping round failed; trying again next round")
+            _beat()  # a long round (probing many nodes) beats at its end as well
             if once or stop.wait(settings.HOUSEKEEPING_INTERVAL):
                 return
+
+
+def _beat() -> None:
+    """Tell /readyz this process is alive; a Redis hiccup must not stop the round."""
+    try:
+        housekeeping_beat(redis_connection())
+    except Exception:
+        logger.warning("could not write the housekeeping heartbeat to Redis", exc_info=True)
