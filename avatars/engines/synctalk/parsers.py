@@ -194,9 +194,12 @@ METRIC = re.compile(  # :480, :516, :613
     r"^(?P<name>PSNR|LPIPS|LMD)(?: \((?P<kind>\w+)\))? = (?P<value>-?[\d.]+(?:e-?\d+)?|nan|inf)$"
 )
 # main.py's bars: "{desc}: {percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}]",
-# the test bar without "{desc}: ". An empty desc still leaves ": " in front (tqdm).
+# the test bar without "{desc}: ". tqdm drops "{desc}: " while the desc is empty, and pbar.set_description
+# (nerf_triplane/utils.py:1323, :1426) stores the desc with its own ": ", so a described bar reads
+# "loss=… (…), lr=…: :  45% …": the colon comes twice, and neither belongs to the desc. Without a desc the
+# line starts with the padding of {percentage:3.0f} (" 90% 9/10 …").
 PLAIN_BAR = re.compile(
-    r"^(?:(?P<desc>.*?):\s+)?(?P<pct>\d+)%\s+(?P<n>\d+)/(?P<total>\d+)\s*"
+    r"^(?:(?P<desc>.*?)(?::\s+)+)?\s*(?P<pct>\d+)%\s+(?P<n>\d+)/(?P<total>\d+)\s*"
     r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+)(?:,\s*(?P<rate>[^\]]*))?\]"
 )
 DESC_ITEM = re.compile(
