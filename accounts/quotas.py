@@ -16,14 +16,13 @@ Refusals are ServiceErrors that say which limit, how much is used and what to do
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 from django.conf import settings
 from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
+from core import media
 from talkforge.errors import ServiceError
 
 from .models import Quota
@@ -109,25 +108,14 @@ def gpu_hours_this_month(user) -> float:
     return (finished + running) / 3600
 
 
-def _folder_bytes(folder: Path) -> int:
-    total = 0
-    for root, _dirs, files in os.walk(folder):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                continue  # removed while we counted
-    return total
-
-
 def storage_bytes(user) -> int:
-    """Bytes the person's files take: their media folders here, plus datasets and checkpoints on nodes."""
+    """Bytes the person's files take: their media folders in the media store, plus datasets and
+    checkpoints on nodes."""
     from avatars.models import Avatar, Checkpoint, DatasetCopy
     from chat.models import Conversation, Voice
     from jobs.models import Job
     from videos.models import Video
 
-    media = Path(settings.MEDIA_ROOT)
     folders = [f"avatars/{slug}" for slug in Avatar.objects.filter(owner=user).values_list("slug", flat=True)]
     folders += [f"voices/{slug}" for slug in Voice.objects.filter(owner=user).values_list("slug", flat=True)]
     folders += [
@@ -136,7 +124,7 @@ def storage_bytes(user) -> int:
     folders += list(Video.objects.filter(owner=user).exclude(folder="").values_list("folder", flat=True))
     collected = Job.objects.filter(owner=user, result__has_key="files").values_list("pk", flat=True)
     folders += [f"jobs/{pk}" for pk in collected]
-    total = sum(_folder_bytes(media / folder) for folder in folders)
+    total = sum(media.size(folder) for folder in folders)
     total += Checkpoint.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
     total += DatasetCopy.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
     return total

@@ -14,7 +14,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from django.conf import settings
 from django.urls import reverse
 
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
@@ -66,9 +65,9 @@ def preprocess_plan(job: Job) -> Plan:
     avatar, engine = job.avatar, job.avatar.engine_plugin
     data = pipeline.dataset_dir(avatar, job.node.workdir)
     video = data / f"{avatar.slug}.mp4"
-    uploads = [(pipeline.local_video(avatar), str(video))]
+    uploads = [(avatar.video, str(video))]  # media files (core/media.py), fetched by the runner
     if avatar.au_csv:
-        uploads.append((Path(settings.MEDIA_ROOT) / avatar.au_csv, str(data / "au.csv")))
+        uploads.append((avatar.au_csv, str(data / "au.csv")))
     step = engine.preprocess(job, data=data, estimate_blinks=not avatar.au_csv)
     expected = engine.expected_artifacts(blinks=True)
 

@@ -14,9 +14,8 @@ it) or, for bare nodes, from a checkout at ``<workdir>/engines/<engine>`` in the
 from __future__ import annotations
 
 import logging
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from django.conf import settings
 from django.db import transaction
 
 from core.params import TRAIN_ITERATIONS
@@ -249,7 +248,3 @@ def avatar_cancel(*, avatar: Avatar) -> list[Job]:
 def _avatar_failed(avatar: Avatar, job: Job) -> None:
     status = Avatar.Status.READY_TO_TRAIN if job.status == Job.Status.CANCELED else Avatar.Status.FAILED
     Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=status)
-
-
-def local_video(avatar: Avatar) -> Path:
-    return Path(settings.MEDIA_ROOT) / avatar.video

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -12,6 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.quotas import quota_check_storage
+from core import media
 from talkforge.erasure import Erasure
 from talkforge.errors import ServiceError
 
@@ -78,22 +78,24 @@ def avatar_create(
     quota_check_storage(owner=owner, adding_bytes=video.size + (au_csv.size if au_csv else 0))
 
     slug = unique_slug(name, "avatar")
-    folder = Path(settings.MEDIA_ROOT) / "avatars" / slug
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = f"avatars/{slug}"
     try:
-        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        # Normalised and checked on this machine's disk; stored (core/media.py) once every check passed.
+        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{folder}/{slug}.mp4") as target:
             source = upload_on_disk(video, Path(scratch))
             check_video(probe(source))
-            target = folder / f"{slug}.mp4"
             normalise(source, target)
-        info = probe(target)
+            info = probe(target)
+            text = ""
+            if au_csv is not None:
+                text = au_csv.read().decode("utf-8-sig", "replace")
+                validate_au_csv(text, frames=info.frames_at_engine_fps)
+            report = quality_report(target, info)
         au_path = ""
         if au_csv is not None:
-            text = au_csv.read().decode("utf-8-sig", "replace")
-            validate_au_csv(text, frames=info.frames_at_engine_fps)
-            (folder / "au.csv").write_text(text)
-            au_path = f"avatars/{slug}/au.csv"
-        report = quality_report(target, info)
+            au_path = f"{folder}/au.csv"
+            with media.writing(au_path) as path:
+                path.write_text(text)
         with transaction.atomic():
             return Avatar.objects.create(
                 owner=owner,
@@ -119,10 +121,10 @@ def avatar_create(
                 consent_statement=CONSENT_STATEMENT,
             )
     except IntegrityError:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder)
         raise ServiceError(f"You already have an avatar named {name!r}: choose another name.") from None
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder)
         raise
 
 

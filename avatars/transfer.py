@@ -101,6 +101,8 @@ def dataset_copy(*, source: DatasetCopy, target: Node, target_conn: NodeConnecti
 
 
 def _scratch() -> Path:
+    # Scratch space on this worker's disk for a dataset relayed between two nodes, never media that other
+    # machines read: it stays on the local disk whatever the media store is (MEDIA_ROOT is big and local).
     folder = Path(settings.MEDIA_ROOT) / "transfers"
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +16,7 @@ from accounts.quotas import quota_check_storage
 from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import unique_slug, upload_on_disk
+from core import media
 from gpu_nodes import secrets as secret_box
 from talkforge.erasure import Erasure
 from talkforge.errors import ServiceError
@@ -62,10 +62,9 @@ def voice_create(
     quota_check_storage(owner=owner, adding_bytes=recording.size)
 
     slug = unique_slug(name, "voice")
-    folder = Path(settings.MEDIA_ROOT) / "voices" / slug
-    folder.mkdir(parents=True, exist_ok=False)
+    folder = f"voices/{slug}"
     try:
-        with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{folder}/reference.wav") as target:
             source = upload_on_disk(recording, Path(scratch))
             info = probe_audio(source)
             low, high = settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS
@@ -79,7 +78,7 @@ def voice_create(
                     f"The recording is {info.duration:.0f} s long; the limit is {high:.0f} s. Trim it to "
                     "its clearest part."
                 )
-            to_wav(source, folder / "reference.wav", sample_rate=VOICE_SAMPLE_RATE)
+            to_wav(source, target, sample_rate=VOICE_SAMPLE_RATE)
         with transaction.atomic():
             return Voice.objects.create(
                 owner=owner,
@@ -99,16 +98,15 @@ def voice_create(
                 consent_statement=VOICE_CONSENT_STATEMENT,
             )
     except IntegrityError:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder)
         raise ServiceError(f"You already have a voice named {name!r}: choose another name.") from None
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(folder)
         raise
 
 
-def voice_latents_saved(*, voice: Voice, path: Path) -> None:
-    """Record where the voice's XTTS latents were cached (chat.tts writes them beside the reference)."""
-    relative = path.relative_to(settings.MEDIA_ROOT).as_posix()
+def voice_latents_saved(*, voice: Voice, relative: str) -> None:
+    """Record where the voice's XTTS latents were stored (chat.tts writes them beside the reference)."""
     Voice.objects.filter(pk=voice.pk).update(latents=relative)
     voice.latents = relative
 
@@ -261,9 +259,9 @@ def conversation_update(
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
-    folder = Path(settings.MEDIA_ROOT) / conversation.folder
+    folder = conversation.folder
     conversation.delete()
-    shutil.rmtree(folder, ignore_errors=True)
+    media.delete(folder)
 
 
 def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
@@ -300,17 +298,16 @@ def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None
     return llm.trim_history(messages, budget_tokens=budget_tokens or settings.CHAT_LLM_HISTORY_TOKENS)
 
 
-def _store_turn_audio(upload: UploadedFile, folder: Path) -> None:
+def _store_turn_audio(upload: UploadedFile, relative: str) -> None:
     """A spoken turn as 16 kHz mono WAV (what Whisper reads), checked to last at most
-    CHAT_TURN_MAX_SECONDS; written to ``folder``/input.wav."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+    CHAT_TURN_MAX_SECONDS; stored as the media file ``relative``."""
+    with tempfile.TemporaryDirectory() as scratch, media.writing(relative) as target:
         source = upload_on_disk(upload, Path(scratch))
         info = probe_audio(source)
         limit = settings.CHAT_TURN_MAX_SECONDS
         if info.duration > limit:
             raise ServiceError(f"The recording is {info.duration:.0f} s long; a turn may last {limit:.0f} s.")
-        to_wav(source, folder / "input.wav", sample_rate=SPEECH_SAMPLE_RATE)
+        to_wav(source, target, sample_rate=SPEECH_SAMPLE_RATE)
 
 
 def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
@@ -369,9 +366,9 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
         with transaction.atomic():
             user = Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
             if audio is not None:
-                folder = Path(settings.MEDIA_ROOT) / conversation.folder / str(user.pk)
-                _store_turn_audio(audio, folder)
-                user.audio = f"{conversation.folder}/{user.pk}/input.wav"
+                folder = f"{conversation.folder}/{user.pk}"
+                _store_turn_audio(audio, f"{folder}/input.wav")
+                user.audio = f"{folder}/input.wav"
                 user.save(update_fields=["audio"])
             reply = Message.objects.create(
                 conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING,
@@ -389,7 +386,7 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
             return reply
     except BaseException:
         if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
+            media.delete(folder)
         raise
 
 

@@ -18,13 +18,15 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 from django.db import connection
 
 from avatars.media import engine_wav
+from core import media
 from talkforge.errors import ServiceError
 from videos.services import wav_seconds
 
@@ -60,14 +62,6 @@ class Clock:
         return self.marks[key]
 
 
-def _media(relative: str) -> Path:
-    return Path(settings.MEDIA_ROOT) / relative
-
-
-def _relative(path: Path) -> str:
-    return path.relative_to(settings.MEDIA_ROOT).as_posix()
-
-
 def warm_up() -> None:
     """Load the speech models now (a chat worker calls this when it starts), so the first turn does not
     wait for them. Whisper always; XTTS when its weights are configured."""
@@ -79,30 +73,32 @@ def warm_up() -> None:
 def render_chunk(
     *, chunk: Chunk, reply: Message, renderer, clock: Clock, publish: Publish, should_stop
 ) -> Chunk:
-    """Render ``chunk`` (one sentence, its speech already in MEDIA_ROOT) as a clip of the avatar on its
+    """Render ``chunk`` (one sentence, its speech already in the media store) as a clip of the avatar on its
     node, its poses going on where the reply's previous clip ended (``reply.video_frames``); save the
     clip beside the speech and announce it (``chat.chunk_video``). Raises RenderFailed or RenderStopped.
 
     Called by the reply's renderer thread, one sentence after the other (the job holds one slot)."""
-    speech = _media(chunk.audio)
-    wav = speech.with_name(f"{speech.stem}-16k.wav")  # what the engines' audio features read
-    target = speech.with_suffix(".mp4")
+    video = PurePosixPath(chunk.audio).with_suffix(".mp4").as_posix()
     started = time.monotonic()
-    try:
-        engine_wav(speech, wav)
-    except ServiceError as error:
-        raise RenderFailed(str(error)) from None
-    seconds = wav_seconds(wav)
-    pose_start, frames = reply.video_frames, renderer.frames(seconds)
-    try:
-        renderer.render(
-            index=chunk.index, wav=wav, seconds=seconds, pose_start=pose_start, target=target,
-            should_stop=should_stop,
-        )  # fmt: skip
-    finally:
-        wav.unlink(missing_ok=True)
+    with media.local_path(chunk.audio) as speech:
+        wav = speech.with_name(f"{speech.stem}-16k.wav")  # what the engines' audio features read
+        target = speech.with_suffix(".mp4")
+        try:
+            engine_wav(speech, wav)
+        except ServiceError as error:
+            raise RenderFailed(str(error)) from None
+        seconds = wav_seconds(wav)
+        pose_start, frames = reply.video_frames, renderer.frames(seconds)
+        try:
+            renderer.render(
+                index=chunk.index, wav=wav, seconds=seconds, pose_start=pose_start, target=target,
+                should_stop=should_stop,
+            )  # fmt: skip
+        finally:
+            wav.unlink(missing_ok=True)
+        media.save_file(target, video)
     render_seconds = round(time.monotonic() - started, 3)
-    chunk.video, chunk.pose_start, chunk.video_frames = _relative(target), pose_start, frames
+    chunk.video, chunk.pose_start, chunk.video_frames = video, pose_start, frames
     chunk.timings = {
         **chunk.timings, "render": render_seconds, "video_ready": round(time.monotonic() - clock.started, 3)
     }  # fmt: skip
@@ -176,7 +172,7 @@ def _speaker(conversation: Conversation) -> tuple[Path | None, Path | None]:
     voice = conversation.voice
     if voice is None:
         return None, None
-    reference = _media(voice.reference)
+    reference = media.cached_copy(voice.reference)
     return reference, reference.parent
 
 
@@ -186,7 +182,8 @@ def _transcribe(user: Message, conversation: Conversation, clock: Clock, publish
         return
     publish({"type": "chat.stage", "stage": "asr"})
     try:
-        transcript = asr.transcribe(_media(user.audio), language=conversation.language or None)
+        with media.local_path(user.audio) as recording:
+            transcript = asr.transcribe(recording, language=conversation.language or None)
     except asr.ASRError as error:
         raise TurnFailed(str(error)) from None
     user.text = transcript.text
@@ -257,6 +254,7 @@ def reply_run(
     stop = threading.Event()
     texts: list[str] = []
     videos = None
+    stack = ExitStack()  # the reply's local folder (core/media.py workspace), closed when the turn ends
     publish({"type": "chat.video", "message": reply.pk, "on": renderer is not None, "from": 0,
              "note": reply.video_note})  # fmt: skip
     try:
@@ -275,8 +273,8 @@ def reply_run(
         )  # fmt: skip
         publish({"type": "chat.stage", "stage": "llm"})
         producer.start()
-        folder = _media(conversation.folder) / str(reply.pk)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = f"{conversation.folder}/{reply.pk}"
+        workspace = stack.enter_context(media.workspace(folder))
         reference, voice_folder = _speaker(conversation)
         if renderer is not None:
             videos = Videos(
@@ -299,7 +297,8 @@ def reply_run(
             texts.append(item)
             chunk = _speak_chunk(
                 reply=reply, conversation=conversation, index=len(texts) - 1, text=item, language=language,
-                folder=folder, reference=reference, voice_folder=voice_folder, clock=clock, publish=publish,
+                folder=folder, workspace=workspace, reference=reference, voice_folder=voice_folder,
+                clock=clock, publish=publish,
             )  # fmt: skip
             if videos is not None:
                 videos.put(chunk)
@@ -328,6 +327,7 @@ def reply_run(
         stop.set()
         if videos is not None:
             videos.finish()  # a stop or failure kills the render running on the node, and waits for it
+        stack.close()
         clock.mark("whole_reply")
         reply.text = " ".join(texts)
         reply.timings = {**reply.timings, **clock.marks}
@@ -347,26 +347,31 @@ def _speak_chunk(
     index: int,
     text: str,
     language: str,
-    folder: Path,
+    folder: str,
+    workspace: Path,
     reference: Path | None,
     voice_folder: Path | None,
     clock: Clock,
     publish: Publish,
 ) -> Chunk:
-    audio = folder / f"chunk-{index:03d}.wav"
+    audio = f"{folder}/chunk-{index:03d}.wav"
+    speech_file = workspace / f"chunk-{index:03d}.wav"
     speech = tts.synthesize(
-        text, language=language, out=audio, reference=reference, voice_folder=voice_folder
+        text, language=language, out=speech_file, reference=reference, voice_folder=voice_folder
     )
+    media.save_file(speech_file, audio)
     clock.mark("tts_first_audio")
-    if speech.engine == tts.ENGINE_XTTS and reference is not None:
+    voice = conversation.voice
+    if speech.engine == tts.ENGINE_XTTS and reference is not None and voice is not None:
         latents = tts.latents_path(voice_folder, tts.get_xtts())
-        voice = conversation.voice
-        if voice is not None and voice.latents != _relative(latents):
-            voice_latents_saved(voice=voice, path=latents)
+        relative = f"{voice.folder}/{latents.name}"
+        if voice.latents != relative:
+            media.save_file(latents, relative)  # kept with the voice, and erased with it
+            voice_latents_saved(voice=voice, relative=relative)
     if not reply.voice_engine:
         reply.voice_engine, reply.voice_note = speech.engine, speech.note[:300]
     chunk = Chunk.objects.create(
-        message=reply, index=index, text=text, audio=_relative(audio), audio_seconds=round(speech.seconds, 3),
+        message=reply, index=index, text=text, audio=audio, audio_seconds=round(speech.seconds, 3),
         timings={
             "tts": round(speech.synthesis_seconds, 3), "ready": round(time.monotonic() - clock.started, 3),
         },

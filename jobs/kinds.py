@@ -33,7 +33,9 @@ class Plan:
     invocation: Invocation
     parser: ConsoleParser
     outputs: dict[str, str]  # what the job leaves on the node, by name
-    uploads: tuple[tuple[Path, str], ...] = ()  # (local file, path on the node) put there before the start
+    # (file, path on the node) put there before the start; a file is a Path on this machine or a str naming
+    # a media file (core/media.py local_path).
+    uploads: tuple[tuple[Path | str, str], ...] = ()
     collect: tuple[tuple[str, str], ...] = ()  # (path on the node, file name) brought back after success
     # After a clean exit: check what the engine left (None = fine, else the error), then read results.
     # Engines' exit codes cannot always be trusted (GaussianTalker's process.py, spec §0).

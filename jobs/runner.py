@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist
@@ -22,6 +22,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from avatars.engines.console import Update
+from core import media
 from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unreachable, connection_for
 from gpu_nodes.services import node_mark_unreachable
 
@@ -300,8 +301,9 @@ class Attempt:
     def run(self) -> str:
         invocation = self.plan.invocation
         try:
-            for local_path, remote_path in self.plan.uploads:
-                self.conn.put(local_path, remote_path)
+            for item, remote_path in self.plan.uploads:
+                with media.local_path(item) as local_path:
+                    self.conn.put(local_path, remote_path)
             if self.plan.prepare:
                 self.plan.prepare(self.conn)
             self.process = self.conn.start(
@@ -437,11 +439,12 @@ class Attempt:
         return "succeeded"
 
     def _collect(self) -> dict[str, str]:
-        """Bring the job's result files to this platform's media folder; paths relative to MEDIA_ROOT."""
+        """Bring the job's result files into the media store; their paths there."""
         files = {}
         for remote_path, name in self.plan.collect:
             relative = f"jobs/{self.job.pk}/{name}"
-            self.conn.get(remote_path, Path(settings.MEDIA_ROOT) / relative)
+            with media.writing(relative) as local_path:
+                self.conn.get(remote_path, local_path)
             files[name] = relative
         return files
 

@@ -1,4 +1,5 @@
-"""Deleting a person's data for good: besides its rows, its files under MEDIA_ROOT and its folders on nodes.
+"""Deleting a person's data for good: besides its rows, its media files (core/media.py) and its folders on
+nodes.
 
 A deletion service collects what goes into one ``Erasure`` while the rows still exist, calls ``schedule``
 in the transaction that deletes them (each node folder becomes a ``NodeCleanup`` row, so a node that is
@@ -10,13 +11,12 @@ logged once, with who, what, how many files and bytes, and which nodes.
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
-from django.conf import settings
 from django.db import transaction
 
+from core import media
 from gpu_nodes.cleanup import node_cleanup_schedule, node_cleanups_run, path_inside_workdir
 from gpu_nodes.models import Node
 
@@ -30,12 +30,12 @@ class Erasure:
 
     what: str
     by: str
-    media: set[str] = field(default_factory=set)  # relative to MEDIA_ROOT
+    media: set[str] = field(default_factory=set)  # relative to the media store
     node_paths: dict[int, set[str]] = field(default_factory=dict)
     nodes: dict[int, Node] = field(default_factory=dict)
 
     def add_media(self, relative: str) -> None:
-        """A file or folder under MEDIA_ROOT; blank ones (a field never filled) are ignored."""
+        """A media file or folder; blank ones (a field never filled) are ignored."""
         if relative:
             self.media.add(relative)
 
@@ -68,18 +68,13 @@ class Erasure:
         Never raises: the rows are gone already, and what could not be removed stays recorded."""
         files, size = 0, 0
         for relative in sorted(self.media):
-            path = _media_path(relative)
-            if path is None:
-                logger.warning("%s: not removing %r: outside MEDIA_ROOT", self.what, relative)
-                continue
-            counted = _count(path)
             try:
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                elif path.exists() or path.is_symlink():
-                    path.unlink()
-            except OSError as error:
-                logger.warning("%s: could not remove %s: %s", self.what, path, error)
+                counted = media.delete(relative)
+            except ValueError:
+                logger.warning("%s: not removing %r: outside the media store", self.what, relative)
+                continue
+            except Exception as error:  # a disk or store error: logged, the rest still goes
+                logger.warning("%s: could not remove %s: %s", self.what, relative, error)
                 continue
             files, size = files + counted[0], size + counted[1]
         node_notes = []
@@ -103,24 +98,3 @@ class Erasure:
             "deleted %s by %s: %d media file(s), %d bytes; nodes: %s",
             self.what, self.by, files, size, "; ".join(node_notes) or "none",
         )  # fmt: skip
-
-
-def _media_path(relative: str) -> Path | None:
-    """The file or folder ``relative`` names, when it lies inside MEDIA_ROOT at least one folder down
-    (``avatars/<slug>``, never ``avatars`` or MEDIA_ROOT itself)."""
-    root = Path(settings.MEDIA_ROOT).resolve()
-    path = (root / relative).resolve()
-    if root not in path.parents or len(path.relative_to(root).parts) < 2:
-        return None
-    return path
-
-
-def _count(path: Path) -> tuple[int, int]:
-    """Files and bytes under ``path``."""
-    if path.is_file():
-        return 1, path.stat().st_size
-    files = size = 0
-    for item in path.rglob("*") if path.is_dir() else ():
-        if item.is_file() and not item.is_symlink():
-            files, size = files + 1, size + item.stat().st_size
-    return files, size

@@ -7,6 +7,8 @@ from pathlib import Path
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
 
+from core import media
+
 
 def wants_json(request) -> bool:
     """The page's script sent the form (XMLHttpRequest, for an upload progress bar) and reads JSON back."""
@@ -25,18 +27,23 @@ def private_file(
     filename: str | None = None,
     content_type: str | None = None,
 ) -> HttpResponse:
-    """A file under MEDIA_ROOT, for a view that has already checked the requester owns it (people's faces
-    and voices are never public URLs). In production the proxy sends the bytes (X-Accel-Redirect to an
-    internal location); otherwise it streams from here, answering one byte range (players seek with them,
-    and Safari plays no MP4 without)."""
+    """A media file (relative to the media store), for a view that has already checked the requester owns
+    it (people's faces and voices are never public URLs). A remote store (S3) gets a redirect to a signed
+    link that works for MEDIA_URL_EXPIRY seconds. From the local disk, in production the proxy sends the
+    bytes (X-Accel-Redirect to an internal location); otherwise it streams from here, answering one byte
+    range (players seek with them, and Safari plays no MP4 without)."""
     if not relative:
         raise Http404("No such file.")
+    if not media.is_local():
+        return media.signed_redirect(
+            relative, attachment=attachment, filename=filename, content_type=content_type
+        )
     if getattr(settings, "MEDIA_ACCEL_REDIRECT", False):
         response = HttpResponse()
         response["X-Accel-Redirect"] = f"/protected-media/{relative}"
         response["Content-Type"] = ""
         return response
-    path = Path(settings.MEDIA_ROOT) / relative
+    path = Path(media.storage().path(relative))
     if not path.is_file():
         raise Http404("The file is missing on the server.")
     size = path.stat().st_size

@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from django.conf import settings
 from django.urls import reverse
 
 from avatars.engines.console import STEP, ConsoleParser, Update, step_marker
@@ -227,7 +226,7 @@ def generate_plan(job: Job) -> Plan:
                         engine=video.avatar.engine),
         parser=chain.parser,
         outputs={"video": str(result), "poster": str(poster), "engine_video": chain.engine_video},
-        uploads=(*chain.scripts, (Path(settings.MEDIA_ROOT) / video.audio, str(wav))),
+        uploads=(*chain.scripts, (video.audio, str(wav))),
         verify=verify,
         collect=((str(result), RESULT), (str(poster), POSTER)),
         # The heavy files go once the result is back; the small pose and model views (symlinks and one

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import shutil
 import tempfile
 import wave
 from pathlib import Path
@@ -18,6 +17,7 @@ from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.runs import default_checkpoint
 from avatars.uploads import upload_on_disk
+from core import media
 from core.params import RENDER_BATCH
 from jobs.models import Job
 from jobs.services import job_cancel, job_submit
@@ -116,10 +116,8 @@ def video_create(
 
     token = secrets.token_hex(8)
     relative = f"videos/{token}"
-    folder = Path(settings.MEDIA_ROOT) / relative
-    folder.mkdir(parents=True, exist_ok=False)
     try:
-        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{relative}/audio.wav") as wav:
             if audio is not None:
                 source = upload_on_disk(audio, Path(scratch))
                 what = "The audio"
@@ -128,9 +126,9 @@ def video_create(
                 tts.speak(text=text, voice=voice, target=source)
                 what = "The spoken text"
             _check_length(probe_audio(source).duration, what)
-            engine_wav(source, folder / "audio.wav")
-        seconds = wav_seconds(folder / "audio.wav")
-        _check_length(seconds, what)  # the exact length, from the converted file
+            engine_wav(source, wav)
+            seconds = wav_seconds(wav)
+            _check_length(seconds, what)  # the exact length, from the converted file
         with transaction.atomic():
             video = Video.objects.create(
                 owner=owner,
@@ -160,7 +158,7 @@ def video_create(
             video.save(update_fields=["job"])
         return video
     except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)
+        media.delete(relative)
         raise
 
 
@@ -178,7 +176,8 @@ def video_record_result(*, job: Job) -> Video | None:
 
     video.result, video.poster = files.get(RESULT, ""), files.get(POSTER, "")
     try:
-        video.result_duration = probe(Path(settings.MEDIA_ROOT) / video.result).duration
+        with media.local_path(video.result) as path:
+            video.result_duration = probe(path).duration
     except ServiceError as error:
         video.error = f"The generated video cannot be read: {error}"
     video.save(update_fields=["result", "poster", "result_duration", "error"])

@@ -124,6 +124,41 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# Where people's media live (core/media.py): "local" is MEDIA_ROOT on this machine's disk, which every
+# worker must then share; "s3" is a bucket of S3 or any S3-compatible store (MinIO, R2), which workers on
+# other machines reach too. Browsers get media from it through short-lived signed links, handed out only
+# after the owner check (README "Media storage").
+MEDIA_STORAGE = env_str("MEDIA_STORAGE", "local").strip().lower()
+MEDIA_URL_EXPIRY = env_int("MEDIA_URL_EXPIRY", 300, minimum=10)  # seconds a signed media link works
+if MEDIA_STORAGE == "s3":
+    AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME", "").strip()
+    if not AWS_STORAGE_BUCKET_NAME:
+        raise ImproperlyConfigured(
+            "MEDIA_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME: the bucket that holds the media (create it "
+            "first), plus AWS_S3_ENDPOINT_URL for a store other than AWS S3 (MinIO, R2) and the keys."
+        )
+    STORAGES["default"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": AWS_STORAGE_BUCKET_NAME,
+            "endpoint_url": env_str("AWS_S3_ENDPOINT_URL", "").strip() or None,
+            "region_name": env_str("AWS_S3_REGION_NAME", "").strip() or None,
+            # Blank keys: boto3 finds credentials itself (an instance role, ~/.aws).
+            "access_key": env_str("AWS_ACCESS_KEY_ID", "") or None,
+            "secret_key": env_str("AWS_SECRET_ACCESS_KEY", "") or None,
+            "addressing_style": env_str("AWS_S3_ADDRESSING_STYLE", "").strip() or None,  # "path" for MinIO
+            "signature_version": "s3v4",
+            "querystring_auth": True,  # every URL is signed; the bucket stays private
+            "querystring_expire": MEDIA_URL_EXPIRY,
+            "default_acl": None,
+            "file_overwrite": True,  # the platform chooses unique names itself
+        },
+    }
+elif MEDIA_STORAGE != "local":
+    raise ImproperlyConfigured(f"MEDIA_STORAGE={MEDIA_STORAGE!r} is not a media store: use local or s3.")
+# With a remote store, workers keep a local copy of each voice's reference recording here (with the XTTS
+# speaker latents computed from it), so a chat turn does not download it every time.
+MEDIA_CACHE_ROOT = Path(env_str("MEDIA_CACHE_ROOT", str(VAR_DIR / "media-cache")))
 
 # --- Redis: the RQ queues and the live events. PostgreSQL stays the source of truth. ---------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
