@@ -20,6 +20,38 @@ from .selectors import avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
 
+# What a person does next with an avatar in each state: (label, URL name, button id), shown on its card.
+NEXT_STEP = {
+    Avatar.Status.NEEDS_ATTENTION: ("Review the video checks", "avatar-detail"),
+    Avatar.Status.READY_TO_TRAIN: ("Train it", "avatar-detail"),
+    Avatar.Status.TRAINING: ("Watch the training", "avatar-detail"),
+    Avatar.Status.FAILED: ("See what failed", "avatar-detail"),
+}
+
+
+def home(request):
+    """``/``: what Talkforge is, for a visitor; for a signed-in person their avatars, each with its state
+    and next step (create → train → generate or chat), and their running jobs."""
+    if not request.user.is_authenticated:
+        return render(request, "landing.html")
+    from jobs.forms import DemoTrainForm
+    from jobs.models import Job
+    from jobs.selectors import jobs_visible_to
+
+    avatars = list(avatars_visible_to(request.user).order_by("-created_at"))
+    for avatar in avatars:
+        scored = [e for e in avatar.evaluations.all() if e.psnr is not None]
+        avatar.best = max(scored, key=lambda e: e.psnr) if scored else None
+        avatar.next_step = NEXT_STEP.get(avatar.status)
+    mine = jobs_visible_to(request.user).filter(owner=request.user)
+    context = {
+        "avatars": avatars,
+        "active": mine.filter(status__in=Job.ACTIVE_STATUSES).order_by("created_at"),
+        "recent": mine.exclude(status__in=Job.ACTIVE_STATUSES)[:10],
+        "form": DemoTrainForm(),
+    }
+    return render(request, "avatars/home.html", context)
+
 
 @login_required
 def avatar_list(request):

@@ -38,7 +38,9 @@ def conversation_list(request):
 
 @login_required
 def conversation_new(request):
-    form = ConversationForm(request.POST or None, user=request.user)
+    # ?avatar=<id> (the dashboard's Chat button) chooses the avatar; the form's queryset keeps it to hers.
+    initial = {"avatar": request.GET["avatar"]} if request.GET.get("avatar", "").isdigit() else {}
+    form = ConversationForm(request.POST or None, user=request.user, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:

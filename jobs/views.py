@@ -13,16 +13,6 @@ from .services import job_cancel, job_submit_public
 
 
 @login_required
-def dashboard(request):
-    mine = jobs_visible_to(request.user).filter(owner=request.user)
-    active = mine.filter(status__in=Job.ACTIVE_STATUSES).order_by("created_at")
-    recent = mine.exclude(status__in=Job.ACTIVE_STATUSES)[:10]
-    return render(
-        request, "jobs/dashboard.html", {"active": active, "recent": recent, "form": DemoTrainForm()}
-    )
-
-
-@login_required
 def job_list(request):
     jobs = jobs_visible_to(request.user)
     status = request.GET.get("status", "")

@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from accounts.api.views import MeView, TokenObtainView
+from avatars.views import home
 
 api_patterns = [
     path("", include("jobs.api.urls")),
@@ -41,5 +42,6 @@ urlpatterns = [
     path("avatars/", include("avatars.urls")),
     path("videos/", include("videos.urls")),
     path("chat/", include("chat.urls")),
+    path("", home, name="dashboard"),
     path("", include("jobs.urls")),
 ]

@@ -77,8 +77,14 @@ def test_signup_refuses_a_taken_username(client, alice):
     assert User.objects.filter(username="alice").count() == 1
 
 
+def is_landing(response) -> bool:
+    """``/`` for a visitor: the page that says what Talkforge is, with sign-up and log-in."""
+    html = response.content.decode()
+    return response.status_code == 200 and "Your own talking avatar" in html and reverse("signup") in html
+
+
 def test_login_then_logout(client, alice):
-    assert client.get(reverse("dashboard")).status_code == 302
+    assert is_landing(client.get(reverse("dashboard")))
     response = client.post(reverse("login"), {"username": "alice", "password": "alice-password-1"})
     assert response.status_code == 302
     assert response["Location"] == reverse("dashboard")
@@ -87,7 +93,8 @@ def test_login_then_logout(client, alice):
     response = client.post(reverse("logout"))
     assert response.status_code == 302
     assert response["Location"] == reverse("login")
-    response = client.get(reverse("dashboard"))
+    assert is_landing(client.get(reverse("dashboard")))
+    response = client.get(reverse("job-list"))
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("login"))
 
@@ -97,7 +104,7 @@ def test_login_with_a_wrong_password_stays_logged_out(client, alice):
     assert response.status_code == 200
     assert response.context["form"].errors
     assert b"Please enter a correct username and password" in response.content
-    assert client.get(reverse("dashboard")).status_code == 302
+    assert is_landing(client.get(reverse("dashboard")))
 
 
 def test_login_follows_next(client, alice):

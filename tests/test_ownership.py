@@ -157,10 +157,13 @@ def test_owner_sees_and_cancels_the_job_from_its_page(as_user, alice, alices_job
 
 
 def test_pages_need_login(client, alices_job):
-    for url in (reverse("dashboard"), reverse("job-list"), reverse("job-detail", args=[alices_job.pk])):
+    for url in (reverse("job-list"), reverse("job-detail", args=[alices_job.pk])):
         response = client.get(url)
         assert response.status_code == 302, url
         assert response["Location"].startswith(reverse("login"))
+    # "/" for a visitor is the landing page: it says what Talkforge is, and shows nobody's things.
+    landing = client.get(reverse("dashboard"))
+    assert landing.status_code == 200 and f"#{alices_job.pk}" not in landing.content.decode()
 
 
 # --- query counts --------------------------------------------------------------------------------------

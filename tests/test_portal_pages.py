@@ -89,3 +89,41 @@ def test_an_avatar_page_shows_its_datasets_node_but_not_the_path_there(client_of
     )
     page = client_of(alice).get(reverse("avatar-detail", args=[avatar.pk])).content.decode()
     assert f"On {node.name}" in page and "secret-folder" not in page
+
+
+def test_the_dashboard_is_built_around_the_persons_avatars_and_their_next_step(client, alice, bob):
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint, Evaluation
+    from gpu_nodes.models import Node
+
+    client.force_login(alice)
+    empty = client.get("/").content.decode()
+    assert 'id="create-first"' in empty and '<details class="card" id="demo" open>' in empty
+
+    def avatar(owner, name, status):
+        return Avatar.objects.create(
+            owner=owner, name=name, slug=f"{name.lower()}-{owner.pk}", engine="demo", status=status,
+            video="avatars/x/x.mp4", consent_given_at=timezone.now(), consent_given_by=owner,
+            consent_statement="mine",
+        )  # fmt: skip
+
+    trained = avatar(alice, "Ada", Avatar.Status.TRAINED)
+    node = Node.objects.create(name="n", workdir="/w")
+    checkpoint = Checkpoint.objects.create(avatar=trained, node=node, stage="fine", iteration=500, path="/p")
+    Evaluation.objects.create(avatar=trained, checkpoint=checkpoint, iteration=500, psnr=30.5, ssim=0.91,
+                              frames=3, rendered_frames=3, reference_frames=3)  # fmt: skip
+    ready = avatar(alice, "Bea", Avatar.Status.READY_TO_TRAIN)
+    avatar(bob, "Bobs", Avatar.Status.TRAINED)
+    page = client.get("/").content.decode()
+    assert "Bobs" not in page and 'id="create-first"' not in page
+    ada = page[page.index(f'data-avatar="{trained.pk}"') :].split("</li>")[0]
+    assert (
+        "30.50 dB PSNR" in ada
+        and f"/videos/new/?avatar={trained.pk}" in ada
+        and f"/chat/new/?avatar={trained.pk}" in ada
+    )
+    bea = page[page.index(f'data-avatar="{ready.pk}"') :].split("</li>")[0]
+    assert "Train it" in bea and "No quality figures yet" in bea
+    form = client.get(f"/chat/new/?avatar={trained.pk}").context["form"]
+    assert str(form["avatar"].value()) == str(trained.pk)
