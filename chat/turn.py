@@ -68,14 +68,6 @@ def _relative(path: Path) -> str:
     return path.relative_to(settings.MEDIA_ROOT).as_posix()
 
 
-def warm_up() -> None:
-    """Load the speech models now (a chat worker calls this when it starts), so the first turn does not
-    wait for them. Whisper always; XTTS when its weights are configured."""
-    asr.get_model()
-    if not tts.xtts_missing():
-        tts.get_xtts()
-
-
 def render_chunk(
     *, chunk: Chunk, reply: Message, renderer, clock: Clock, publish: Publish, should_stop
 ) -> Chunk:
