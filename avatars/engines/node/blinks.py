@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Blink estimate for GaussianTalker without OpenFace: ``python3 blinks.py <dataset folder>``.
+"""Shipped to and run on the GPU node, next to the dataset (standard library only).
+
+Blink estimate for GaussianTalker without OpenFace: ``python3 blinks.py <dataset folder>``.
 
 Reads the 68-point landmarks that preprocessing writes (``ori_imgs/<i>.lms``, one "x y" pair per line)
 and writes ``au.csv`` with OpenFace's `` AU45_r`` column, using the seed's eye-aspect-ratio rule

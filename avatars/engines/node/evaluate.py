@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Quality figures: PSNR and SSIM of a rendered validation video against the dataset's ground truth.
+"""Shipped to and run on the GPU node, in the engine's environment (numpy, OpenCV); the platform imports it.
+
+Quality figures: PSNR and SSIM of a rendered validation video against the dataset's ground truth.
 
 Runs standalone on a GPU node (``python -u evaluate.py --video V --data D --output-json O``) inside the
 engine's environment — numpy and OpenCV only (the ffmpeg/ffprobe binaries where this OpenCV cannot open

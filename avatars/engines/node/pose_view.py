@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge: the per-job views of a trained avatar that a video generation renders from.
+"""Shipped to and run on the GPU node (standard library only).
+
+Talkforge: the per-job views of a trained avatar that a video generation renders from.
 
 Run on the node as the first command of a generation job (standard library only, so it runs in any
 Python on any node, inside the engine's container too).

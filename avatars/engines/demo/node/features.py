@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge demo engine: a CPU stand-in for GaussianTalker's
+"""Shipped to and run on the node, GPU or CPU (standard library only).
+
+Talkforge demo engine: a CPU stand-in for GaussianTalker's
 ``data_utils/deepspeech_features/extract_ds_features.py``. NOT DeepSpeech: no model runs.
 
 Same arguments (``--input x.wav [--output y.npy]``, output ``x.npy`` by default) and the same input rules

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge demo preprocessing: a CPU stand-in for GaussianTalker's ``data_utils/process.py``. NOT face
+"""Shipped to and run on the node, GPU or CPU (standard library, ffmpeg and ffprobe).
+
+Talkforge demo preprocessing: a CPU stand-in for GaussianTalker's ``data_utils/process.py``. NOT face
 parsing, landmark detection or face tracking.
 
 It takes the same arguments (``<dir>/<name>/<name>.mp4 [--task N] [--asr deepspeech]``, plus ``--fail_task``),

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge demo engine: a CPU stand-in for GaussianTalker's ``render.py``. NOT a trained model.
+"""Shipped to and run on the node, GPU or CPU (standard library and ffmpeg).
+
+Talkforge demo engine: a CPU stand-in for GaussianTalker's ``render.py``. NOT a trained model.
 
 Validation render (``--skip_train``): prints render.py's console (spec §3: ``Loading trained model at
 iteration N``, ``test set rendering : N frames``, the ``Rendering progress`` bar, ``total frame``,
