@@ -1,9 +1,9 @@
 """One reply, streamed: speech → Whisper → LLM (streamed) → sentences → speech per sentence → chunks.
 
-The seed ran each stage to its end before the next began. Here a producer thread reads the LLM's stream
-and cuts it into sentences while this thread speaks each finished sentence at once, so the first chunk
-exists while the model is still writing the rest. Every stage's time is stored with the reply
-(``Message.TIMING_KEYS``, seconds from the start of the turn) and each step is announced through
+The original prototype (docs/engines.md) ran each stage to its end before the next began. Here a producer
+thread reads the LLM's stream and cuts it into sentences while this thread speaks each finished sentence at
+once, so the first chunk exists while the model is still writing the rest. Every stage's time is stored with
+the reply (``Message.TIMING_KEYS``, seconds from the start of the turn) and each step is announced through
 ``publish`` (the job's websocket group), so the page can show text as it arrives and play chunks in order.
 
 Each spoken chunk is then rendered as video on the avatar's node (:func:`render_chunk`) by a renderer
