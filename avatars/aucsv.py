@@ -1,9 +1,10 @@
 """Eye blinks for GaussianTalker: ``au.csv``, OpenFace's output, of which only `` AU45_r`` is read.
 
 Upstream reads the column named with a leading space, clips it to [0, 2], divides by 2 and indexes it by
-frame number, so it needs one row per 25-fps frame (spec §1.3). Without OpenFace, the blink estimate is
-computed from the 68 landmarks preprocessing writes (``ori_imgs/<i>.lms``), as the seed's
-process_withoutopenface does: eye aspect ratio below 0.18 → AU45 5.0, above 0.30 → 0, linear between.
+frame number, so it needs one row per 25-fps frame (scene/talking_dataset_readers.py:291, :360 at
+GaussianTalker 8ec613b). Without OpenFace, the blink estimate is computed from the 68 landmarks
+preprocessing writes (``ori_imgs/<i>.lms``), as the original prototype's process_withoutopenface does
+(docs/engines.md): eye aspect ratio below 0.18 → AU45 5.0, above 0.30 → 0, linear between.
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ from talkforge.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 
-ENGINE_FPS = 25  # both engines extract frames at 25 fps and align one audio window per frame (spec §0)
+# Both engines extract frames at 25 fps and align one audio window per frame (docs/engines.md).
+ENGINE_FPS = 25
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ def audio_levels(path: Path) -> tuple[float, float] | None:
 
 # --- driving audio (video generation) ------------------------------------------------------------------
 
-ENGINE_SAMPLE_RATE = 16000  # the engines' audio features want mono 16 kHz 16-bit PCM WAV (spec §0, §1.4)
+ENGINE_SAMPLE_RATE = 16000  # the engines' audio features want mono 16 kHz 16-bit PCM WAV (docs/engines.md)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The quality gate: checks a training video before any GPU time is spent on it.
 
-Poor footage is the top cause of failed trainings in these engines' issue trackers (a frame without a
-face crashes landmark extraction, spec §1.3). Sampled frames must show exactly one face, large enough,
-and the audio must not be silent. The face detector is OpenCV's bundled Haar cascade: nothing is
-downloaded. (opencv-python-headless 5 stopped bundling the cascades, so the dependency stays on 4.x.)
+Poor footage is the top cause of failed trainings in these engines' issue trackers (a frame without a face
+crashes landmark extraction, GaussianTalker's data_utils/process.py:87–88). Sampled frames must show exactly
+one face, large enough, and the audio must not be silent. The face detector is OpenCV's bundled Haar cascade:
+nothing is downloaded. (opencv-python-headless 5 stopped bundling the cascades, so the dependency stays on
+4.x.)
 """
 
 from __future__ import annotations

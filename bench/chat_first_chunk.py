@@ -1,4 +1,4 @@
-"""Time to the first VIDEO chunk of a chat reply, streamed (ours) against the seed's sequential pipeline.
+"""Time to the first VIDEO chunk of a chat reply, streamed (ours) against the prototype's sequential pipeline.
 
 Run from the repository root with PostgreSQL and Redis up: ``.venv/bin/python bench/chat_first_chunk.py``.
 
@@ -18,7 +18,7 @@ LLM's pace and the render decide: XTTS, slower per character, would favour the s
   sentences as it arrives, each is spoken at once and handed to the renderer thread, which renders it on
   the node while the next is spoken. Value: from the start of the turn to the moment the first clip (its
   MP4 back in MEDIA_ROOT, its row saved) is announced (``chat.chunk_video``).
-- **Sequential** (the seed): read the whole reply, then speak all of it, then render all of it once.
+- **Sequential** (the prototype): read the whole reply, then speak all of it, then render all of it once.
   Baseline: from the request to the MP4 of the whole reply back in MEDIA_ROOT.
 
 ``value`` and ``baseline`` are medians over interleaved runs; ``ratio`` = value / baseline (issue 6's
@@ -137,7 +137,7 @@ def job_row(owner, avatar, node, params: dict):
 
 
 def sequential(config, renderer, folder: Path) -> dict:
-    """The seed's order: the whole reply, then speech for all of it, then one render of all of it."""
+    """The prototype's order: the whole reply, then speech for all of it, then one render of all of it."""
     from avatars.media import engine_wav
     from chat import llm, tts
     from videos.services import wav_seconds

@@ -1,5 +1,5 @@
 """Quality figures: PSNR/SSIM of a 512×512 rendered video against its ground-truth frames, end to end
-(decode, read the ground truth, compute), beside the seed's method and ffmpeg's filters in the same run.
+(decode, read the ground truth, compute), beside the prototype's method and ffmpeg's filters in the same run.
 
 Run from the repository root: ``.venv/bin/python bench/evaluation.py`` (no database or Redis needed).
 
@@ -13,18 +13,19 @@ is read once before timing, so the disk is not what is measured.
 Methods, each run ``--repetitions`` times, in a rotating order:
 - ours: ``avatars.engines.node.evaluate.evaluate(video, data_dir)`` (ffmpeg decode process, ground truth read
   by a thread, exact integer window sums);
-- seed: the seed's evaluate.py method — all frames decoded with ``cv2.VideoCapture`` into a list, then per
-  frame ``cv2.imread`` of the ground truth, ``skimage.metrics.peak_signal_noise_ratio`` on the colour
-  frames and ``structural_similarity`` on ``cv2.cvtColor(..., COLOR_BGR2GRAY)``;
+- seed: the original prototype's evaluate.py method (docs/engines.md) — all frames decoded with
+  ``cv2.VideoCapture`` into a list, then per frame ``cv2.imread`` of the ground truth,
+  ``skimage.metrics.peak_signal_noise_ratio`` on the colour frames and ``structural_similarity`` on
+  ``cv2.cvtColor(..., COLOR_BGR2GRAY)``;
 - ffmpeg: ``ffmpeg -i render -framerate 25 -start_number <first> -i gt_imgs/%d.jpg`` with
   ``[1:v]split[g1][g2];[0:v][g1]psnr=stats_file=…[m];[m][g2]ssim=stats_file=…`` to ``-f null`` (per-frame
   figures to files, as ours keeps them). ffmpeg's own definitions — YUV planes, SSIM on 8×8 blocks at a
-  4-pixel stride — are not the seed's, so only its speed is comparable; its figures are reported for
+  4-pixel stride — are not the prototype's, so only its speed is comparable; its figures are reported for
   information.
 
 ms/frame = wall seconds of the whole call / frames, median over repetitions. ``value`` = ours,
 ``baseline`` = seed, ``ratio`` = seed / ours (target ≥ 5, and faster than ffmpeg). The run fails if any
-per-frame PSNR or SSIM of ours differs from the seed method's by more than 1e-6; the largest differences
+per-frame PSNR or SSIM of ours differs from the prototype method's by more than 1e-6; the largest differences
 are reported.
 """
 
@@ -77,7 +78,7 @@ def build_input(folder: Path, frames: int) -> tuple[Path, Path, list[int]]:
 
 
 def seed_method(video: Path, dataset: Path, ids: list[int]) -> tuple[list[float], list[float]]:
-    """The seed's evaluate.py, as it computes (its printing and JSON left out)."""
+    """The prototype's evaluate.py, as it computes (its printing and JSON left out)."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     capture = cv2.VideoCapture(str(video))

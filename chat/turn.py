@@ -1,9 +1,9 @@
 """One reply, streamed: speech → Whisper → LLM (streamed) → sentences → speech per sentence → chunks.
 
-The seed ran each stage to its end before the next began. Here a producer thread reads the LLM's stream
-and cuts it into sentences while this thread speaks each finished sentence at once, so the first chunk
-exists while the model is still writing the rest. Every stage's time is stored with the reply
-(``Message.TIMING_KEYS``, seconds from the start of the turn) and each step is announced through
+The original prototype (docs/engines.md) ran each stage to its end before the next began. Here a producer
+thread reads the LLM's stream and cuts it into sentences while this thread speaks each finished sentence at
+once, so the first chunk exists while the model is still writing the rest. Every stage's time is stored with
+the reply (``Message.TIMING_KEYS``, seconds from the start of the turn) and each step is announced through
 ``publish`` (the job's websocket group), so the page can show text as it arrives and play chunks in order.
 
 Each spoken chunk is then rendered as video on the avatar's node (:func:`render_chunk`) by a renderer
@@ -60,14 +60,6 @@ class Clock:
         if key not in self.marks:
             self.marks[key] = round(seconds if seconds is not None else time.monotonic() - self.started, 3)
         return self.marks[key]
-
-
-def warm_up() -> None:
-    """Load the speech models now (a chat worker calls this when it starts), so the first turn does not
-    wait for them. Whisper always; XTTS when its weights are configured."""
-    asr.get_model()
-    if not tts.xtts_missing():
-        tts.get_xtts()
 
 
 def render_chunk(

@@ -137,7 +137,7 @@ class Gpu(models.Model):
 
     @property
     def label(self) -> str:
-        """The seed's ``--gpu`` spelling: ``GPU0``, ``GPU1`` … or ``CPU``."""
+        """The original prototype's ``--gpu`` spelling: ``GPU0``, ``GPU1`` … or ``CPU``."""
         return "CPU" if self.is_cpu else f"GPU{self.index}"
 
 

@@ -70,7 +70,8 @@ def node_probe(*, node: Node) -> Node:
     """Reach the node and find out what it has: OS, free disk in the workdir, the runtime (docker, or the
     bare environment), and its GPUs. Marks it online, or offline with the reason and what to do.
 
-    A node without ``nvidia-smi`` is a CPU node with one slot (the seed's ``--gpu CPU``)."""
+    A node without ``nvidia-smi`` is a CPU node with one slot (``--gpu CPU`` in the original
+    prototype's CLI, docs/engines.md)."""
     if not node.enabled:
         return node
     if not node.reachable_here:

@@ -38,7 +38,8 @@ class Plan:
     uploads: tuple[tuple[Path | str, str], ...] = ()
     collect: tuple[tuple[str, str], ...] = ()  # (path on the node, file name) brought back after success
     # After a clean exit: check what the engine left (None = fine, else the error), then read results.
-    # Engines' exit codes cannot always be trusted (GaussianTalker's process.py, spec §0).
+    # Engines' exit codes cannot always be trusted (GaussianTalker's data_utils/process.py runs its stages
+    # through os.system and ignores their status, e.g. :24; docs/engines.md).
     prepare: Callable[[NodeConnection], None] | None = None  # after the uploads, before the start
     verify: Callable[[NodeConnection], str | None] | None = None
     finish: Callable[[NodeConnection], dict] | None = None
@@ -106,7 +107,8 @@ def _demo_train(job: Job) -> Plan:
         "--coarse_iterations", str(params["coarse_iterations"]),
         "--seconds", str(params["seconds"]),
         "--save_every", str(params["save_every"]),
-        # Parallel trainings on one node need their own viewer port (spec §1.1).
+        # Parallel trainings on one node need their own viewer port (GaussianTalker's train.py:381,
+        # gaussian_renderer/network_gui.py:30).
         "--port", str(6009 + (job.gpu.index + 1 if job.gpu else 0)),
     ]  # fmt: skip
     if params.get("fail_at"):

@@ -10,7 +10,6 @@ ends nothing new.
 """
 
 import re
-from collections.abc import Iterator
 
 _TERMINATOR = re.compile(rb"\r\n|\r|\n")
 # How a tqdm bar ends: "45%|████▌     | 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds
@@ -88,10 +87,3 @@ class LineSplitter:
             raw = raw[cut:]
         pieces.append(raw.decode("utf-8", "replace"))
         return pieces
-
-
-def split_lines(chunks: list[bytes]) -> Iterator[str]:
-    splitter = LineSplitter()
-    for chunk in chunks:
-        yield from splitter.feed(chunk)
-    yield from splitter.close()

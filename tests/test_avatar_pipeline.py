@@ -78,7 +78,7 @@ class UserEvents(threading.Thread):
 
 
 def seed_method_scores(video: Path, data: Path) -> tuple[list[float], list[float]]:
-    """The seed's evaluate.py, as written: OpenCV decodes the render, the i-th frame is compared with the
+    """The prototype's evaluate.py, as written: OpenCV decodes the render, the i-th frame is compared with the
     i-th val ground-truth frame by scikit-image (PSNR on colour, SSIM on grayscale)."""
     import cv2
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
@@ -183,7 +183,7 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     )
     assert ffprobe_frames(fetched, tmp_path) == len(frames_val["frames"])
 
-    # Quality figures: the platform's values equal the seed's method (scikit-image) on the same frames.
+    # Quality figures: the platform's values equal the prototype's method (scikit-image) on the same frames.
     data = Path(DatasetCopy.objects.get(avatar=avatar).path)
     psnrs, ssims = seed_method_scores(tmp_path / "validation.mov", data)
     figures = client.get(f"/api/avatars/{avatar.pk}/evaluations/").json()

@@ -1,4 +1,4 @@
-"""Reading engine consoles (shared/spec/engines.md §3): tqdm bars, safe_state timestamps, GaussianTalker's
+"""Reading engine consoles (docs/engines.md): tqdm bars, safe_state timestamps, GaussianTalker's
 training stages, and the demo engine, which must print and write what the real train.py does."""
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def test_train_parser_metrics_are_always_valid_json():
 
 
 def test_train_parser_progress_stays_monotonic_when_the_config_overrides_iterations():
-    # The platform asked for 1000 fine iterations; the mmcv config made it 10000 (spec §1.5).
+    # The platform asked for 1000 fine iterations; the mmcv config made it 10000 (utils/params_utils.py:1–7).
     parser = TrainParser(coarse_iterations=7999, iterations=1000)
     progress = [
         update.progress for _, update in run_parser(parser, fixture_lines("gaussiantalker_train_oom.txt"))

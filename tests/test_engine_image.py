@@ -2,7 +2,7 @@
 
 There is no Docker engine on the dev machines, so the Dockerfile is read statically, the way BuildKit
 would, and held to what the folder provides. Everything else runs for real: evaluate.py on a synthetic
-dataset (checked against the seed's definition computed with OpenCV and scikit-image), the CLI in
+dataset (checked against the prototype's definition computed with OpenCV and scikit-image), the CLI in
 TEST_MODE and against a stand-in ``docker`` that plays the engine's part on the mounted folders, and the
 weights check on stand-in files. The patch script is tested on upstream's lines in test_engine_patches.py.
 """
@@ -112,7 +112,7 @@ def decode_with_opencv(video: Path) -> list[np.ndarray]:
 
 
 def seed_metrics(video: Path, data: Path, ids=VAL_IDS) -> tuple[float, float, int]:
-    """The seed's evaluate.py definition, computed with its own tools (OpenCV + scikit-image), with the
+    """The prototype's evaluate.py definition, computed with its own tools (OpenCV + scikit-image), with the
     frames paired in transforms_val.json's order by img_id."""
     psnrs, ssims = [], []
     for frame, img_id in zip(decode_with_opencv(video), ids, strict=False):
@@ -214,14 +214,14 @@ def test_evaluate_fails_clearly_on_missing_inputs(tmp_path, damage, message):
         shutil.rmtree(data / "gt_imgs")
     elif damage == "no-gt-image":
         (data / "gt_imgs" / "14.jpg").unlink()
-    elif damage == "file-path-only":  # what the seed expected: it is not GaussianTalker's format
+    elif damage == "file-path-only":  # what the prototype expected: it is not GaussianTalker's format
         (data / "transforms_val.json").write_text(json.dumps({"frames": [{"file_path": "./gt_imgs/9"}]}))
     elif damage == "not-a-video":
         video.write_text("not a video")
     result = run_evaluate(
         "--generated_video", video, "--data_dir", data, "--output_json", tmp_path / "m.json"
     )
-    assert result.returncode != 0  # the seed exited 0 here
+    assert result.returncode != 0  # the prototype exited 0 here
     assert message in result.stderr
     assert not (tmp_path / "m.json").exists()
 

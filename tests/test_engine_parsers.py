@@ -1,9 +1,10 @@
-"""Engine consoles and command lines (shared/spec/engines.md §1.3–§1.6, §2, §3): GaussianTalker's
+"""Engine consoles and command lines (docs/engines.md): GaussianTalker's
 preprocessing and rendering, SyncTalk's preprocessing, training and test, where their videos land, the argv
 the platform builds, and the demo stand-in for GaussianTalker's process.py run for real on a tiny video.
 
 The console fixtures are written by tests/fixtures/make_engine_fixtures.py: tqdm bars and what is glued to
-them come from upstream's own calls (merged stdout and stderr), the rest is synthesised from the spec."""
+them come from upstream's own calls (merged stdout and stderr), the rest is synthesised from the
+upstream lines docs/engines.md cites."""
 
 from __future__ import annotations
 
@@ -828,7 +829,8 @@ def test_every_command_runs_python_unbuffered_and_env_covers_children():
     assert engine_for("synctalk").env() == {"PYTHONUNBUFFERED": "1", "COLUMNS": "1000"}
 
 
-# Upstream's arguments/64_dim_1_transformer.py, OptimizationParams part (spec §1.5: these override the CLI).
+# Upstream's arguments/64_dim_1_transformer.py, OptimizationParams part (these override the CLI:
+# utils/params_utils.py:1–7).
 GT_CONFIG = """ModelHiddenParams = dict(
     multires = [1,2],
     defor_depth = 2,

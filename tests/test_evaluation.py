@@ -1,4 +1,4 @@
-"""Quality figures (avatars/engines/node/evaluate.py): PSNR/SSIM equal scikit-image's on the seed's
+"""Quality figures (avatars/engines/node/evaluate.py): PSNR/SSIM equal scikit-image's on the prototype's
 definition, end to end on real encoded videos and ground-truth folders, with clear errors and the console
 contract."""
 
@@ -126,7 +126,7 @@ def noisy(frames: list[np.ndarray], seed: int = 0) -> list[np.ndarray]:
 
 
 def seed_method(video: Path, dataset: Path, ids: list[int]) -> tuple[list[float], list[float]]:
-    """The seed's evaluate.py computation: cv2.VideoCapture frames, resized to the ground truth's size,
+    """The prototype's evaluate.py computation: cv2.VideoCapture frames, resized to the ground truth's size,
     scikit-image's PSNR on colour and SSIM on OpenCV gray."""
     capture = cv2.VideoCapture(str(video))
     generated = []

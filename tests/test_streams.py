@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.streams import LineSplitter, split_lines
+from jobs.streams import LineSplitter
 
 
 def feed_all(chunks: list[bytes], max_line: int = 4000) -> list[str]:
@@ -172,8 +172,8 @@ def test_overlong_line_is_kept_whole_in_pieces_whatever_the_chunking():
     assert feed_all([stream[i : i + 64] for i in range(0, len(stream), 64)], max_line=100) == expected
 
 
-def test_split_lines_yields_every_line_including_the_unterminated_last():
-    assert list(split_lines([b"a\r", b"\nb\rc", b"\nd"])) == ["a", "b", "c", "d"]
+def test_every_line_comes_out_including_the_unterminated_last():
+    assert feed_all([b"a\r", b"\nb\rc", b"\nd"]) == ["a", "b", "c", "d"]
 
 
 def test_a_complete_bar_redraw_is_sent_at_once_not_held_until_the_next_one():
@@ -200,7 +200,7 @@ def test_text_glued_after_a_bar_that_was_never_closed_is_its_own_line():
     # and is never closed, so "==> Finished Test." is written right after the last redraw.
     data = (FIXTURES / "synctalk_test.txt").read_bytes()
     for chunk in (1, 7, 89, len(data)):
-        lines = list(split_lines([data[i : i + chunk] for i in range(0, len(data), chunk)]))
+        lines = feed_all([data[i : i + chunk] for i in range(0, len(data), chunk)])
         at = lines.index("==> Finished Test.")
         assert lines[at - 1].endswith("it/s]") and "%" in lines[at - 1]
 
@@ -208,7 +208,7 @@ def test_text_glued_after_a_bar_that_was_never_closed_is_its_own_line():
 def test_a_print_glued_after_a_tqdm_bar_is_its_own_line():
     # gaussiantalker_train_nan.txt: train.py:180 prints while the bar of train.py:68 is open
     data = (FIXTURES / "gaussiantalker_train_nan.txt").read_bytes()
-    lines = list(split_lines([data[i : i + 97] for i in range(0, len(data), 97)]))
+    lines = feed_all([data[i : i + 97] for i in range(0, len(data), 97)])
     nan = [line for line in lines if "loss is nan" in line]
     assert nan == ["loss is nan,end training, reexecv program now. [16/11 12:28:20]"]
 

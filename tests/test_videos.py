@@ -588,7 +588,7 @@ def test_synctalk_s_test_with_audio_is_read_by_the_generation_parser():
 
 
 def test_the_demo_render_clamps_to_the_audio_and_renders_the_listed_frames_in_order(tmp_path):
-    """render.py's custom mode as the seed patched it: frames = min(val poses, audio frames)."""
+    """render.py's custom mode as the prototype patched it: frames = min(val poses, audio frames)."""
     data, model = tmp_path / "data" / "x", tmp_path / "output" / "x"
     (data / "gt_imgs").mkdir(parents=True)
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x64:rate=25", "-frames:v", "30", "-start_number", "0",

@@ -44,10 +44,11 @@ RESULT, POSTER = "video.mp4", "poster.jpg"
 
 
 def audio_frames(seconds: float) -> int:
-    """The 25-fps frames the audio drives: as many as its DeepSpeech features have windows (spec §1.4:
-    logits at 50 per second, ``round(seconds × 50)`` of them, windows with stride 2), which is
-    ceil(seconds × 25) or one less. The pose view holds exactly this many, so render.py renders them all
-    even without the seed's clamp fix (upstream loses up to a batch when the poses outnumber the audio)."""
+    """The 25-fps frames the audio drives: as many as its DeepSpeech features have windows (logits at
+    50 per second, ``round(seconds × 50)`` of them, windows with stride 2: deepspeech_features.py:158, :71 at
+    GaussianTalker 8ec613b), which is ceil(seconds × 25) or one less. The pose view holds exactly this many,
+    so render.py renders them all even without the original prototype's clamp (upstream loses up to a batch
+    when the poses outnumber the audio: render.py:90–95; docs/engines.md)."""
     return max(1, math.ceil(round(seconds * 2 * ENGINE_FPS) / 2))
 
 

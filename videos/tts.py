@@ -1,7 +1,7 @@
 """Text to speech for video generation: the one place that runs a speech synthesiser.
 
-For now one voice: ``offline``, espeak-ng (robotic, but local and always there). Cloned voices (XTTS v2)
-come with the chat work and will plug in here."""
+One voice: ``offline``, espeak-ng (robotic, but local and always there). Cloned voices (XTTS v2) are
+chat's: ``chat/tts.py`` speaks a conversation's replies in its voice; video generation does not use them."""
 
 from __future__ import annotations
 

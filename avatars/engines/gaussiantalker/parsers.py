@@ -234,7 +234,8 @@ POINT_NUMS = re.compile(r"^point nums:\s*(?P<points>\d+)")  # render.py:72
 # features (:375) are never printed. The custom set's frame count is what render.py prints for it: its
 # header (render.py:70, "test set" for custom too) and "total frame:" (render.py:101), the frames it
 # rendered before the first batch past the audio's end (the bare except, render.py:90–95).
-# The seed's clamp when the audio is shorter than the poses (a patch of the seed's, not upstream):
+# The original prototype's clamp when the audio is shorter than the poses (its patch, not upstream:
+# docs/engines.md):
 CLAMPED = re.compile(r"^\[INFO\] Custom audio mode: limiting render frames to (?P<frames>\d+)")
 TOTAL_FRAME = re.compile(r"^total frame:\s*(?P<frames>\d+)")  # render.py:101
 FPS = re.compile(r"^FPS:\s*(?P<fps>[-+\d.eE]+|nan|inf)")  # render.py:102

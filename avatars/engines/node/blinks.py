@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""Blink estimate for GaussianTalker without OpenFace: ``python3 blinks.py <dataset folder>``.
+"""Shipped to and run on the GPU node, next to the dataset (standard library only).
+
+Blink estimate for GaussianTalker without OpenFace: ``python3 blinks.py <dataset folder>``.
 
 Reads the 68-point landmarks that preprocessing writes (``ori_imgs/<i>.lms``, one "x y" pair per line)
-and writes ``au.csv`` with OpenFace's `` AU45_r`` column, using the seed's eye-aspect-ratio rule
-(process_withoutopenface): EAR below 0.18 → 5.0 (closed), above 0.30 → 0 (open), linear between.
+and writes ``au.csv`` with OpenFace's `` AU45_r`` column, using the original prototype's eye-aspect-ratio
+rule (its process_withoutopenface.py:169–175, docs/engines.md): EAR below 0.18 → 5.0 (closed), above
+0.30 → 0 (open), linear between.
 Standard library only: the platform copies this file to the node and runs it next to the data, so
 thousands of landmark files never cross the network.
 """

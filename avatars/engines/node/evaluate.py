@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
-"""Quality figures: PSNR and SSIM of a rendered validation video against the dataset's ground truth.
+"""Shipped to and run on the GPU node, in the engine's environment (numpy, OpenCV); the platform imports it.
+
+Quality figures: PSNR and SSIM of a rendered validation video against the dataset's ground truth.
 
 Runs standalone on a GPU node (``python -u evaluate.py --video V --data D --output-json O``) inside the
 engine's environment — numpy and OpenCV only (the ffmpeg/ffprobe binaries where this OpenCV cannot open
 the video), Python 3.8 syntax, no Django — and is importable in the platform as
 ``avatars.engines.node.evaluate``.
 
-The definition is the seed's (its evaluate.py, shared/spec/engines.md §4): the i-th decoded render frame
-against the i-th val frame ``gt_imgs/<img_id>.jpg`` (the render resized to the ground truth's size with
+The definition is the original prototype's (its evaluate.py:76–100, docs/engines.md): the i-th decoded render
+frame against the i-th val frame ``gt_imgs/<img_id>.jpg`` (the render resized to the ground truth's size with
 ``cv2.resize``'s default when they differ); PSNR = scikit-image's ``peak_signal_noise_ratio`` on the full
 colour 8-bit frames, data range 255; SSIM = scikit-image's ``structural_similarity`` on OpenCV's BGR→gray
-frames with its defaults (7×7 uniform window, K1 0.01, K2 0.03, sample covariance, the mean over the
-windows that lie wholly inside the frame). tests/test_evaluation.py proves equality within 1e-6.
+frames with its defaults (7×7 uniform window, K1 0.01, K2 0.03, sample covariance, the mean over the windows
+that lie wholly inside the frame). tests/test_evaluation.py proves equality within 1e-6.
 
 Why it is fast: for 8-bit frames the 7×7 window sums of x, y, xy, x² and y² are integers that fit in
 int32, so they are computed exactly with OpenCV's box filter, and SSIM is rearranged on those integers
 (no float rounding until the last products and division); the work goes in bands of rows small enough
-to stay in the CPU cache. Decoding (a thread in OpenCV's VideoCapture, the seed's own decoder), reading
+to stay in the CPU cache. Decoding (a thread in OpenCV's VideoCapture, the prototype's own decoder), reading
 the ground truth (another thread) and computing overlap, and everything streams: bounded queues, only
 per-frame numbers kept.
 """
@@ -61,7 +63,7 @@ class EvaluationError(ValueError):
 
 
 def gray(bgr: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR→gray, as the seed converts its frames before SSIM."""
+    """OpenCV's BGR→gray, as the original prototype converts its frames before SSIM."""
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
 
 
@@ -328,7 +330,7 @@ class _FFmpegDecoder:
 
 
 class _OpenCVDecoder:
-    """The render's frames, BGR uint8, from cv2.VideoCapture in a thread: the seed's own decoder (the same
+    """The render's frames, BGR uint8, from cv2.VideoCapture in a thread: the prototype's decoder (the same
     frames by definition), in-process, so no pipe copies — about 0.6 ms a 512×512 frame less CPU than the
     ffmpeg pipe. OpenCV releases the GIL while it decodes."""
 

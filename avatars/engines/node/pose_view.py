@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""Talkforge: the per-job views of a trained avatar that a video generation renders from.
+"""Shipped to and run on the GPU node (standard library only).
+
+Talkforge: the per-job views of a trained avatar that a video generation renders from.
 
 Run on the node as the first command of a generation job (standard library only, so it runs in any
 Python on any node, inside the engine's container too).
 
 ``--dataset D --view V --frames N``: makes ``V`` a view of the dataset ``D``: a symlink to every entry of
-``D`` except ``transforms_val.json``, which is written anew with ``D``'s val frames played ping-pong
-(forward, backward, forward, …) until there are ``N`` of them. GaussianTalker drives custom audio with the
-val pose sequence and renders no more frames than it holds (spec §1.6), so audio longer than the val split
-would be cut; played back and forth the poses cover the whole audio without a jump cut where they loop. The
-turning frame is shown twice, as SyncTalk's own ``mirror_index`` does. ``--start S`` begins at frame ``S``
-of that endless sequence instead of its first: a chat reply renders one sentence at a time, and sentence
-k's poses go on where sentence k-1's ended (S = the frames rendered before it), so the head never jumps
-between consecutive clips.
+``D`` except ``transforms_val.json``, which is written anew with ``D``'s val frames played ping-pong (forward,
+backward, forward, …) until there are ``N`` of them. GaussianTalker drives custom audio with the val pose
+sequence and renders no more frames than it holds (render.py:90–95 at 8ec613b), so audio longer than the val
+split would be cut; played back and forth the poses cover the whole audio without a jump cut where they loop.
+The turning frame is shown twice, as SyncTalk's own ``mirror_index`` does. ``--start S`` begins at frame ``S``
+of that endless sequence instead of its first: a chat reply renders one sentence at a time, and sentence k's
+poses go on where sentence k-1's ended (S = the frames rendered before it), so the head never jumps between
+consecutive clips.
 
 ``--link SOURCE TARGET`` (repeatable): a symlink ``TARGET`` → ``SOURCE`` (parents made), e.g. the model
 view's ``cfg_args`` and ``point_cloud``: render.py writes ``<model_path>/custom/ours_<iter>/``, so two

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""The in-runtime half of a node self-test: ``python selftest.py '<json>'``, run by the engine's own
+"""Shipped to and run on the GPU node, by the engine's own interpreter (standard library only).
+
+The in-runtime half of a node self-test: ``python selftest.py '<json>'``, run by the engine's own
 interpreter inside its image (docker) or environment (bare), in its repository folder.
 
 The JSON names what to look for: ``extensions`` (import names of the compiled extensions) and

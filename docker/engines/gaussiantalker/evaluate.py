@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """PSNR and SSIM of a GaussianTalker render against the dataset's ground-truth frames.
 
-The seed's evaluate.py (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/evaluate.py), fixed:
+The prototype's evaluate.py (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/evaluate.py), fixed:
 
 * GaussianTalker's transforms_val.json frames have no ``file_path``: each frame's ``img_id`` names its
-  ground truth, ``gt_imgs/<img_id>.jpg`` (``<img_id:04d>.jpg`` is still accepted, as the seed did).
+  ground truth, ``gt_imgs/<img_id>.jpg`` (``<img_id:04d>.jpg`` is still accepted, as the prototype did).
   Frames are paired in the file's order, which is the order render.py renders them in.
-* The metric is the seed's: PSNR (scikit-image, data range 255) on the full colour frames, SSIM
+* The metric is the prototype's: PSNR (scikit-image, data range 255) on the full colour frames, SSIM
   (scikit-image defaults, data range 255) on grayscale frames. Grayscale is OpenCV's BGR2GRAY for 8-bit
   images, written out here: Y = (9798 R + 19235 G + 3735 B + 2^14) >> 15, i.e. BT.601 weights in
   15-bit fixed point, so the figure does not depend on having OpenCV installed.
@@ -14,7 +14,7 @@ The seed's evaluate.py (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTa
   at a time. Nothing holds the whole video.
 * A video whose frame count differs from transforms_val.json is reported (with --strict it is an
   error) instead of being silently paired frame by frame with the wrong ground truth.
-* Missing inputs are an error with a non-zero exit status (the seed printed a message and exited 0).
+* Missing inputs are an error with a non-zero exit status (the prototype printed a message and exited 0).
 
 For a self-driven score, evaluate ``test/ours_<N>/renders/*_renders.mov`` (render.py without
 --skip_test): it renders the val split. A custom-audio render has other mouth shapes than the ground

@@ -38,7 +38,7 @@ REQUIRED=(
 OPTIONAL=(
     "alexnet-owt-7be5be79.pth|torch/hub/checkpoints|sha256:7be5be79|download.pytorch.org/models/alexnet-owt-7be5be79.pth|-"
 )
-# Listed by the seed, but no GaussianTalker code reads them (`git grep` at 8ec613b finds none): accepted and
+# Listed by the prototype, but no GaussianTalker code reads them (`git grep` at 8ec613b finds none): accepted and
 # left out.
 UNUSED=(epoch_20.pth resnet50-19c8e357.pth resnet50-0676ba61.pth resnet50.pth shape_predictor_68_face_landmarks.dat)
 

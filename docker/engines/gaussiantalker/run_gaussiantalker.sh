@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # run_gaussiantalker.sh — GaussianTalker's command line: train | infer | evaluate | -h
 #
-# The seed's CLI (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/run_gaussiantalker.sh), same
+# The prototype's CLI (xiaobai-cn21/TFG_ui_GaussianTalker @ 5b957d1, GaussianTalker/run_gaussiantalker.sh), same
 # subcommands, flags and defaults, with its defects fixed:
-#   * DeepSpeech features are extracted with `--input <wav> --output <npy>` (the seed passed positional
+#   * DeepSpeech features are extracted with `--input <wav> --output <npy>` (the prototype passed positional
 #     paths, which upstream's argparse rejects);
 #   * custom audio is first converted to mono 16 kHz 16-bit PCM (upstream reads it with scipy's wavfile,
 #     keeps the first channel and casts the samples to int16: deepspeech_features.py:48-52, :150);
@@ -16,14 +16,14 @@
 #     replaced, through mmcv's _base_ inheritance) is written next to the model and passed instead;
 #   * without --au_csv, OpenFace runs only if the image has it; otherwise training stops with a note to use
 #     Talkforge's EAR blink estimate (avatars/aucsv.py) as --au_csv;
-#   * `--gpu` accepts only CPU or GPU<n> (the seed silently used GPU 0 for anything else);
+#   * `--gpu` accepts only CPU or GPU<n> (the prototype silently used GPU 0 for anything else);
 #   * containers get a large /dev/shm and open-file limit (the loaders run 32 workers: train.py:84, :87,
 #     :130, render.py:58);
 #   * process.py's exit status says nothing (its stages run through os.system and go on after a failure,
 #     data_utils/process.py:24 and on): its outputs are checked before training;
 #   * infer renders with the config the model was trained with (recorded at training), not always
 #     64_dim_1_transformer.py;
-#   * evaluate mounts its inputs read-only and passes the container's paths (the seed mounted the whole
+#   * evaluate mounts its inputs read-only and passes the container's paths (the prototype mounted the whole
 #     folder over the image's code and passed host paths), and fails on missing inputs.
 #
 # Two runtimes (GT_RUNTIME):
@@ -471,7 +471,7 @@ infer() {
         -vn -ac 1 -ar 16000 -c:a pcm_s16le "$c_audio/$stem.wav"
 
     echo "===== step 2: DeepSpeech features ====="
-    # extract_ds_features.py:25 --input, :30 --output (the seed passed them positionally).
+    # extract_ds_features.py:25 --input, :30 --output (the prototype passed them positionally).
     engine_run --mount "$HOST_DATA:$C_DATA" -- \
         python data_utils/deepspeech_features/extract_ds_features.py \
         --input "$c_audio/$stem.wav" --output "$c_audio/$stem.npy"

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Talkforge demo engine: a CPU stand-in for GaussianTalker's
+"""Shipped to and run on the node, GPU or CPU (standard library only).
+
+Talkforge demo engine: a CPU stand-in for GaussianTalker's
 ``data_utils/deepspeech_features/extract_ds_features.py``. NOT DeepSpeech: no model runs.
 
 Same arguments (``--input x.wav [--output y.npy]``, output ``x.npy`` by default) and the same input rules
-(spec §1.4: mono 16 kHz 16-bit PCM WAV). It writes a placeholder ``.npy`` *text* file that says it holds no
-features and records the shape real features would have: ``[T, 16, 29]``, T = one window per 25-fps frame
-(the logits at 50 per second, windows with stride 2). The demo ``render.py`` reads that shape, as the real
-one reads the array's. Standard library only, so it can be copied onto any node.
+(mono 16 kHz 16-bit PCM WAV, docs/engines.md). It writes a placeholder ``.npy`` *text* file that says it holds
+no features and records the shape real features would have: ``[T, 16, 29]``, T = one window per 25-fps frame
+(the logits at 50 per second, windows with stride 2). The demo ``render.py`` reads that shape, as the real one
+reads the array's. Standard library only, so it can be copied onto any node.
 """
 
 import argparse

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge demo preprocessing: a CPU stand-in for GaussianTalker's ``data_utils/process.py``. NOT face
+"""Shipped to and run on the node, GPU or CPU (standard library, ffmpeg and ffprobe).
+
+Talkforge demo preprocessing: a CPU stand-in for GaussianTalker's ``data_utils/process.py``. NOT face
 parsing, landmark detection or face tracking.
 
 It takes the same arguments (``<dir>/<name>/<name>.mp4 [--task N] [--asr deepspeech]``, plus ``--fail_task``),
@@ -254,7 +256,8 @@ def face_tracking(base_dir, ori_imgs_dir, fail):
             flush=True,
         )
     else:
-        # face_tracker.py's console (spec §3). The numbers are made up: nothing is fitted.
+        # face_tracker.py's console (data_utils/face_tracking/face_tracker.py:51–403). The numbers are made
+        # up: nothing is fitted.
         print("[INFO] fitting focal length...", flush=True)
         for focal in range(600, 1500, 100):
             print(focal, round(40.0 + abs(focal - DEMO_FOCAL) / 25, 4), -7.0, flush=True)

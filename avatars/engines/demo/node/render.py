@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
-"""Talkforge demo engine: a CPU stand-in for GaussianTalker's ``render.py``. NOT a trained model.
+"""Shipped to and run on the node, GPU or CPU (standard library and ffmpeg).
 
-Validation render (``--skip_train``): prints render.py's console (spec §3: ``Loading trained model at
-iteration N``, ``test set rendering : N frames``, the ``Rendering progress`` bar, ``total frame``,
-``FPS``) and writes its layout (§1.6): ``<model>/test/ours_<iter>/renders/<P>_test_<iter>iter_renders.mov``
-with the val split's audio muxed in, and ``gt/<P>_test_<iter>iter_gt.mov``. The "rendering" is the
-val split's own ground-truth frames with added noise, made by ffmpeg: honest stand-in files, so that the
-platform's evaluation has something real to compare.
+Talkforge demo engine: a CPU stand-in for GaussianTalker's ``render.py``. NOT a trained model.
+
+Validation render (``--skip_train``): prints render.py's console (docs/engines.md: ``Loading trained model
+at iteration N``, ``test set rendering : N frames``, the ``Rendering progress`` bar, ``total frame``,
+``FPS``) and writes its layout (render.py:137–139 at GaussianTalker 8ec613b):
+``<model>/test/ours_<iter>/renders/<P>_test_<iter>iter_renders.mov`` with the val split's audio muxed in,
+and ``gt/<P>_test_<iter>iter_gt.mov``. The "rendering" is the val split's own ground-truth frames with
+added noise, made by ffmpeg: honest stand-in files, so that the platform's evaluation has something real
+to compare.
 
 Custom audio (``--custom_aud x.npy --custom_wav x.wav``, both joined to ``-s`` like render.py does): the
 ``custom`` set, rendered before the others, drives the val pose sequence of ``-s`` with the audio. As in the
-seed's patched render.py, the frames rendered are min(val frames, audio frames) — the audio's frame count
-is T of its features ``[T, 16, 29]`` (here read from the demo features placeholder) — with
+original prototype's patched reader (docs/engines.md), the frames rendered are min(val frames, audio
+frames) — the audio's frame count is T of its features ``[T, 16, 29]`` (here read from the demo features
+placeholder) — with
 ``[INFO] Custom audio mode: limiting render frames to N`` when the audio is the shorter. The result is
 ``<model>/custom/ours_<loaded iter>/renders/<P>_custom_<iter>iter_renders.mov``: the val split's
 ground-truth frames listed in ``transforms_val.json``, in that order, with visible noise (the honest marker

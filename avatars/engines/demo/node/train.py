@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Talkforge demo engine: a CPU stand-in for GaussianTalker's ``train.py``. NOT a trained model.
+"""Shipped to and run on the node, GPU or CPU (standard library only).
+
+Talkforge demo engine: a CPU stand-in for GaussianTalker's ``train.py``. NOT a trained model.
 
 It takes the same arguments as the real ``train.py`` (plus ``--seconds``), prints the same console
 (``safe_state`` timestamps on stdout, ``Training progress`` tqdm bars on stderr redrawn with ``\\r``,
