@@ -310,7 +310,7 @@ def test_render_parser_reads_a_custom_audio_render():
     assert progress == sorted(progress)
     assert progress[-1] == 0.5  # the bar is the first of two passes; success sets 1.0
     metrics = merged_metrics(updates)
-    assert metrics["fps"] == pytest.approx(97.31785614372349)
+    assert metrics["fps"] == pytest.approx(97.35232639157698)
     assert metrics["points"] == 36365
     assert metrics["frames"] == metrics["rendered_frames"] == 503
     # the custom audio's frames are what render.py rendered for the custom set (render.py:101), not the
