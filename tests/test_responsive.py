@@ -143,3 +143,18 @@ def test_the_menu_opens_by_click_and_without_javascript_every_link_is_shown(port
             assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         finally:
             browser.close()
+
+
+def test_the_theme_follows_the_system_and_the_toggle_remembers_a_choice(portal_page, alice):
+    with portal_page() as page:
+        page.emulate_media(color_scheme="dark")
+        log_in(page, "alice", "alice-password-1")
+        background = "getComputedStyle(document.body).backgroundColor"
+        assert page.evaluate(background) == "rgb(18, 22, 27)", "the system's dark preference"
+        assert page.locator("#theme-toggle").inner_text() == "Light theme"
+        page.click("#theme-toggle")
+        assert page.evaluate(background) == "rgb(245, 246, 248)"
+        page.reload()
+        assert page.evaluate(background) == "rgb(245, 246, 248)", "the choice is remembered"
+        assert page.locator("#theme-toggle").get_attribute("aria-pressed") == "false"
+        assert not page.errors
