@@ -158,3 +158,34 @@ def test_the_theme_follows_the_system_and_the_toggle_remembers_a_choice(portal_p
         assert page.evaluate(background) == "rgb(245, 246, 248)", "the choice is remembered"
         assert page.locator("#theme-toggle").get_attribute("aria-pressed") == "false"
         assert not page.errors
+
+
+def test_the_video_form_offers_only_the_chosen_avatars_checkpoints_and_the_chosen_source(portal_page, alice):
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint
+    from gpu_nodes.models import Node
+
+    node = Node.objects.create(name="n", workdir="/w")
+    checkpoints = {}
+    for name in ("Ada", "Bea"):
+        avatar = Avatar.objects.create(
+            owner=alice, name=name, slug=f"{name.lower()}-form", engine="demo", status="trained",
+            video="avatars/x/x.mp4", consent_given_at=timezone.now(), consent_given_by=alice,
+            consent_statement="mine",
+        )  # fmt: skip
+        checkpoints[name] = (avatar.pk, Checkpoint.objects.create(avatar=avatar, node=node, stage="fine",
+                                                                  iteration=500, path="/p").pk)  # fmt: skip
+    offered = """() => [...document.querySelectorAll('[name=checkpoint] option')]
+                         .filter(o => !o.disabled && o.value).map(o => o.value)"""
+    with portal_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/videos/new/?avatar={checkpoints['Ada'][0]}")
+        assert page.evaluate(offered) == [str(checkpoints["Ada"][1])]
+        page.select_option("[name=avatar]", str(checkpoints["Bea"][0]))
+        assert page.evaluate(offered) == [str(checkpoints["Bea"][1])]
+        page.check("[name=source][value=text]")
+        assert not page.locator("[name=audio]").is_visible() and page.locator("[name=text]").is_visible()
+        page.check("[name=source][value=audio]")
+        assert page.locator("[name=audio]").is_visible() and not page.locator("[name=text]").is_visible()
+        assert not page.errors

@@ -688,3 +688,42 @@ def test_a_video_made_in_the_browser_plays_there_once_its_job_ends(
         assert state["duration"] == pytest.approx(1.3, abs=0.05) and state["width"] == 320
         assert page.locator("#download").get_attribute("href").endswith("/media/video/?download=1")
         assert page.errors == [] and page.outside_requests == []
+
+
+def test_the_form_offers_each_checkpoint_with_its_avatar_and_keeps_only_the_chosen_source(alice, bob):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint
+    from gpu_nodes.models import Node
+    from videos.forms import VideoCreateForm
+
+    node = Node.objects.create(name="n", workdir="/w")
+
+    def trained(owner, name):
+        avatar = Avatar.objects.create(
+            owner=owner, name=name, slug=f"{name.lower()}-{owner.pk}", engine="demo", status="trained",
+            video="avatars/x/x.mp4", consent_given_at=timezone.now(), consent_given_by=owner,
+            consent_statement="mine",
+        )  # fmt: skip
+        return avatar, Checkpoint.objects.create(
+            avatar=avatar, node=node, stage="fine", iteration=500, path="/p"
+        )
+
+    ada, ada_checkpoint = trained(alice, "Ada")
+    bea, bea_checkpoint = trained(alice, "Bea")
+    _, bobs_checkpoint = trained(bob, "Bob")
+    html = str(VideoCreateForm(user=alice)["checkpoint"])
+    assert f'value="{ada_checkpoint.pk}" data-avatar="{ada.pk}"' in html
+    assert f'value="{bea_checkpoint.pk}" data-avatar="{bea.pk}"' in html
+    assert f'value="{bobs_checkpoint.pk}"' not in html
+
+    audio = SimpleUploadedFile("a.wav", b"RIFF....WAVE")
+    fields = {"avatar": ada.pk, "voice": "offline", "batch_size": 8}
+    chose_audio = VideoCreateForm(
+        {**fields, "source": "audio", "text": "typed before"}, {"audio": audio}, user=alice
+    )
+    assert chose_audio.is_valid(), chose_audio.errors
+    assert chose_audio.cleaned_data["text"] == "" and chose_audio.cleaned_data["audio"] is audio
+    chose_text = VideoCreateForm({**fields, "source": "text"}, {"audio": audio}, user=alice)
+    assert not chose_text.is_valid() and chose_text.errors["text"] == ["Type the text the avatar should say."]

@@ -49,7 +49,13 @@ def video_new(request):
                 return redirect(url)
         if wants_json(request):
             return JsonResponse({"errors": form_errors(form)}, status=400)
-    return render(request, "videos/video_new.html", {"form": form, "max_bytes": settings.MAX_UPLOAD_BYTES})
+    limits = {
+        "max_bytes": settings.MAX_UPLOAD_BYTES,
+        "min_seconds": settings.VIDEO_MIN_AUDIO_SECONDS,
+        "max_minutes": settings.VIDEO_MAX_AUDIO_SECONDS / 60,
+        "max_chars": settings.VIDEO_MAX_TEXT_CHARS,
+    }
+    return render(request, "videos/video_new.html", {"form": form, **limits})
 
 
 @login_required
