@@ -20,4 +20,9 @@ class AvatarCreateForm(forms.Form):
         empty_label="any (the scheduler decides)",
         help_text="Where preprocessing goes first; later steps follow the data.",
     )  # fmt: skip
+    trim_start = forms.FloatField(
+        required=False, min_value=0, label="Keep from (s)",
+        help_text="Optional: the part of the clip to train on (set it from the preview).",
+    )  # fmt: skip
+    trim_end = forms.FloatField(required=False, min_value=0, label="to (s)")
     consent = forms.BooleanField(label=CONSENT_STATEMENT)

@@ -106,13 +106,17 @@ def probe(path: Path) -> VideoInfo:
     )
 
 
-def normalise(source: Path, target: Path) -> None:
-    """Re-encode to what the engines expect: 25 fps constant frame rate, H.264 + AAC, in an MP4.
+def normalise(source: Path, target: Path, *, start: float = 0.0, end: float | None = None) -> None:
+    """Re-encode to what the engines expect: 25 fps constant frame rate, H.264 + AAC, in an MP4; only the
+    part from ``start`` to ``end`` seconds when the person trimmed the clip.
 
     (The engines extract 16 kHz audio themselves.) Written under a temporary name, then renamed."""
     partial = target.with_name(f".{target.name}.part.mp4")
+    trim = ["-ss", f"{start:.3f}"] if start else []
+    if end is not None:
+        trim += ["-t", f"{end - start:.3f}"]
     command = [
-        "ffmpeg", "-nostdin", "-y", "-v", "error", "-i", str(source),
+        "ffmpeg", "-nostdin", "-y", "-v", "error", *trim, "-i", str(source),
         "-map", "0:v:0", "-map", "0:a:0", "-r", str(ENGINE_FPS), "-vsync", "cfr",
         "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
         "-c:a", "aac", "-b:a", "192k", "-movflags", "+faststart", str(partial),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import tempfile
 from pathlib import Path, PurePosixPath
 
@@ -51,6 +53,17 @@ def check_video(info: VideoInfo) -> None:
         )
 
 
+def _trim(duration: float, start: float | None, end: float | None) -> tuple[float, float]:
+    """The kept part of a clip ``duration`` seconds long, checked: (start, end) in seconds."""
+    start = 0.0 if start is None else float(start)
+    end = duration if end is None else float(end)
+    if not (0 <= start < duration) or not math.isfinite(start):
+        raise ServiceError(f"The clip starts at 0 s and lasts {duration:.1f} s: choose a start inside it.")
+    if not math.isfinite(end) or end <= start:
+        raise ServiceError("The end of the part to keep must come after its start.")
+    return start, min(end, duration)
+
+
 def avatar_create(
     *,
     owner,
@@ -61,9 +74,12 @@ def avatar_create(
     au_csv: UploadedFile | None = None,
     training_settings: dict | None = None,
     preferred_node=None,
+    trim_start: float | None = None,
+    trim_end: float | None = None,
 ) -> Avatar:
     """Validate and store a training video and make the avatar. On any error nothing is left behind.
-    ``preferred_node``: where its steps go first when nothing else decides (no node holds its data yet)."""
+    ``preferred_node``: where its steps go first when nothing else decides (no node holds its data yet).
+    ``trim_start``/``trim_end``: the part of the clip to keep, in seconds (the upload page's preview)."""
     name = (name or "").strip()
     if not consent:
         raise ServiceError("Confirm that the person in the video agreed to have their likeness trained.")
@@ -83,8 +99,10 @@ def avatar_create(
         # Normalised and checked on this machine's disk; stored (core/media.py) once every check passed.
         with tempfile.TemporaryDirectory() as scratch, media.writing(f"{folder}/{slug}.mp4") as target:
             source = upload_on_disk(video, Path(scratch))
-            check_video(probe(source))
-            normalise(source, target)
+            info = probe(source)
+            start, end = _trim(info.duration, trim_start, trim_end)
+            check_video(dataclasses.replace(info, duration=end - start))
+            normalise(source, target, start=start, end=end if end < info.duration else None)
             info = probe(target)
             text = ""
             if au_csv is not None:

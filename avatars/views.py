@@ -72,6 +72,7 @@ def avatar_new(request):
                 avatar = avatar_create(
                     owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
                     au_csv=data["au_csv"], consent=data["consent"], preferred_node=data["preferred_node"],
+                    trim_start=data["trim_start"], trim_end=data["trim_end"],
                 )  # fmt: skip
             except ServiceError as error:
                 form.add_error(None, str(error))
@@ -82,7 +83,14 @@ def avatar_new(request):
                 return redirect(url)
         if wants_json(request):
             return JsonResponse({"errors": form_errors(form)}, status=400)
-    return render(request, "avatars/avatar_new.html", {"form": form, "max_bytes": settings.MAX_UPLOAD_BYTES})
+    limits = {
+        "max_bytes": settings.MAX_UPLOAD_BYTES,
+        "min_seconds": settings.AVATAR_MIN_SECONDS,
+        "max_seconds": settings.AVATAR_MAX_SECONDS,
+        "max_minutes": settings.AVATAR_MAX_SECONDS / 60,
+        "min_side": settings.AVATAR_MIN_SIDE_PIXELS,
+    }
+    return render(request, "avatars/avatar_new.html", {"form": form, **limits})
 
 
 def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:

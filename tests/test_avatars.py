@@ -277,3 +277,26 @@ def test_an_avatar_is_neither_deleted_nor_retrained_under_a_running_render(alice
     Job.objects.filter(pk=render.pk).update(status="succeeded")
     assert client.delete(f"/api/avatars/{avatar.pk}/").status_code == 204
     assert not Avatar.objects.filter(pk=avatar.pk).exists()
+
+
+def test_the_kept_part_of_a_trimmed_clip_is_what_trains_and_a_bad_trim_is_refused(alice, videos):
+    response = create(api(alice), videos["good"], trim_start="1", trim_end="3.5")
+    assert response.status_code == 201, response.json()
+    avatar = Avatar.objects.get(pk=response.json()["id"])
+    assert avatar.video_info["frames"] == pytest.approx(62, abs=2)  # 2.5 s of the 4 s clip at 25 fps
+
+    for fields, message in (
+        ({"trim_start": "2.5"}, "at least 2 s are needed"),  # 1.5 s left
+        ({"trim_start": "3", "trim_end": "2"}, "must come after its start"),
+        ({"trim_start": "9"}, "choose a start inside it"),
+    ):
+        refused = create(api(alice), videos["good"], name="Other", **fields)
+        assert refused.status_code == 400 and message in refused.json()["detail"], fields
+    assert Avatar.objects.count() == 1
+
+
+def test_the_upload_page_states_the_guidelines_and_previews_the_clip(alice, client):
+    client.force_login(alice)
+    page = client.get("/avatars/new/").content.decode()
+    assert "One face" in page and "Steady, even light" in page and "at least 2 s" in page
+    assert 'id="clip-preview"' in page and 'name="trim_start"' in page and "clip_preview.js" in page

@@ -189,3 +189,20 @@ def test_the_video_form_offers_only_the_chosen_avatars_checkpoints_and_the_chose
         page.check("[name=source][value=audio]")
         assert page.locator("[name=audio]").is_visible() and not page.locator("[name=text]").is_visible()
         assert not page.errors
+
+
+def test_the_upload_page_previews_the_chosen_clip_and_says_what_is_kept(portal_page, alice, videos):
+    with portal_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto("/avatars/new/")
+        assert not page.locator("#clip-preview").is_visible()
+        page.set_input_files("[name=video]", str(videos["good"]))
+        page.wait_for_function(
+            "() => document.getElementById('clip-length').textContent.startsWith('Clip: 0 min 04 s')"
+        )
+        assert page.locator("#clip-warning").is_visible()  # 4 s: below the server's minimum (60 s here)
+        page.fill("[name=trim_start]", "1")
+        page.wait_for_function(
+            "() => document.getElementById('clip-length').textContent.includes('keeping 0 min 03 s')"
+        )
+        assert not page.errors

@@ -74,6 +74,12 @@ class AvatarCreateSerializer(serializers.Serializer):
     consent = serializers.BooleanField(
         help_text="true: the person shown agreed that their likeness is trained (see consent_statement)."
     )
+    trim_start = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, help_text="Keep the clip from this second on."
+    )
+    trim_end = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, help_text="Keep the clip up to this second."
+    )
 
 
 class AvatarTrainSerializer(serializers.Serializer):

@@ -45,6 +45,7 @@ class AvatarViewSet(
         avatar = avatar_create(
             owner=request.user, name=data["name"], engine=data["engine"], video=data["video"],
             au_csv=data.get("au_csv"), consent=data["consent"], preferred_node=data.get("preferred_node"),
+            trim_start=data.get("trim_start"), trim_end=data.get("trim_end"),
         )  # fmt: skip
         return Response(AvatarSerializer(avatar).data, status=status.HTTP_201_CREATED)
 
