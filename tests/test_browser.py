@@ -83,7 +83,7 @@ def test_demo_job_runs_live_in_the_browser_without_reloading(
 
     with chromium_page() as page:
         log_in(page, "alice", "alice-password-1")
-        assert page.locator("h1").inner_text() == "Dashboard"
+        assert page.locator("h1").inner_text() == "Your avatars"  # the dashboard
         page.fill("#id_seconds", "4")
         page.fill("#id_iterations", "60")
         page.fill("#id_coarse_iterations", "30")
