@@ -191,12 +191,31 @@ def probe_audio(path: Path) -> AudioInfo:
             "WebM."
         )
     duration = float(audio.get("duration") or data.get("format", {}).get("duration") or 0)
+    if not duration:
+        duration = _packet_duration(path)
     return AudioInfo(
         duration=duration,
         codec=audio.get("codec_name", ""),
         sample_rate=int(audio.get("sample_rate") or 0),
         channels=int(audio.get("channels") or 0),
     )
+
+
+def _packet_duration(path: Path) -> float:
+    """How long the first audio stream lasts, from its packets' timestamps: for files whose header does not
+    say (a browser's MediaRecorder writes WebM without a duration)."""
+    result = _run(
+        ["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "packet=pts_time,duration_time",
+         "-print_format", "json", str(path)],
+        timeout=120, what="Reading the audio",
+    )  # fmt: skip
+    if result.returncode != 0:
+        return 0.0
+    ends = [
+        float(packet.get("pts_time") or 0) + float(packet.get("duration_time") or 0)
+        for packet in json.loads(result.stdout or b"{}").get("packets", [])
+    ]
+    return max(ends, default=0.0)
 
 
 def to_wav(source: Path, target: Path, *, sample_rate: int, max_seconds: float | None = None) -> None:

@@ -206,3 +206,40 @@ def test_the_upload_page_previews_the_chosen_clip_and_says_what_is_kept(portal_p
             "() => document.getElementById('clip-length').textContent.includes('keeping 0 min 03 s')"
         )
         assert not page.errors
+
+
+def test_a_voice_recorded_in_the_browser_is_added_like_an_upload(asgi_server, alice):
+    """Chromium's fake microphone (a tone) records a few seconds; the form sends it as its file and the
+    server converts it into the voice's reference WAV."""
+    from urllib.parse import urlparse
+
+    from playwright.sync_api import sync_playwright
+
+    from chat.models import Voice
+
+    args = [*CHROMIUM_ARGS, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            context = browser.new_context(base_url=asgi_server)
+            context.grant_permissions(["microphone"], origin=asgi_server)
+            page = context.new_page()
+            page.set_default_timeout(30_000)
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            log_in(page, "alice", "alice-password-1")
+            page.goto("/chat/voices/")
+            page.fill("[name=name]", "Read aloud")
+            page.click("#record-voice")
+            page.wait_for_timeout(4500)
+            page.click("#record-voice")
+            page.wait_for_function("() => document.querySelector('[name=recording]').files.length === 1")
+            page.check("[name=consent]")
+            page.click("#voice-form button[type=submit]")
+            page.wait_for_load_state()
+            assert "Voice Read aloud added." in page.content(), page.locator("main").inner_text()[:1500]
+            assert urlparse(page.url).path == "/chat/voices/" and not errors
+        finally:
+            browser.close()
+    voice = Voice.objects.get(owner=alice)
+    assert voice.name == "Read aloud" and voice.reference_info["duration"] >= 3
