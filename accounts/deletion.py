@@ -13,8 +13,8 @@ from pathlib import PurePosixPath
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from core.errors import ServiceError
 from talkforge.erasure import Erasure
-from talkforge.errors import ServiceError
 
 from .models import User
 

@@ -16,12 +16,12 @@ from pathlib import Path, PurePosixPath
 
 from django.urls import reverse
 
+from core.errors import ServiceError
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from . import pipeline, transfer
 from .engines.base import Step, scripts_on_node

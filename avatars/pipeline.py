@@ -18,9 +18,9 @@ from pathlib import PurePosixPath
 
 from django.db import transaction
 
+from core.errors import ServiceError
 from core.params import TRAIN_ITERATIONS
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from .engines import base
 from .engines.shell import shell_and  # noqa: F401 - the name videos and the job kinds use

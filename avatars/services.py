@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from accounts.quotas import quota_check_storage
 from core import media
+from core.errors import ServiceError
 from talkforge.erasure import Erasure
-from talkforge.errors import ServiceError
 
 from .aucsv import validate_au_csv
 from .engines.registry import DEFAULT_ENGINE, ENGINES

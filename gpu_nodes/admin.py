@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from . import secrets
 from .connections import NodeError
@@ -173,7 +173,7 @@ class NodeAdmin(admin.ModelAdmin):
         return redirect("admin:gpu_nodes_node_change", node.pk)
 
     def _queue_selftests(self, request, nodes):
-        from jobs.queue import queue_named
+        from core.queues import queue_named
 
         for node in nodes:
             names = list(node.engines.values_list("engine", flat=True))

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from . import secrets
 from .cleanup import node_cleanups_run
@@ -75,7 +75,7 @@ def node_probe(*, node: Node) -> Node:
         return node
     if not node.reachable_here:
         # A local node of another machine: its own worker probes it (gpu_nodes.tasks.node_probe_task).
-        from jobs.queue import queue_named
+        from core.queues import queue_named
 
         queue_named(node.queue_name).enqueue("gpu_nodes.tasks.node_probe_task", node.pk, job_timeout=120)
         return node

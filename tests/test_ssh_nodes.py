@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ServiceError
 from gpu_nodes import secrets
 from gpu_nodes.connections import CommandNotFound, NodeError, _group_members, connection_for
 from gpu_nodes.models import Node
@@ -20,7 +21,6 @@ from gpu_nodes.services import (
     node_set_credentials,
 )
 from gpu_nodes.ssh import pool, upload_partial_path
-from talkforge.errors import ServiceError
 
 from .conftest import free_port
 

@@ -30,12 +30,12 @@ from avatars.engines.console import STEP, ConsoleParser, Update, step_marker
 from avatars.engines.shell import shell_and
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
+from core.errors import ServiceError
 from core.params import object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from .models import Video
 from .selectors import videos_visible_to

@@ -18,10 +18,10 @@ from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.runs import default_checkpoint
 from avatars.uploads import upload_on_disk
 from core import media
+from core.errors import ServiceError
 from core.params import RENDER_BATCH
 from jobs.models import Job
 from jobs.services import job_cancel, job_submit
-from talkforge.errors import ServiceError
 
 from . import tts
 from .models import Video
