@@ -19,7 +19,7 @@ from avatars.uploads import unique_slug, upload_on_disk
 from core import media
 from core.errors import ServiceError
 from gpu_nodes import secrets as secret_box
-from talkforge.erasure import Erasure
+from gpu_nodes.erasure import Erasure
 
 from . import llm
 from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE

@@ -13,7 +13,9 @@ from core.errors import ServiceError
 
 from . import secrets
 from .cleanup import node_cleanups_run
-from .connections import CommandNotFound, NodeError, connection_for
+from .connect import connection_for
+from .connections import CommandNotFound, NodeError
+from .engine_catalog import real_engines
 from .models import Gpu, Node, NodeEngine
 
 logger = logging.getLogger(__name__)
@@ -302,18 +304,12 @@ def _validate(node: Node) -> None:
 # --- engines on a node ---------------------------------------------------------------------------------
 
 
-def _real_engines() -> dict:
-    from avatars.engines.registry import ENGINES  # the registry sits above this app; only read here
-
-    return {name: engine for name, engine in ENGINES.items() if not engine.stand_in}
-
-
 def engine_install_problem(
     node: Node, name: str, *, image: str, install_dir: str, environment: str
 ) -> str | None:
     """What is wrong with this install of engine ``name`` on ``node`` (API, admin), or None."""
     if node.runtime == Node.Runtime.DOCKER and not image:
-        default = _real_engines()[name].default_image
+        default = real_engines()[name].default_image
         return (
             f"{name} needs its image on docker node {node.name} (e.g. {default}, built from "
             f"docker/engines/{name}/)."
@@ -328,7 +324,7 @@ def engine_install_problem(
 def node_set_engines(*, node: Node, engines: list[dict]) -> list[NodeEngine]:
     """Replace what ``node`` says about its engines: one entry per engine it can run, with its image
     (docker) or its repository folder and environment (bare). An unchanged entry keeps its self-test."""
-    known = _real_engines()
+    known = real_engines()
     seen: set[str] = set()
     rows = []
     for entry in engines:

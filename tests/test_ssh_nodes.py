@@ -11,7 +11,8 @@ import pytest
 
 from core.errors import ServiceError
 from gpu_nodes import secrets
-from gpu_nodes.connections import CommandNotFound, NodeError, _group_members, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import CommandNotFound, NodeError, _group_members
 from gpu_nodes.models import Node
 from gpu_nodes.services import (
     node_confirm_host_key,

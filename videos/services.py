@@ -26,6 +26,8 @@ from jobs.services import job_cancel, job_submit
 from . import tts
 from .models import Video
 
+RESULT, POSTER = "video.mp4", "poster.jpg"  # the files a generation job collects
+
 logger = logging.getLogger(__name__)
 
 AUDIO_FORMATS = "WAV, MP3, M4A, OGG, FLAC or WebM"
@@ -172,8 +174,6 @@ def video_record_result(*, job: Job) -> Video | None:
         video.save(update_fields=["error"])
         return video
     files = job.result.get("files", {})
-    from .job_kind import POSTER, RESULT
-
     video.result, video.poster = files.get(RESULT, ""), files.get(POSTER, "")
     try:
         with media.local_path(video.result) as path:

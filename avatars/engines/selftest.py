@@ -21,7 +21,8 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from core.errors import ServiceError
-from gpu_nodes.connections import CommandNotFound, NodeConnection, NodeError, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import CommandNotFound, NodeConnection, NodeError
 from gpu_nodes.models import Node, NodeEngine
 from gpu_nodes.node_engines import node_engine
 from gpu_nodes.runtime import wrap
