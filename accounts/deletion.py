@@ -3,7 +3,7 @@
 Its own module because it reaches every app: avatars (with their files here and on the nodes,
 avatars/services.py avatar_erasure), voices (chat/services.py voice_erasure), conversations with their
 recordings and clips, videos, jobs with their logs and files, and API tokens. The rows go in one
-transaction; the files once it has committed (talkforge/erasure.py).
+transaction; the files once it has committed (gpu_nodes/erasure.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import PurePosixPath
 from django.db import transaction
 from django.db.models import ProtectedError
 
-from talkforge.erasure import Erasure
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
+from gpu_nodes.erasure import Erasure
 
 from .models import User
 

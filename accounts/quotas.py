@@ -23,7 +23,7 @@ from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from core import media
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .models import Quota
 

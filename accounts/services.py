@@ -6,7 +6,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .models import ApiToken, InviteCode, User
 

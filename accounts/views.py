@@ -5,7 +5,7 @@ from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .deletion import account_delete
 from .forms import SignUpForm

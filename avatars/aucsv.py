@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .engines.node.blinks import au45_from_ear, au_csv_lines, eye_aspect_ratio
 

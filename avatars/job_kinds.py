@@ -16,16 +16,18 @@ from pathlib import Path, PurePosixPath
 
 from django.urls import reverse
 
+from core.errors import ServiceError
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from . import pipeline, transfer
 from .engines.base import Step, scripts_on_node
 from .engines.console import EvaluateParser
+from .engines.shell import shell_and
+from .layout import dataset_dir
 from .runs import rendered_checkpoint, run_of
 from .selectors import avatars_visible_to
 
@@ -63,7 +65,7 @@ def _missing(conn: NodeConnection, folder: PurePosixPath, patterns: list[str]) -
 
 def preprocess_plan(job: Job) -> Plan:
     avatar, engine = job.avatar, job.avatar.engine_plugin
-    data = pipeline.dataset_dir(avatar, job.node.workdir)
+    data = dataset_dir(avatar, job.node.workdir)
     video = data / f"{avatar.slug}.mp4"
     uploads = [(avatar.video, str(video))]  # media files (core/media.py), fetched by the runner
     if avatar.au_csv:
@@ -105,7 +107,7 @@ def folder_bytes(conn: NodeConnection, folder: PurePosixPath) -> int:
 def train_plan(job: Job) -> Plan:
     """The engine's training recipe, in the run's own model folder (``<model folder>/<slug>/run-<id>``)."""
     avatar = job.avatar
-    data = pipeline.dataset_dir(avatar, job.node.workdir)
+    data = dataset_dir(avatar, job.node.workdir)
     step = avatar.engine_plugin.train(job, data=data, run=run_of(job))
 
     def prepare(conn: NodeConnection) -> None:
@@ -120,7 +122,7 @@ def train_plan(job: Job) -> Plan:
 def render_validation_plan(job: Job) -> Plan:
     """Render the held-out val split with one checkpoint (the job's run and iteration) and bring the result
     video back."""
-    data = pipeline.dataset_dir(job.avatar, job.node.workdir)
+    data = dataset_dir(job.avatar, job.node.workdir)
     run, iteration = rendered_checkpoint(job)
     step = job.avatar.engine_plugin.validation_render(job, data=data, run=run, iteration=iteration)
     return step_plan(job, step)
@@ -131,14 +133,14 @@ def evaluate_plan(job: Job) -> Plan:
     ``node/evaluate.py`` next to the data (no frames cross the network; it needs numpy and OpenCV, which
     both engines' environments have)."""
     avatar, engine = job.avatar, job.avatar.engine_plugin
-    data = pipeline.dataset_dir(avatar, job.node.workdir)
+    data = dataset_dir(avatar, job.node.workdir)
     run, iteration = rendered_checkpoint(job)
     video = engine.validation_video(
         model=engine.run_dir(avatar.slug, job.node.workdir, run), iteration=iteration
     )
     report = str(job_folder(job) / "evaluation.json")
     python, (evaluate,), scripts = scripts_on_node(job, "node/evaluate.py")
-    argv = pipeline.shell_and(
+    argv = shell_and(
         ["mkdir", "-p", str(job_folder(job))],
         [python, "-u", evaluate, "--video", video, "--data", str(data), "--output-json", report],
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 logger = logging.getLogger(__name__)
 

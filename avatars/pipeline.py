@@ -14,29 +14,19 @@ it) or, for bare nodes, from a checkout at ``<workdir>/engines/<engine>`` in the
 from __future__ import annotations
 
 import logging
-from pathlib import PurePosixPath
 
 from django.db import transaction
 
+from core.errors import ServiceError
 from core.params import TRAIN_ITERATIONS
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
-from .engines import base
-from .engines.shell import shell_and  # noqa: F401 - the name videos and the job kinds use
+from .layout import dataset_dir
 from .models import Avatar, Checkpoint, DatasetCopy, Evaluation
 from .runs import rendered_checkpoint, run_of
+from .transfer import transfer_sources
 
 logger = logging.getLogger(__name__)
-
-
-def dataset_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
-    return base.dataset_dir(avatar.slug, workdir)
-
-
-def model_dir(avatar: Avatar, workdir: str) -> PurePosixPath:
-    """The folder that holds every training run of the avatar on a node (``run-<id>`` inside)."""
-    return avatar.engine_plugin.model_root(avatar.slug, workdir)
 
 
 @transaction.atomic
@@ -61,8 +51,6 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
     params = {"avatar": avatar.pk, **settings}
     # A complete dataset on a node that can hand it over means no preprocessing: training goes where the
     # data is when a slot is free there, and elsewhere copies it first (avatars/transfer.py).
-    from .transfer import transfer_sources
-
     has_data = transfer_sources(avatar).exists()
     Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
     kind = Job.Kind.TRAIN if has_data else Job.Kind.PREPROCESS

@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from accounts.quotas import quota_check_storage
 from core import media
-from talkforge.erasure import Erasure
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
+from gpu_nodes.erasure import Erasure
 
 from .aucsv import validate_au_csv
 from .engines.registry import DEFAULT_ENGINE, ENGINES
@@ -168,7 +168,7 @@ def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
     folders."""
     from jobs.models import Job
 
-    from .pipeline import dataset_dir, model_dir
+    from .layout import dataset_dir, model_dir
 
     erasure.add_media(avatar.folder)
     jobs = list(Job.objects.filter(avatar=avatar).select_related("node"))

@@ -14,12 +14,13 @@ from pathlib import Path, PurePosixPath
 
 from django.conf import settings
 
-from gpu_nodes.connections import NodeConnection, NodeError, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from jobs import events
 from jobs.models import Job
 
-from . import pipeline
+from .layout import dataset_dir
 from .models import DatasetCopy
 
 PACK = 'mkdir -p "$1" && tar -cf "$2" -C "$3" "$4"'
@@ -60,7 +61,7 @@ def dataset_copy(*, source: DatasetCopy, target: Node, target_conn: NodeConnecti
     folder = PurePosixPath(source.path)
     token = secrets.token_hex(4)
     packed = str(PurePosixPath(source.node.workdir) / "transfers" / f"{avatar.slug}-{token}.tar")
-    target_data = pipeline.dataset_dir(avatar, target.workdir)
+    target_data = dataset_dir(avatar, target.workdir)
     arrived = str(PurePosixPath(target.workdir) / "transfers" / f"{avatar.slug}-{token}.tar")
     source_conn = connection_for(source.node)
     try:

@@ -8,9 +8,9 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
+from core.errors import ServiceError
+from core.http import form_errors, private_file, wants_json
 from gpu_nodes.models import Node
-from talkforge.errors import ServiceError
-from talkforge.http import form_errors, private_file, wants_json
 
 from .forms import AvatarCreateForm
 from .models import Avatar

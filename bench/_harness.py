@@ -171,7 +171,7 @@ class Bench:
         """Until ``count`` RQ workers listen on ``queue_name``."""
         from rq import Queue, Worker
 
-        from jobs.queue import redis_connection
+        from core.queues import redis_connection
 
         queue = Queue(queue_name, connection=redis_connection())
         deadline = time.monotonic() + timeout

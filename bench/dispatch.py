@@ -124,8 +124,9 @@ class Ours:
     def sample(self) -> dict:
         from django.db import connection
 
+        from core.queues import redis_connection
         from jobs.models import Job
-        from jobs.queue import RQJob, redis_connection
+        from jobs.queue import RQJob
         from jobs.services import job_submit
 
         t0 = time.time()
@@ -159,7 +160,7 @@ class Floor:
     def __init__(self):
         from rq import Queue
 
-        from jobs.queue import redis_connection
+        from core.queues import redis_connection
 
         self.redis = redis_connection()
         self.queue = Queue(FLOOR_QUEUE, connection=self.redis)

@@ -63,7 +63,7 @@ print(json.dumps(latencies), flush=True)
 
 def redis_pubsub_floor(bench: Bench, messages: int) -> list[float]:
     """Seconds from PUBLISH to a subscriber (another process) receiving it, on loopback."""
-    from jobs.queue import redis_connection
+    from core.queues import redis_connection
 
     channel = f"tfbench{os.getpid()}:pubsub-floor"
     subscriber = bench.start(["-c", SUBSCRIBER, channel], "pubsub-subscriber", service=False)

@@ -58,7 +58,7 @@ django.setup()
 from django.core.management import call_command
 import jobs.tasks
 from gpu_nodes import ssh
-from jobs.queue import redis_connection
+from core.queues import redis_connection
 
 spans = []
 
@@ -179,7 +179,7 @@ def main() -> None:
         from django.db import connection
 
         from accounts.models import User
-        from jobs.queue import redis_connection
+        from core.queues import redis_connection
 
         load = bench.load_at_start
         os.environ["MEDIA_ROOT"] = str(bench.tmp / "media")  # collected files stay inside the run

@@ -10,10 +10,10 @@ from django.urls import reverse
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
+from core.errors import ServiceError
 from core.params import object_id, reject_unknown
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from .events import publisher_for
 from .models import Message

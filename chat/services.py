@@ -17,9 +17,9 @@ from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
 from avatars.uploads import unique_slug, upload_on_disk
 from core import media
+from core.errors import ServiceError
 from gpu_nodes import secrets as secret_box
-from talkforge.erasure import Erasure
-from talkforge.errors import ServiceError
+from gpu_nodes.erasure import Erasure
 
 from . import llm
 from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE

@@ -27,7 +27,7 @@ from django.db import connection
 
 from avatars.media import engine_wav
 from core import media
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 from videos.services import wav_seconds
 
 from . import asr, llm, tts

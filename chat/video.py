@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from avatars.models import Avatar, Checkpoint
-from gpu_nodes.connections import NodeError, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import job_folder
 from jobs.models import Job

@@ -8,8 +8,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
-from talkforge.errors import ServiceError
-from talkforge.http import private_file
+from core.errors import ServiceError
+from core.http import private_file
 
 from .forms import ConversationForm, VoiceCreateForm
 from .models import Chunk

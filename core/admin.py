@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 
 class ServiceDeleteMixin:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
 from django import forms
 from django.contrib import admin, messages
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from . import secrets
 from .connections import NodeError
+from .engine_catalog import real_engines
 from .models import Gpu, Node, NodeCleanup, NodeEngine
 from .services import (
     engine_install_problem,
@@ -60,9 +61,7 @@ class NodeEngineInline(admin.TabularInline):
 
     def formfield_for_dbfield(self, db_field, request, **kwargs):
         if db_field.name == "engine":
-            from .services import _real_engines
-
-            choices = [(name, engine.label) for name, engine in _real_engines().items()]
+            choices = [(name, engine.label) for name, engine in real_engines().items()]
             return forms.ChoiceField(choices=choices, help_text=db_field.help_text)
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
@@ -173,7 +172,7 @@ class NodeAdmin(admin.ModelAdmin):
         return redirect("admin:gpu_nodes_node_change", node.pk)
 
     def _queue_selftests(self, request, nodes):
-        from jobs.queue import queue_named
+        from core.queues import queue_named
 
         for node in nodes:
             names = list(node.engines.values_list("engine", flat=True))

@@ -20,7 +20,8 @@ from pathlib import PurePosixPath
 from django.db import transaction
 from django.utils import timezone
 
-from .connections import NodeError, connection_for
+from .connect import connection_for
+from .connections import NodeError
 from .models import Node, NodeCleanup
 
 logger = logging.getLogger(__name__)

@@ -303,12 +303,3 @@ class LocalConnection(NodeConnection):
     @property
     def _name(self) -> str:
         return self.node.name if self.node else "local"
-
-
-def connection_for(node: Node) -> NodeConnection:
-    """The connection to ``node``: this machine, or SSH (pooled transport per node per process)."""
-    if node.kind == Node.Kind.LOCAL:
-        return LocalConnection(node)
-    from .ssh import SSHConnection
-
-    return SSHConnection(node)

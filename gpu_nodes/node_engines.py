@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.db.models import Q
 
+from .engine_catalog import ENGINES
 from .models import Node, NodeEngine
 
 
@@ -45,7 +46,5 @@ def can_run(install: NodeEngine) -> bool:
 
 def engines_of(node: Node) -> list[str]:
     """The names of the engines ``node`` can run, stand-ins (the demo) included, in the registry's order."""
-    from avatars.engines.registry import ENGINES  # the registry is above this app; only names are read
-
     installed = {row.engine for row in node.engines.all() if can_run(row)}
     return [name for name, engine in ENGINES.items() if name in installed or engine.stand_in]

@@ -9,11 +9,13 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from . import secrets
 from .cleanup import node_cleanups_run
-from .connections import CommandNotFound, NodeError, connection_for
+from .connect import connection_for
+from .connections import CommandNotFound, NodeError
+from .engine_catalog import real_engines
 from .models import Gpu, Node, NodeEngine
 
 logger = logging.getLogger(__name__)
@@ -76,7 +78,7 @@ def node_probe(*, node: Node) -> Node:
         return node
     if not node.reachable_here:
         # A local node of another machine: its own worker probes it (gpu_nodes.tasks.node_probe_task).
-        from jobs.queue import queue_named
+        from core.queues import queue_named
 
         queue_named(node.queue_name).enqueue("gpu_nodes.tasks.node_probe_task", node.pk, job_timeout=120)
         return node
@@ -303,18 +305,12 @@ def _validate(node: Node) -> None:
 # --- engines on a node ---------------------------------------------------------------------------------
 
 
-def _real_engines() -> dict:
-    from avatars.engines.registry import ENGINES  # the registry sits above this app; only read here
-
-    return {name: engine for name, engine in ENGINES.items() if not engine.stand_in}
-
-
 def engine_install_problem(
     node: Node, name: str, *, image: str, install_dir: str, environment: str
 ) -> str | None:
     """What is wrong with this install of engine ``name`` on ``node`` (API, admin), or None."""
     if node.runtime == Node.Runtime.DOCKER and not image:
-        default = _real_engines()[name].default_image
+        default = real_engines()[name].default_image
         return (
             f"{name} needs its image on docker node {node.name} (e.g. {default}, built from "
             f"docker/engines/{name}/)."
@@ -329,7 +325,7 @@ def engine_install_problem(
 def node_set_engines(*, node: Node, engines: list[dict]) -> list[NodeEngine]:
     """Replace what ``node`` says about its engines: one entry per engine it can run, with its image
     (docker) or its repository folder and environment (bare). An unchanged entry keeps its self-test."""
-    known = _real_engines()
+    known = real_engines()
     seen: set[str] = set()
     rows = []
     for entry in engines:

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .models import Job
 from .selectors import job_log_text, job_subject

@@ -3,29 +3,15 @@ that reads its console; the runner does everything else (placement, streaming, p
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from avatars.engines.console import ConsoleParser
-from avatars.engines.gaussiantalker.parsers import TrainParser
-from core.params import (
-    DEMO_COARSE_ITERATIONS,
-    DEMO_FAIL_AT,
-    DEMO_ITERATIONS,
-    DEMO_SAVE_EVERY,
-    DEMO_SECONDS,
-    reject_unknown,
-)
 from gpu_nodes.connections import NodeConnection
-from gpu_nodes.models import Node
-from gpu_nodes.runtime import Invocation, wrap
+from gpu_nodes.runtime import Invocation
 
+from .console import ConsoleParser
 from .models import Job
-
-# The demo engine's node-side scripts (they run on the node, never in the platform).
-DEMO_ENGINE_DIR = Path(__file__).resolve().parent.parent / "avatars" / "engines" / "demo" / "node"
 
 
 @dataclass(frozen=True)
@@ -83,56 +69,6 @@ def job_folder(job: Job) -> PurePosixPath:
     return PurePosixPath(job.node.workdir) / "jobs" / str(job.pk)
 
 
-def _demo_engine(job: Job) -> tuple[list[str], tuple[tuple[Path, str], ...]]:
-    """How to run the demo engine on the job's node: in place on this machine, or copied to an SSH node
-    (it is one standard-library file) and run by the node's ``python3``."""
-    script = DEMO_ENGINE_DIR / "train.py"
-    if job.node.kind == Node.Kind.LOCAL:
-        return [sys.executable, "-u", str(script)], ()
-    remote = str(PurePosixPath(job.node.workdir) / "engines" / "demo" / "node" / "train.py")
-    return ["python3", "-u", remote], ((script, remote),)
-
-
-def _demo_train(job: Job) -> Plan:
-    params = job.params
-    folder = job_folder(job)
-    model_path = folder / "output" / "demo"
-    engine, uploads = _demo_engine(job)
-    argv = [
-        *engine,
-        "-s", str(folder / "data" / "demo"),
-        "--model_path", str(model_path),
-        "--configs", "arguments/64_dim_1_transformer.py",
-        "--iterations", str(params["iterations"]),
-        "--coarse_iterations", str(params["coarse_iterations"]),
-        "--seconds", str(params["seconds"]),
-        "--save_every", str(params["save_every"]),
-        # Parallel trainings on one node need their own viewer port (GaussianTalker's train.py:381,
-        # gaussian_renderer/network_gui.py:30).
-        "--port", str(6009 + (job.gpu.index + 1 if job.gpu else 0)),
-    ]  # fmt: skip
-    if params.get("fail_at"):
-        argv += ["--fail_at", str(params["fail_at"])]
-    if params.get("stamp_lines"):
-        argv.append("--stamp_lines")
-    invocation = wrap(
-        node=job.node,
-        gpu=job.gpu,
-        argv=argv,
-        name=job.container_name,
-        mounts=[job.node.workdir],
-        cwd=str(folder),
-    )
-    parser = TrainParser(coarse_iterations=params["coarse_iterations"], iterations=params["iterations"])
-    return Plan(
-        invocation=invocation,
-        parser=parser,
-        outputs={"model_path": str(model_path)},
-        uploads=uploads,
-        collect=((str(model_path / "console.log"), "console.log"),),
-    )
-
-
 KINDS: dict[str, KindSpec] = {}
 
 
@@ -148,26 +84,3 @@ def kind_spec(kind: str) -> KindSpec:
 def public_kinds() -> list[str]:
     """The kinds anyone may submit as a raw job."""
     return [kind for kind, spec in KINDS.items() if spec.public]
-
-
-def clean_demo_train(params: dict, *, owner) -> dict:
-    """A demo training's settings; it works on no one's data, so anyone may submit it."""
-    cleaned = {
-        "seconds": DEMO_SECONDS.clean(params.get("seconds")),
-        "iterations": DEMO_ITERATIONS.clean(params.get("iterations")),
-        "coarse_iterations": DEMO_COARSE_ITERATIONS.clean(params.get("coarse_iterations")),
-        "save_every": DEMO_SAVE_EVERY.clean(params.get("save_every")),
-    }
-    if params.get("fail_at"):
-        cleaned["fail_at"] = DEMO_FAIL_AT.clean(params["fail_at"])
-    if params.get("stamp_lines"):
-        cleaned["stamp_lines"] = True  # the demo appends the wall clock to bar lines (latency benchmarks)
-    reject_unknown(params, set(cleaned) | {"fail_at", "stamp_lines", "node"}, "a demo training")
-    return cleaned
-
-
-register(
-    Job.Kind.DEMO_TRAIN,
-    KindSpec(label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train,
-             clean=clean_demo_train, public=True),
-)  # fmt: skip

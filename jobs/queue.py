@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-
-import redis
-from django.conf import settings
-from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
 
+from core.queues import queue_named, redis_connection
+
 RUN_JOB = "jobs.tasks.run_job"
-
-
-@functools.cache
-def redis_connection() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
-
-
-def queue_named(name: str) -> Queue:
-    return Queue(name, connection=redis_connection(), default_timeout=-1)
 
 
 def enqueue(job) -> None:

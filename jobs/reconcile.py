@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from gpu_nodes.connections import NodeError, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import NodeError
 
 from . import queue, services
 from .models import Job

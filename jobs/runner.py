@@ -21,10 +21,11 @@ from django.core.exceptions import ObjectDoesNotExist
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from avatars.engines.console import Update
 from core import media
-from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unreachable, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unreachable
 from gpu_nodes.services import node_mark_unreachable
+from jobs.console import Update
 
 from . import events, services
 from .kinds import Plan, kind_spec

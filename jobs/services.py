@@ -10,10 +10,10 @@ from django.db.models import Case, Count, Exists, F, Max, OuterRef, When
 from django.utils import timezone
 
 from accounts.quotas import concurrent_limits, gpu_seconds_of, limits_for, quota_check_submit
+from core.errors import ServiceError
 from core.params import JOB_TIMEOUT
 from gpu_nodes.models import Gpu, Node
 from gpu_nodes.node_engines import runs_engine_q
-from talkforge.errors import ServiceError
 
 from . import events, queue
 from .kinds import KINDS, kind_spec, public_kinds

@@ -4,7 +4,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .forms import DemoTrainForm
 from .models import Job

@@ -13,7 +13,7 @@ class TalkforgeUvicornWorker(UvicornWorker):
 
     ``proxy_headers=False``: uvicorn would otherwise take X-Forwarded-For/-Proto from a proxy on
     loopback and rewrite the client and scheme itself; the settings decide that instead
-    (TRUSTED_PROXY_COUNT in talkforge/proxies.py, SECURE_PROXY_SSL_HEADER), so a proxy is counted once.
+    (TRUSTED_PROXY_COUNT in core/proxies.py, SECURE_PROXY_SSL_HEADER), so a proxy is counted once.
     ``lifespan="off"``: Django's ASGI handler has no start-up or shutdown events.
     """
 

@@ -84,7 +84,7 @@ def alices_things(alice, make_node):
 @pytest.fixture
 def redis_db():
     """This run's Redis database, empty at the start of the test."""
-    from jobs.queue import redis_connection
+    from core.queues import redis_connection
 
     client = redis_connection()
     client.flushdb()

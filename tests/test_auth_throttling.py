@@ -19,7 +19,7 @@ from django.urls import reverse
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts.models import ApiToken
-from talkforge.proxies import client_address
+from core.proxies import client_address
 
 from .conftest import ROOT, subprocess_env
 

@@ -17,7 +17,7 @@ from rest_framework.test import APIClient
 
 from avatars.aucsv import au45_from_ear, au_csv_from_landmarks, eye_aspect_ratio, validate_au_csv
 from avatars.models import Avatar
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 
 @pytest.fixture(autouse=True)

@@ -19,7 +19,7 @@ import pytest
 from chat import services
 from chat.llm import LLMError, config_for, stream_chat
 from chat.models import Conversation
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from .test_chat_llm import PUBLIC_IP, llm_server, public_host  # noqa: F401
 from .test_chat_services import make_avatar

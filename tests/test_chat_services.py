@@ -15,7 +15,7 @@ from django.utils import timezone
 from avatars.models import Avatar
 from chat import selectors, services
 from chat.models import Conversation, Message, Voice
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 
 def make_avatar(owner, name="Ada") -> Avatar:

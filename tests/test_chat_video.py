@@ -24,10 +24,10 @@ from rest_framework.test import APIClient
 from avatars.models import Avatar
 from chat import services
 from chat.models import Message
+from core.errors import ServiceError
 from gpu_nodes.connections import MARKER_VARIABLE, _group_members
 from jobs.models import Job
 from jobs.selectors import job_log_text
-from talkforge.errors import ServiceError
 
 from .conftest import wait_for
 from .test_chat_asr import speech_wav, tiny_whisper  # noqa: F401

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from avatars.engines.console import ConsoleParser, clock_seconds, parse_bar, strip_timestamp
+from avatars.engines.console import clock_seconds, parse_bar
 from avatars.engines.gaussiantalker.parsers import TrainParser
+from jobs.console import ConsoleParser, strip_timestamp
 from jobs.kinds import kind_spec
 from jobs.models import Job
 from jobs.streams import LineSplitter

@@ -18,16 +18,17 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiToken, User
 from accounts.services import api_token_rotate
+from avatars.layout import dataset_dir, model_dir
 from avatars.models import Avatar, Checkpoint, DatasetCopy, Evaluation
-from avatars.pipeline import avatar_train, dataset_dir, model_dir
+from avatars.pipeline import avatar_train
 from avatars.services import avatar_create, avatar_delete
 from chat.models import Chunk, Conversation, Message, Voice
 from chat.services import voice_delete
+from core.errors import ServiceError
 from gpu_nodes.cleanup import node_cleanups_run, path_inside_workdir
-from gpu_nodes.connections import connection_for
+from gpu_nodes.connect import connection_for
 from gpu_nodes.models import Node, NodeCleanup
 from jobs.models import Job
-from talkforge.errors import ServiceError
 from videos.models import Video
 
 from .conftest import wait_for

@@ -421,7 +421,7 @@ def test_nginx_proxies_websockets_with_long_timeouts():
 
 
 def test_nginx_serves_protected_media_from_the_apps_media_root():
-    """X-Accel-Redirect: /protected-media/<path> (talkforge/http.py) must land on MEDIA_ROOT as the
+    """X-Accel-Redirect: /protected-media/<path> (core/http.py) must land on MEDIA_ROOT as the
     containers see it, in the same volume."""
     location = nginx_location("/protected-media/")
     assert re.search(r"^\s*internal;", location, re.M), "people's files must not be reachable directly"

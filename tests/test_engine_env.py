@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gpu_nodes.connections import connection_for
+from gpu_nodes.connect import connection_for
 from gpu_nodes.models import Gpu
 from gpu_nodes.runtime import wrap
 

@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from avatars.engines import shell
-from avatars.engines.console import Update
 from avatars.engines.gaussiantalker import commands as gaussiantalker_commands
 from avatars.engines.gaussiantalker import parsers as gaussiantalker
 from avatars.engines.gaussiantalker.parsers import (
@@ -34,6 +33,7 @@ from avatars.engines.registry import engine_for
 from avatars.engines.synctalk import commands as synctalk_commands
 from avatars.engines.synctalk import parsers as synctalk
 from avatars.engines.synctalk.parsers import TestParser, parse_plain_bar, result_video_path
+from jobs.console import Update
 from jobs.streams import LineSplitter
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -15,12 +15,12 @@ from avatars.job_kinds import evaluate_plan, preprocess_plan, render_validation_
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.pipeline import after_train, avatar_retry, avatar_train
 from avatars.runs import default_checkpoint
+from core.errors import ServiceError
 from gpu_nodes.connections import LocalConnection
 from gpu_nodes.models import Gpu, Node
 from gpu_nodes.runtime import DOCKER_AS_NODE_USER
 from jobs.models import Job
 from jobs.streams import LineSplitter
-from talkforge.errors import ServiceError
 
 
 def console_lines(data: bytes, chunk: int = 89) -> list[str]:

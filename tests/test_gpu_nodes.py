@@ -473,7 +473,7 @@ def test_node_page_lists_nodes_and_slots_for_signed_in_users(client, alice, make
 
 
 def test_a_local_node_of_another_machine_is_probed_by_its_own_worker_not_here(db, redis_db, tmp_path):
-    from jobs.queue import queue_named
+    from core.queues import queue_named
 
     node = Node.objects.create(name="far", kind=Node.Kind.LOCAL, workdir=str(tmp_path), host="gpu-box-7")
     assert not node.reachable_here
@@ -531,7 +531,7 @@ def test_the_rq_dashboard_lists_every_node_queue_and_its_workers(admin_client, m
     """django-rq lists only RQ_QUEUES; node queues come from RQ's own registry in Redis."""
     from rq import Worker
 
-    from jobs.queue import queue_named, redis_connection
+    from core.queues import queue_named, redis_connection
 
     node = make_node("gpu7")
     queue_named(node.queue_name).enqueue("jobs.tasks.run_job", 0)

@@ -16,9 +16,9 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 from rq import SimpleWorker
 
+from core.queues import queue_named
 from jobs.heartbeat import HOUSEKEEPING_HEARTBEAT_KEY, housekeeping_beat
 from jobs.models import Job
-from jobs.queue import queue_named
 from talkforge.observability import checks
 from tests.conftest import free_port
 

@@ -10,9 +10,9 @@ import pytest
 from django.utils import timezone
 
 from avatars.models import Avatar
+from core.errors import ServiceError
 from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 
 def post_raw(client, path: str, body: str):

@@ -14,11 +14,11 @@ from rest_framework.test import APIClient
 
 from avatars.models import Avatar
 from chat.models import Message
+from core.errors import ServiceError
 from jobs.kinds import KINDS, kind_spec, public_kinds
 from jobs.models import Job
 from jobs.runner import run_job
 from jobs.services import job_submit
-from talkforge.errors import ServiceError
 from videos.models import Video
 
 pytestmark = pytest.mark.django_db(transaction=True)

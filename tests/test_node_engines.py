@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from avatars.models import Avatar
+from core.errors import ServiceError
 from gpu_nodes.connections import LocalConnection
 from gpu_nodes.models import Gpu, Node, NodeEngine
 from gpu_nodes.node_engines import engines_of
@@ -21,7 +22,6 @@ from gpu_nodes.runtime import BARE_WITH_ENVIRONMENT, wrap
 from gpu_nodes.services import node_probe, node_set_engines
 from jobs.models import Job
 from jobs.services import job_submit, jobs_dispatch
-from talkforge.errors import ServiceError
 
 from .conftest import write_fake_nvidia_smi
 

@@ -179,7 +179,7 @@ def test_an_engine_the_node_does_not_list_or_a_node_that_does_not_exist_is_refus
 def test_the_admin_button_queues_the_self_test_on_the_nodes_queue(
     admin_client, client, alice, node, redis_db
 ):
-    from jobs.queue import queue_named
+    from core.queues import queue_named
 
     node_set_engines(node=node, engines=[{"engine": "gaussiantalker"}, {"engine": "synctalk"}])
     url = reverse("admin:gpu_nodes_node_selftest", args=[node.pk])

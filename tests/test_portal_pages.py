@@ -69,7 +69,7 @@ def test_chat_pages_speak_of_the_platform_not_its_settings_and_staff_see_them(
 
 def test_a_media_error_names_no_path_on_the_server(tmp_path, caplog):
     from avatars.media import probe, probe_audio
-    from talkforge.errors import ServiceError
+    from core.errors import ServiceError
 
     garbage = tmp_path / "upload-tmp.mp4"
     garbage.write_bytes(b"not a video at all")

@@ -14,9 +14,9 @@ from accounts.models import InviteCode, Quota, User
 from accounts.quotas import GB, limits_for, usage_for
 from avatars.models import Avatar, Checkpoint
 from avatars.services import avatar_create
+from core.errors import ServiceError
 from jobs.models import Job
 from jobs.services import job_claim, job_finish, job_submit, jobs_dispatch
-from talkforge.errors import ServiceError
 
 DEMO = {"seconds": 1, "iterations": 10, "coarse_iterations": 10}
 

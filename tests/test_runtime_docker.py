@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from gpu_nodes.connections import LocalConnection, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import LocalConnection
 from gpu_nodes.models import Gpu, Node
 from gpu_nodes.runtime import CONTAINER_HOME, DOCKER_AS_NODE_USER, wrap
 

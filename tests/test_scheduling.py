@@ -68,7 +68,7 @@ def test_the_database_refuses_two_active_jobs_on_one_gpu(alice, make_node, redis
 
 
 def test_cancelling_a_placed_job_frees_its_slot_for_the_next(alice, make_node, redis_db):
-    from jobs.queue import queue_named
+    from core.queues import queue_named
 
     node = make_node()
     first = job_submit(owner=alice, kind="demo_train", params=PARAMS)
@@ -85,7 +85,7 @@ def test_cancelling_a_placed_job_frees_its_slot_for_the_next(alice, make_node, r
 
 
 def test_bad_parameters_are_refused_and_nothing_is_created(alice, make_node, redis_db):
-    from talkforge.errors import ServiceError
+    from core.errors import ServiceError
 
     make_node()
     for params, words in (

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import ServiceError
 from gpu_nodes import secrets
-from gpu_nodes.connections import CommandNotFound, NodeError, _group_members, connection_for
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import CommandNotFound, NodeError, _group_members
 from gpu_nodes.models import Node
 from gpu_nodes.services import (
     node_confirm_host_key,
@@ -20,7 +22,6 @@ from gpu_nodes.services import (
     node_set_credentials,
 )
 from gpu_nodes.ssh import pool, upload_partial_path
-from talkforge.errors import ServiceError
 
 from .conftest import free_port
 

@@ -26,21 +26,21 @@ from pathlib import Path, PurePosixPath
 
 from django.urls import reverse
 
-from avatars.engines.console import STEP, ConsoleParser, Update, step_marker
+from avatars.engines.console import STEP, step_marker
 from avatars.engines.shell import shell_and
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
+from core.errors import ServiceError
 from core.params import object_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
+from jobs.console import ConsoleParser, Update
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
-from talkforge.errors import ServiceError
 
 from .models import Video
 from .selectors import videos_visible_to
-
-RESULT, POSTER = "video.mp4", "poster.jpg"
+from .services import POSTER, RESULT, video_record_result
 
 
 def audio_frames(seconds: float) -> int:
@@ -246,8 +246,6 @@ def clean_generate(params: dict, *, owner) -> dict:
 
 
 def after_generate(job: Job) -> None:
-    from .services import video_record_result
-
     video_record_result(job=job)
 
 

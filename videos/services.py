@@ -18,13 +18,15 @@ from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.runs import default_checkpoint
 from avatars.uploads import upload_on_disk
 from core import media
+from core.errors import ServiceError
 from core.params import RENDER_BATCH
 from jobs.models import Job
 from jobs.services import job_cancel, job_submit
-from talkforge.errors import ServiceError
 
 from . import tts
 from .models import Video
+
+RESULT, POSTER = "video.mp4", "poster.jpg"  # the files a generation job collects
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +174,6 @@ def video_record_result(*, job: Job) -> Video | None:
         video.save(update_fields=["error"])
         return video
     files = job.result.get("files", {})
-    from .job_kind import POSTER, RESULT
-
     video.result, video.poster = files.get(RESULT, ""), files.get(POSTER, "")
     try:
         with media.local_path(video.result) as path:

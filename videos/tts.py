@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 OFFLINE = "offline"
 VOICES = {OFFLINE: "Offline voice (espeak-ng)"}

@@ -10,8 +10,8 @@ from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
-from talkforge.errors import ServiceError
-from talkforge.http import form_errors, private_file, wants_json
+from core.errors import ServiceError
+from core.http import form_errors, private_file, wants_json
 
 from .forms import VideoCreateForm
 from .selectors import videos_visible_to

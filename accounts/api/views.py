@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
-from talkforge.proxies import client_address
+from core.proxies import client_address
 
 from ..deletion import account_delete
 from ..lockout import lockout_message, retry_after_seconds

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from gpu_nodes.models import Node
 from gpu_nodes.node_engines import node_engine_dir
+from jobs.console import ConsoleParser
 
-from .console import ConsoleParser, PreprocessTask
+from .console import PreprocessTask
 from .shell import run_name, validate_name
 
 if TYPE_CHECKING:

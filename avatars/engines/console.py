@@ -17,10 +17,10 @@ import math
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-BANNER = re.compile(r"^\[INFO\] =====\s*(?P<text>.*?)\s*=====")  # GaussianTalker data_utils/process.py:22
-TIMESTAMP_SUFFIX = re.compile(r" \[\d\d/\d\d \d\d:\d\d:\d\d\]$")  # utils/general_utils.py:127
+from jobs.console import BANNER, ConsoleParser, Update, strip_timestamp
+
 BAR = re.compile(
     r"^(?:(?P<desc>[^|]*?):\s*)?(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
     r"\[(?P<elapsed>[\d:]+)<(?P<remaining>[\d:?]+)(?:,\s*(?P<rate>[^,\]]*))?(?:,\s*(?P<postfix>[^\]]*))?\]"
@@ -53,10 +53,6 @@ def merge_updates(first: Update | None, second: Update | None) -> Update | None:
         metrics={**first.metrics, **second.metrics},
         event=second.event if second.event is not None else first.event,
     )
-
-
-def strip_timestamp(line: str) -> str:
-    return TIMESTAMP_SUFFIX.sub("", line)
 
 
 def clock_seconds(text: str) -> float | None:
@@ -92,39 +88,6 @@ def parse_bar(line: str) -> Bar | None:
         remaining_seconds=clock_seconds(match["remaining"]),
         postfix=postfix,
     )
-
-
-@dataclass
-class Update:
-    """What one console line changed. Fields left None did not change."""
-
-    stage: str | None = None
-    progress: float | None = None
-    eta_seconds: float | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    event: dict | None = None  # something worth recording on its own (a checkpoint saved, a restart)
-
-    def __bool__(self) -> bool:
-        return any(
-            v not in (None, {})
-            for v in (self.stage, self.progress, self.eta_seconds, self.metrics, self.event)
-        )
-
-
-class ConsoleParser:
-    """Base class: feed lines, read updates; decide at the end whether the run succeeded."""
-
-    def feed(self, line: str) -> Update | None:
-        """The update this line makes; the base class understands only stage banners."""
-        if banner := BANNER.match(strip_timestamp(line.strip())):
-            return Update(stage=banner["text"])
-        return None
-
-    def outcome(self, returncode: int) -> str | None:
-        """None when the run succeeded, else the error to show the user."""
-        if returncode != 0:
-            return f"The engine exited with code {returncode}. The log's last lines say why."
-        return None
 
 
 # Colour codes, in case an engine runs under a PTY or decides it has a terminal.

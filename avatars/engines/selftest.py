@@ -20,11 +20,12 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from gpu_nodes.connections import CommandNotFound, NodeConnection, NodeError, connection_for
+from core.errors import ServiceError
+from gpu_nodes.connect import connection_for
+from gpu_nodes.connections import CommandNotFound, NodeConnection, NodeError
 from gpu_nodes.models import Node, NodeEngine
 from gpu_nodes.node_engines import node_engine
 from gpu_nodes.runtime import wrap
-from talkforge.errors import ServiceError
 
 from .base import ENGINES_DIR, Engine
 from .registry import ENGINES

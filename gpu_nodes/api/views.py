@@ -6,7 +6,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import IsAdminUser
 from rest_framework.response import Response
 
-from talkforge.errors import ServiceError
+from core.errors import ServiceError
 
 from ..models import Node
 from ..selectors import gpus_present, nodes_with_gpus

@@ -8,7 +8,7 @@ import ipaddress
 
 from django.conf import settings
 
-from talkforge.proxies import client_address
+from core.proxies import client_address
 
 
 @functools.cache

@@ -32,7 +32,7 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 # Reverse proxies in front of this process that each append the address they saw to X-Forwarded-For.
 # 0: the client is REMOTE_ADDR and X-Forwarded-For is ignored (anyone can write it); N: the Nth address
-# from the right, the one the outermost trusted proxy saw (talkforge/proxies.py).
+# from the right, the one the outermost trusted proxy saw (core/proxies.py).
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 INSTALLED_APPS = [
@@ -189,7 +189,7 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 LOGIN_COOLOFF_MINUTES = env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=LOGIN_COOLOFF_MINUTES)
 AXES_RESET_ON_SUCCESS = True
-AXES_CLIENT_IP_CALLABLE = "talkforge.proxies.client_address"
+AXES_CLIENT_IP_CALLABLE = "core.proxies.client_address"
 AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 
 # --- REST API -------------------------------------------------------------------------------------
@@ -202,7 +202,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "talkforge.api.exception_handler",
+    "EXCEPTION_HANDLER": "core.api.exception_handler",
     # JSON bodies with a size and depth limit and finite numbers only (core/parsers.py).
     "DEFAULT_PARSER_CLASSES": [
         "core.parsers.LimitedJSONParser",
@@ -210,7 +210,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     # Requests per signed-in user, and per client address without one (/api/token/ takes passwords), counted
-    # in the shared cache. The client address is the one TRUSTED_PROXY_COUNT gives (talkforge/proxies.py).
+    # in the shared cache. The client address is the one TRUSTED_PROXY_COUNT gives (core/proxies.py).
     "DEFAULT_THROTTLE_CLASSES": [
         "rest_framework.throttling.AnonRateThrottle",
         "rest_framework.throttling.UserRateThrottle",

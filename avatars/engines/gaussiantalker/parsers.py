@@ -8,15 +8,14 @@ import posixpath
 import re
 from collections.abc import Sequence
 
+from jobs.console import BANNER, ConsoleParser, Update, strip_timestamp
+
 from .. import console
 from ..console import (
-    BANNER,
     CUDA_OOM,
     NO_FACE,
-    ConsoleParser,
     CrashWatch,
     PreprocessTask,
-    Update,
     clean_line,
     finite_metrics,
     known,
@@ -24,7 +23,6 @@ from ..console import (
     parse_bar,
     returncode_message,
     split_after_bar,
-    strip_timestamp,
     task_table,
 )
 from .commands import COARSE_ITERATIONS, ITERATIONS

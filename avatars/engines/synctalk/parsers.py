@@ -17,14 +17,14 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from jobs.console import ConsoleParser, Update
+
 from .. import console
 from ..console import (
     CUDA_OOM,
     NO_FACE,
-    ConsoleParser,
     CrashWatch,
     PreprocessTask,
-    Update,
     clean_line,
     clock_seconds,
     finite_metrics,

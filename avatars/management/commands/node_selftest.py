@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from avatars.engines.registry import ENGINES
 from avatars.engines.selftest import selftest_run
+from core.errors import ServiceError
 from gpu_nodes.models import Node
-from talkforge.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.errors import ServiceError
 from gpu_nodes.models import Node
 from gpu_nodes.services import node_probe
-from talkforge.errors import ServiceError
 
 
 class Command(BaseCommand):

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from core.queues import redis_connection
 from gpu_nodes.services import nodes_probe_all
 from jobs.heartbeat import housekeeping_beat
-from jobs.queue import redis_connection
 from jobs.reconcile import jobs_reconcile
 
 logger = logging.getLogger(__name__)

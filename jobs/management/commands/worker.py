@@ -8,8 +8,8 @@ once (the Whisper model, for chat) stays loaded. Run one worker per GPU slot of 
 from django.core.management.base import BaseCommand, CommandError
 from rq import SimpleWorker
 
+from core.queues import queue_named, redis_connection
 from gpu_nodes.models import Node
-from jobs.queue import queue_named, redis_connection
 
 
 class Command(BaseCommand):

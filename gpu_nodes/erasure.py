@@ -17,8 +17,9 @@ from pathlib import PurePosixPath
 from django.db import transaction
 
 from core import media
-from gpu_nodes.cleanup import node_cleanup_schedule, node_cleanups_run, path_inside_workdir
-from gpu_nodes.models import Node
+
+from .cleanup import node_cleanup_schedule, node_cleanups_run, path_inside_workdir
+from .models import Node
 
 logger = logging.getLogger("talkforge.erasure")
 
