@@ -97,6 +97,9 @@ def test_the_list_takes_the_same_queries_for_2_jobs_or_a_full_page(client, alice
     assert len(page_queries) == 1
     # Owner, node and GPU names come joined into that one query.
     assert 'JOIN "accounts_user"' in page_queries[0] and 'JOIN "gpu_nodes_gpu"' in page_queries[0]
+    # The count needs none of those tables: it counts the jobs alone.
+    [count_query] = [sql for sql in many if "COUNT(" in sql]
+    assert 'FROM "jobs_job"' in count_query and "JOIN" not in count_query
     assert all(row["owner"] == "alice" for row in many_body["results"])
 
 
@@ -108,4 +111,5 @@ def test_filters_still_apply_to_the_rows(client, alice, slots):
     assert succeeded["count"] == 3
     assert {row["status"] for row in succeeded["results"]} == {"succeeded"}
     on_node = get_list(client, key, "/api/jobs/?node=n1")
+    assert on_node["count"] == 3
     assert {row["node"] for row in on_node["results"]} == {"n1"}
