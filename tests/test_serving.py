@@ -181,3 +181,67 @@ def _children(master: subprocess.Popen) -> list[int]:
             return [int(pid) for pid in handle.read().split()]
     except OSError:
         return []
+
+
+def asgi_get(app, path: str, headers: dict[str, str]) -> tuple[int, dict, bytes, int]:
+    """One GET through an ASGI application in this process: status, headers, body, and how many times the
+    request crossed from the event loop to a thread (``sync_to_async``)."""
+    import asyncio
+    from unittest import mock
+
+    from asgiref.sync import SyncToAsync
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(name.lower().encode(), value.encode()) for name, value in headers.items()],
+        "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+    }  # fmt: skip
+    messages, hops = [], []
+    real_call = SyncToAsync.__call__
+
+    async def main():
+        request_sent, never = False, asyncio.Event()
+
+        async def receive():
+            nonlocal request_sent
+            if not request_sent:
+                request_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await never.wait()
+
+        async def send(message):
+            messages.append(message)
+
+        def counted(self, *args, **kwargs):
+            hops.append(getattr(self.func, "__qualname__", repr(self.func)))
+            return real_call(self, *args, **kwargs)
+
+        with mock.patch.object(SyncToAsync, "__call__", counted):
+            await app(scope, receive, send)
+
+    asyncio.run(main())
+    start = messages[0]
+    body = b"".join(message.get("body", b"") for message in messages[1:])
+    return start["status"], dict(start["headers"]), body, len(hops)
+
+
+def test_an_api_request_crosses_to_its_thread_once(transactional_db, client):
+    """The middleware chain and the view run in one hand-off to the request's thread (talkforge/asgi.py),
+    not one per middleware method, and answer exactly what Django's own handler answers."""
+    from django.core.handlers.asgi import ASGIHandler
+
+    from talkforge.asgi import django_asgi_app
+
+    [key] = users_with_jobs(1, 3)
+    headers = {"Host": "testserver", "Authorization": f"Token {key}", "Accept": "application/json"}
+    status, response_headers, body, hops = asgi_get(django_asgi_app, "/api/jobs/", headers)
+    assert status == 200
+    assert json.loads(body) == client.get("/api/jobs/", HTTP_AUTHORIZATION=f"Token {key}").json()
+    assert json.loads(body)["count"] == 3
+    # request_started's receivers, the chain, closing the response (request_finished's receivers)
+    assert hops <= 3
+    django_status, django_headers, django_body, django_hops = asgi_get(ASGIHandler(), "/api/jobs/", headers)
+    assert django_hops > 10  # Django's own: each middleware method hands off on its own
+    assert (django_status, django_body) == (status, body)
+    assert set(django_headers) == set(response_headers)
