@@ -261,6 +261,29 @@ def test_signed_in_api_users_are_throttled_per_user(client, alice, bob, rates):
     assert client.get("/api/jobs/").status_code == 200
 
 
+def test_requests_in_contexts_of_their_own_share_the_redis_connections(client, alice, rates, monkeypatch):
+    """Under ASGI each request runs in a context of its own, where Django makes a new cache object: the
+    throttle's counters must still go over the process's pooled connections, not a new TCP connection to
+    Redis per request (core/cache.py)."""
+    import contextvars
+
+    import redis.connection
+
+    rates(user="3/min")
+    client.force_login(alice)
+    cache.get("warm-up")  # this process's pool holds a connection now
+    opened = []
+    connect = redis.connection.Connection._connect
+    monkeypatch.setattr(
+        redis.connection.Connection, "_connect", lambda self: opened.append(1) or connect(self)
+    )
+    statuses = []
+    for _ in range(4):  # one after another, each in a context of its own, as ASGI runs them
+        statuses.append(contextvars.Context().run(client.get, "/api/jobs/").status_code)
+    assert statuses == [200, 200, 200, 429]  # still one count per user across the contexts
+    assert opened == []
+
+
 # --- /api/token/ refuses alike, never 500 -------------------------------------------------------------
 
 

@@ -174,7 +174,8 @@ CHANNEL_LAYERS = {
 RQ_QUEUES = KnownQueues(REDIS_URL, {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}})
 RQ_SHOW_ADMIN_LINK = True
 # Shared by every web process (a per-process cache would give each its own quota): DRF's throttle counters.
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+# core/cache.py: Django's RedisCache, with one connection pool per process instead of one per request.
+CACHES = {"default": {"BACKEND": "core.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
 
 # --- Sign-in lockout (django-axes) -------------------------------------------------------------------
 # Failed sign-ins (portal, admin, POST /api/token/) are counted per account *and* client address together:
