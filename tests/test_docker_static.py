@@ -428,7 +428,7 @@ def test_nginx_serves_protected_media_from_the_apps_media_root():
     alias = re.search(r"alias (\S+);", location).group(1)
     media_root = production_settings(env_example())["media_root"]
     assert alias == media_root.rstrip("/") + "/"
-    http = (ROOT / "talkforge" / "http.py").read_text()
+    http = (ROOT / "core" / "http.py").read_text()
     assert 'f"/protected-media/{relative}"' in http
     # nginx mounts the web service's volume at the same place, read-only.
     web_volumes = {v.split(":")[1]: v.split(":")[0] for v in app_services()["web"]["volumes"]}
