@@ -16,10 +16,12 @@ from __future__ import annotations
 import logging
 
 from django.db import transaction
+from django.urls import reverse
 
 from core.errors import ServiceError
 from core.params import TRAIN_ITERATIONS
 from jobs.models import Job
+from jobs.notify import notify
 
 from .layout import dataset_dir
 from .models import Avatar, Checkpoint, DatasetCopy, Evaluation
@@ -157,6 +159,15 @@ def after_evaluate(job: Job) -> None:
     checkpoint = job.avatar.checkpoints.filter(
         node=job.node, run_id=run, iteration=iteration, stage=job.avatar.engine_plugin.renderable_stage
     ).first()
+    if job.parent_id is not None and job.parent and job.parent.kind == Job.Kind.RENDER_VALIDATION:
+        # The end of a training's chain (an evaluation asked for later is its own request).
+        psnr = report.get("psnr")
+        figures = f": PSNR {psnr:.2f} dB on the held-out frames" if isinstance(psnr, (int, float)) else ""
+        notify(
+            user=job.owner, subject=f"{job.avatar.name} is trained",
+            text=f"{job.avatar.name} finished training{figures}. It can make videos and talk now.",
+            url=reverse("avatar-detail", args=[job.avatar_id]),
+        )  # fmt: skip
     Evaluation.objects.update_or_create(
         avatar=job.avatar, run_id=run, iteration=iteration,
         defaults={
@@ -235,4 +246,10 @@ def avatar_cancel(*, avatar: Avatar) -> list[Job]:
 
 def _avatar_failed(avatar: Avatar, job: Job) -> None:
     status = Avatar.Status.READY_TO_TRAIN if job.status == Job.Status.CANCELED else Avatar.Status.FAILED
-    Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=status)
+    failed = Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=status)
+    if failed and job.status == Job.Status.FAILED:  # a cancel was the person's own doing
+        notify(
+            user=job.owner, subject=f"Training {avatar.name} failed", ok=False,
+            text=f"The {job.get_kind_display().lower()} step failed: {job.error or 'see its log'}",
+            url=reverse("avatar-detail", args=[avatar.pk]),
+        )  # fmt: skip

@@ -118,3 +118,6 @@ class UserJobsConsumer(AsyncJsonWebsocketConsumer):
 
     async def job_log(self, event):
         pass  # the dashboard shows progress, not logs
+
+    async def job_notice(self, event):
+        await self.send_json({**event, "type": "notice"})

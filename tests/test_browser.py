@@ -363,3 +363,26 @@ def test_avatar_page_reaches_its_final_state_when_the_pipeline_ends_without_a_re
         assert page.locator('#training-jobs [data-field="status"]').first.inner_text() == "succeeded"
         assert page.evaluate("window.__marker") == 1, "the page was reloaded"
         assert not page.errors and not page.outside_requests
+
+
+def test_a_notice_appears_on_whatever_page_the_person_has_open(chromium_page, alice, redis_db):
+    from jobs import events
+
+    with chromium_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto("/videos/")
+        page.wait_for_timeout(700)  # the notices' socket is connected
+        text = "Ada's video (3.0 s) is ready."
+        notice = {
+            "type": "job.notice",
+            "subject": "Video #7 is ready",
+            "text": text,
+            "url": "/videos/7/",
+            "ok": True,
+        }
+        events.publisher.publish(events.user_group(alice.pk), notice)
+        page.wait_for_selector("#notices .notice a[href='/videos/7/']")
+        assert "Ada's video (3.0 s) is ready." in page.locator("#notices").inner_text()
+        page.click("#notices .notice button")
+        assert page.locator("#notices .notice").count() == 0
+        assert not page.errors

@@ -37,6 +37,7 @@ from gpu_nodes.runtime import wrap
 from jobs.console import ConsoleParser, Update
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
+from jobs.notify import notify
 
 from .models import Video
 from .selectors import videos_visible_to
@@ -246,7 +247,15 @@ def clean_generate(params: dict, *, owner) -> dict:
 
 
 def after_generate(job: Job) -> None:
-    video_record_result(job=job)
+    video = video_record_result(job=job)
+    if video is None or job.status == Job.Status.CANCELED:
+        return
+    url = reverse("video-detail", args=[video.pk])
+    if video.error:
+        notify(user=job.owner, subject=f"Video #{video.pk} failed", text=video.error, url=url, ok=False)
+    else:
+        text = f"{video.avatar.name}'s video ({video.result_duration or 0:.1f} s) is ready."
+        notify(user=job.owner, subject=f"Video #{video.pk} is ready", text=text, url=url)
 
 
 def video_subject(job: Job) -> tuple[str, str] | None:

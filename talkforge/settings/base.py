@@ -287,6 +287,17 @@ SSH_CONNECT_TIMEOUT = env_float("SSH_CONNECT_TIMEOUT", 10.0, minimum=0.5)
 SSH_KEEPALIVE_INTERVAL = env_int("SSH_KEEPALIVE_INTERVAL", 15, minimum=1)
 HOUSEKEEPING_INTERVAL = env_float("HOUSEKEEPING_INTERVAL", 5.0, minimum=0.2)
 NODE_PROBE_INTERVAL = env_float("NODE_PROBE_INTERVAL", 60.0, minimum=1.0)
+# A person hears when a training or a video they started ends: in their open pages always, and by e-mail
+# (Django's EMAIL_* settings) when this is on and their account has an address (jobs/notify.py).
+NOTIFY_BY_EMAIL = env_bool("NOTIFY_BY_EMAIL", False)
+NOTIFY_SITE_URL = env_str("NOTIFY_SITE_URL", "")  # e.g. https://talkforge.example.com: the e-mails' links
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "talkforge@localhost")
 # A node self-test (manage.py node_selftest) fails its disk check below this much free space in the workdir:
 # one avatar's dataset and models take a few GB (frames, parsing, torso images, checkpoints).
 NODE_SELFTEST_MIN_FREE_GB = env_float("NODE_SELFTEST_MIN_FREE_GB", 20.0, minimum=0.0)
