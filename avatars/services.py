@@ -57,9 +57,11 @@ def _trim(duration: float, start: float | None, end: float | None) -> tuple[floa
     """The kept part of a clip ``duration`` seconds long, checked: (start, end) in seconds."""
     start = 0.0 if start is None else float(start)
     end = duration if end is None else float(end)
-    if not (0 <= start < duration) or not math.isfinite(start):
+    if not (math.isfinite(start) and 0 <= start < duration):
         raise ServiceError(f"The clip starts at 0 s and lasts {duration:.1f} s: choose a start inside it.")
-    if not math.isfinite(end) or end <= start:
+    if not math.isfinite(end):
+        raise ServiceError(f"Give the end of the part to keep in seconds, at most {duration:.1f}.")
+    if end <= start:
         raise ServiceError("The end of the part to keep must come after its start.")
     return start, min(end, duration)
 

@@ -292,6 +292,9 @@ def test_the_kept_part_of_a_trimmed_clip_is_what_trains_and_a_bad_trim_is_refuse
     ):
         refused = create(api(alice), videos["good"], name="Other", **fields)
         assert refused.status_code == 400 and message in refused.json()["detail"], fields
+    for field, value in (("trim_start", "nan"), ("trim_end", "inf"), ("trim_start", "-1")):
+        refused = create(api(alice), videos["good"], name="Other", **{field: value})
+        assert refused.status_code == 400 and field in refused.json(), (field, value)  # never a 500
     assert Avatar.objects.count() == 1
 
 
