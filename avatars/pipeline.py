@@ -159,15 +159,6 @@ def after_evaluate(job: Job) -> None:
     checkpoint = job.avatar.checkpoints.filter(
         node=job.node, run_id=run, iteration=iteration, stage=job.avatar.engine_plugin.renderable_stage
     ).first()
-    if job.parent_id is not None and job.parent and job.parent.kind == Job.Kind.RENDER_VALIDATION:
-        # The end of a training's chain (an evaluation asked for later is its own request).
-        psnr = report.get("psnr")
-        figures = f": PSNR {psnr:.2f} dB on the held-out frames" if isinstance(psnr, (int, float)) else ""
-        notify(
-            user=job.owner, subject=f"{job.avatar.name} is trained",
-            text=f"{job.avatar.name} finished training{figures}. It can make videos and talk now.",
-            url=reverse("avatar-detail", args=[job.avatar_id]),
-        )  # fmt: skip
     Evaluation.objects.update_or_create(
         avatar=job.avatar, run_id=run, iteration=iteration,
         defaults={
@@ -178,6 +169,16 @@ def after_evaluate(job: Job) -> None:
             "per_frame": report.get("per_frame", {}), "notes": report.get("notes", []),
         },
     )  # fmt: skip
+    # Told once the figures are stored, so the page the notice links to shows them.
+    if job.parent_id is not None and job.parent and job.parent.kind == Job.Kind.RENDER_VALIDATION:
+        # The end of a training's chain (an evaluation asked for later is its own request).
+        psnr = report.get("psnr")
+        figures = f": PSNR {psnr:.2f} dB on the held-out frames" if isinstance(psnr, (int, float)) else ""
+        notify(
+            user=job.owner, subject=f"{job.avatar.name} is trained",
+            text=f"{job.avatar.name} finished training{figures}. It can make videos and talk now.",
+            url=reverse("avatar-detail", args=[job.avatar_id]),
+        )  # fmt: skip
 
 
 @transaction.atomic

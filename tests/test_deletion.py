@@ -159,7 +159,9 @@ def test_a_trained_avatar_is_deleted_from_the_local_node_and_media_and_its_jobs_
 
     def trained():
         settled = Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINED).exists()
-        return settled and not Job.objects.filter(avatar=avatar, status__in=Job.ACTIVE_STATUSES).exists()
+        idle = not Job.objects.filter(avatar=avatar, status__in=Job.ACTIVE_STATUSES).exists()
+        # The evaluation's figures are stored by its `after` hook, just after its status settles.
+        return settled and idle and Evaluation.objects.filter(avatar=avatar).exists()
 
     wait_for(trained, 120, interval=0.2, message="the pipeline to end")
     jobs = list(Job.objects.filter(avatar=avatar).order_by("id"))
