@@ -390,6 +390,17 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
         raise
 
 
+@transaction.atomic
+def reply_played(*, reply: Message, seconds: float) -> None:
+    """The browser played the reply's first frame ``seconds`` after the person's speech ended (or the typed
+    message was sent): stored once as ``first_frame_played``; a later report of the same reply is ignored."""
+    reply = Message.objects.select_for_update().get(pk=reply.pk)
+    if "first_frame_played" in reply.timings:
+        return
+    reply.timings = {**reply.timings, "first_frame_played": round(seconds, 3)}
+    reply.save(update_fields=["timings"])
+
+
 def reply_stop(*, reply: Message) -> Message:
     """The stop button: the rest of the reply is not made (the chunks already spoken stay)."""
     from jobs.services import job_cancel

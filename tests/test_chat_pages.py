@@ -81,10 +81,11 @@ def test_the_history_shows_chunks_timings_and_failures(logged_in, alice, alices)
     )
     page = logged_in(alice).get(f"/chat/{conversation.pk}/").content.decode()
     assert f"/chat/media/chunk/{alices['chunk'].pk}/audio/" in page
+    # In the order the stages happen, in words a person reads.
     assert (
-        page.index("llm_first_token 0.40 s")
-        < page.index("tts_first_audio 0.90 s")
-        < page.index("whole_reply 2.50 s")
+        page.index('data-key="llm_first_token">first word thought 0.40 s')
+        < page.index('data-key="tts_first_audio">first audio 0.90 s')
+        < page.index('data-key="whole_reply">whole reply 2.50 s')
     )
     assert "Spoken by the standard voice: voice cloning is not set up" in page
     assert "The LLM service refused the key." in page
