@@ -148,5 +148,6 @@ def test_a_rendered_reply_plays_its_clips_in_order_and_the_voice_once(alice, tal
         assert after["started"] - before["ended"] < 0.5  # preloaded: no wait between them
     assert chat["scheduled"] == []  # the voice comes with the clips, not a second time as audio
     assert "video" in chat["events"] and "chunk_video" in chat["events"]
-    assert "first_video_chunk" in history and "whole_reply" in history
+    assert "first clip" in history and "whole reply" in history  # the timings, in words
+    assert "first frame played" in history  # measured by the page, stored by the server
     assert errors == []
