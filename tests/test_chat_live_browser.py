@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
 )
 
-# The live sessions' encoder settings (the wire contract in docs/ and chat/consumers.py).
+# The live sessions' encoder settings (the wire contract: chat/consumers.py, README's chat section).
 FFMPEG_FMP4 = [
     "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
     "-level", "3.0", "-pix_fmt", "yuv420p", "-g", "5", "-c:a", "aac",
@@ -281,6 +281,9 @@ def test_speaking_over_the_avatar_silences_it_and_stops_the_reply(
         )
         page.wait_for_timeout(1000)
         later = page.evaluate(f"({{time: {LIVE}.currentTime, paused: {LIVE}.paused}})")
+        # What the person said over the avatar is the next turn, sent when they stop speaking.
+        page.wait_for_function("window.TalkforgeChat.turns.length === 2", timeout=30_000)
+        next_turn = page.evaluate("window.TalkforgeChat.turns[1]")
         publisher.join(30)
         errors = page.errors
 
@@ -294,6 +297,8 @@ def test_speaking_over_the_avatar_silences_it_and_stops_the_reply(
     barge_ins = [m for m in barge["sent"] if m["action"] == "barge_in"]
     assert [m["message"] for m in barge_ins] == [reply_id]
     assert Job.objects.get(pk=Message.objects.get(pk=reply_id).job_id).status == Job.Status.CANCELED
+    assert next_turn["status"] == 202 and next_turn["id"] != reply_id
+    assert Message.objects.filter(conversation=conversation, role="user").exclude(audio="").count() == 1
 
 
 def test_the_conversation_fits_a_phone(alice, live_page):

@@ -272,8 +272,11 @@
     return at;
   }
 
+  let lastBargeIn = null;
+
   function bargeIn(speechStartedAt) {
     if (!audible()) return;
+    lastBargeIn = performance.now();
     const reply = live;
     const wasPlaying = Boolean(livePlayer && livePlayer.audible()) || Boolean(showing);
     const silentAt = silence();
@@ -441,10 +444,18 @@
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(body);
     }
-    const response = await fetch(panel.dataset.messagesUrl, {
-      method: "POST", headers: headers, body: body, credentials: "same-origin",
-    });
-    const answer = await response.json();
+    let response, answer;
+    for (let attempt = 0; ; attempt += 1) {
+      response = await fetch(panel.dataset.messagesUrl, {
+        method: "POST", headers: headers, body: body, credentials: "same-origin",
+      });
+      answer = await response.json();
+      // Right after a barge-in the server may still be winding the interrupted reply down (it refuses a
+      // turn while one is being answered): try again for a few seconds.
+      const interrupted = lastBargeIn !== null && performance.now() - lastBargeIn < 8000;
+      if (response.status !== 400 || !interrupted || attempt >= 10) break;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
     state.turns.push({ status: response.status, id: answer.id, at: performance.now() });
     if (!response.ok) {
       errorLine.textContent = answer.detail || Object.values(answer).flat().join(" ");
