@@ -199,6 +199,12 @@ def test_a_streamed_reply_plays_as_its_pieces_arrive(alice, live_page, make_node
                         playingAt: r.playingAt, appended: window.TalkforgeChat.live.log.appended,
                         sent: window.TalkforgeChat.sent}}; }})()"""
         )
+        # After the reply the stream ends and the avatar's still shows again, not its last frame.
+        page.wait_for_function(f"{LIVE}.ended")
+        idle = page.evaluate(
+            f"""({{live: getComputedStyle({LIVE}).visibility,
+                   still: getComputedStyle(document.querySelector('#avatar-view .still')).visibility}})"""
+        )
         timings = page.inner_text("#history li:last-child .timings")
         frames = list(page.frames_sent)
         errors = page.errors
@@ -219,6 +225,7 @@ def test_a_streamed_reply_plays_as_its_pieces_arrive(alice, live_page, make_node
     assert any('"action": "played"' in f or '"action":"played"' in f for f in frames)
     stored = Message.objects.get(pk=reply_id).timings["first_frame_played"]
     assert stored == pytest.approx(played[0]["speech_end_to_played"], abs=0.001) and 0 < stored < 30
+    assert idle == {"live": "hidden", "still": "visible"}
     assert "first frame played" in timings and "first frame rendered 0.90 s" in timings
 
 
