@@ -88,10 +88,13 @@ class Publisher(threading.Thread):
     server's render session does (``chat.segment``, which the consumer turns into binary frames). Runs in
     its own thread: Playwright's sync API keeps an event loop in the test's."""
 
-    def __init__(self, conversation_id: int, message_id: int, sentences: list[bytes], gap: float, end=True):
+    def __init__(
+        self, conversation_id: int, message_id: int, sentences: list[bytes], gap: float, end=True, pause=0.0
+    ):
         super().__init__(daemon=True)
         self.group, self.message_id = conversation_group(conversation_id), message_id
         self.sentences, self.gap, self.end = sentences, gap, end
+        self.pause = pause  # seconds between two sentences
         self.sent_at: list[float] = []  # epoch ms, like the page's Date.now()
         self.error: BaseException | None = None
 
@@ -108,6 +111,7 @@ class Publisher(threading.Thread):
                     )  # fmt: skip
                     self.sent_at.append(time.time() * 1000)
                     time.sleep(self.gap)
+                time.sleep(self.pause)
             if self.end:
                 async_to_sync(layer.group_send)(
                     self.group,
@@ -227,6 +231,35 @@ def test_a_streamed_reply_plays_as_its_pieces_arrive(alice, live_page, make_node
     assert stored == pytest.approx(played[0]["speech_end_to_played"], abs=0.001) and 0 < stored < 30
     assert idle == {"live": "hidden", "still": "visible"}
     assert "first frame played" in timings and "first frame rendered 0.90 s" in timings
+
+
+def test_between_sentences_the_still_shows_and_the_next_one_follows(alice, live_page, make_node):
+    make_node()
+    conversation = services.conversation_create(owner=alice, avatar=make_avatar(alice), language="en")
+    sentences = [sentence_fmp4(1.0, 440), sentence_fmp4(1.0, 660)]
+    with live_page() as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/chat/{conversation.pk}/")
+        reply_id = send_typed(page, "Hello Ada!")
+        # What the avatar box shows, every 50 ms: the stream's time, whether the stream or the still is seen.
+        page.evaluate(
+            f"""(() => {{ window.__seen = []; setInterval(() => window.__seen.push([{LIVE}.currentTime,
+                getComputedStyle({LIVE}).visibility,
+                getComputedStyle(document.querySelector('#avatar-view .still')).visibility]), 50); }})()"""
+        )
+        # The second sentence comes 2.5 s after the first (its render is slow): a gap in the stream.
+        publisher = Publisher(conversation.pk, reply_id, sentences, gap=0.05, pause=2.5)
+        publisher.start()
+        page.wait_for_function(f"{LIVE}.ended", timeout=30_000)
+        seen = page.evaluate("window.__seen")
+        publisher.join(30)
+        errors = page.errors
+
+    assert publisher.error is None and errors == []
+    gap = [visible for time_, visible, still in seen if 0.9 < time_ < 1.1 and still == "visible"]
+    assert gap.count("hidden") >= 10, seen  # ≥ 0.5 s of the gap showed the still, not a frozen frame
+    assert any(visible == "visible" and time_ > 1.3 for time_, visible, _ in seen)  # then the next sentence
+    assert max(time_ for time_, _, _ in seen) == pytest.approx(2.0, abs=0.1)
 
 
 def duration(path: Path) -> float:
