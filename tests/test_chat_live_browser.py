@@ -21,10 +21,12 @@ from urllib.parse import urlparse
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import connection
 
 from chat import services
 from chat.events import conversation_group
-from chat.models import Message
+from chat.models import Chunk, Message
 from jobs.models import Job
 
 from .test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
@@ -260,6 +262,59 @@ def test_between_sentences_the_still_shows_and_the_next_one_follows(alice, live_
     assert gap.count("hidden") >= 10, seen  # ≥ 0.5 s of the gap showed the still, not a frozen frame
     assert any(visible == "visible" and time_ > 1.3 for time_, visible, _ in seen)  # then the next sentence
     assert max(time_ for time_, _, _ in seen) == pytest.approx(2.0, abs=0.1)
+
+
+def test_without_media_source_extensions_the_reply_is_heard_as_audio(alice, live_page, make_node):
+    make_node()
+    conversation = services.conversation_create(owner=alice, avatar=make_avatar(alice), language="en")
+    sentence = sentence_fmp4(1.0, 440)
+
+    def speak(reply_id: int) -> None:
+        """The server's part: two spoken sentences (their WAVs and rows), then the stream."""
+        try:
+            spoken(reply_id)
+        finally:
+            connection.close()  # this thread's own database connection
+
+    def spoken(reply_id: int) -> None:
+        reply = Message.objects.get(pk=reply_id)
+        layer = get_channel_layer()
+        group = conversation_group(conversation.pk)
+        async_to_sync(layer.group_send)(group, {"type": "chat.video", "message": reply_id, "on": True})
+        for index in range(2):
+            relative = f"{conversation.folder}/{reply_id}/chunk-{index}.wav"
+            path = Path(settings.MEDIA_ROOT) / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(
+                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=frequency=300:duration=0.8",
+                 str(path)], check=True, timeout=60,
+            )  # fmt: skip
+            chunk = Chunk.objects.create(
+                message=reply, index=index, text="Hi.", audio=relative, audio_seconds=0.8
+            )
+            async_to_sync(layer.group_send)(
+                group, {"type": "chat.chunk", "message": reply_id, "index": index, "text": "Hi.",
+                        "chunk": chunk.pk, "audio_seconds": 0.8, "voice_engine": "espeak-ng",
+                        "voice_note": "", "ready": 0.5},
+            )  # fmt: skip
+        Publisher(conversation.pk, reply_id, [sentence], gap=0.05).run()
+
+    with live_page() as page:
+        page.add_init_script("delete window.MediaSource; delete window.ManagedMediaSource;")
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/chat/{conversation.pk}/")
+        reply_id = send_typed(page, "Hello Ada!")
+        server = threading.Thread(target=speak, args=(reply_id,), daemon=True)
+        server.start()
+        page.wait_for_function("window.TalkforgeChat.scheduled.length === 2", timeout=30_000)
+        page.wait_for_function("window.TalkforgeChat.replies.length === 1")
+        chat = page.evaluate("({live: window.TalkforgeChat.live, scheduled: window.TalkforgeChat.scheduled})")
+        server.join(30)
+        errors = page.errors
+
+    assert errors == []
+    assert chat["live"] is None  # no player without MSE
+    assert [s["index"] for s in chat["scheduled"]] == [0, 1]
 
 
 def duration(path: Path) -> float:

@@ -134,7 +134,7 @@
 
   function playsAsAudio(reply, index) {
     if (reply.streamed || reply.silenced) return false; // the stream carries the voice; or it was cut off
-    return reply.video === false || index >= reply.videoFrom || (reply.video === true && !livePlayer && reply.live);
+    return reply.video === false || index >= reply.videoFrom || Boolean(reply.noStream);
   }
 
   // A spoken sentence: fetched and decoded at once when it is to be heard as audio (the fetches run
@@ -362,8 +362,8 @@
   function liveState(event) {
     const reply = ensureLive();
     reply.live = event.state;
-    if (event.state === "spoken_only") {
-      reply.video = false;
+    if (event.state === "spoken_only" || (event.state === "ready" && !livePlayer)) {
+      reply.video = false; // heard as audio: the server sends no stream, or this browser cannot play it
       for (const spoken of reply.spoken.values()) chunkReady(reply, spoken);
     }
     const text = LIVE_STATES[event.state];
@@ -371,7 +371,15 @@
   }
 
   function segment(buffer) {
-    if (!livePlayer) return; // no MSE here: the reply's sentences play as audio (playsAsAudio)
+    if (!livePlayer) {
+      // No Media Source Extensions here: the reply's spoken sentences play as audio instead.
+      const reply = ensureLive();
+      if (!reply.noStream) {
+        reply.noStream = true;
+        for (const spoken of reply.spoken.values()) chunkReady(reply, spoken);
+      }
+      return;
+    }
     const header = window.Talkforge.LivePlayer.parseFrame(buffer).header;
     if (live && live.silenced && (live.id === undefined || live.id === header.message)) return;
     const reply = ensureLive();
