@@ -3,6 +3,8 @@ the conversation's group reaches its owner as one binary frame (header length, J
 bytes); what the browser says back (played, barge_in, warm_up) acts on the owner's own reply only, and a
 bad message gets a clear error, never a closed socket."""
 
+# ruff: noqa: F811 - pytest fixtures imported from the other chat tests are parameters here
+
 from __future__ import annotations
 
 import json
@@ -16,7 +18,9 @@ from channels.testing import WebsocketCommunicator
 from chat import services
 from chat.events import conversation_group
 from chat.models import Message
+from chat.turn import reply_run
 
+from .test_chat_llm import llm_server  # noqa: F401
 from .test_chat_services import make_avatar
 from .test_chat_socket import application, token
 
@@ -112,3 +116,23 @@ def test_barge_in_stops_the_owners_reply(alice, conversation, make_node, redis_d
     talk(alice, conversation, steps)
     reply.job.refresh_from_db()
     assert reply.job.status == "canceled"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_played_during_the_turn_outlives_the_turns_own_timings(alice, conversation, llm_server, settings):
+    """The browser reports played while the turn still runs; the turn's final save keeps it."""
+    settings.CHAT_LLM_BASE_URL = f"http://127.0.0.1:{llm_server.server_port}/v1/"
+    settings.CHAT_XTTS_DIR = ""
+    settings.CHAT_SENTENCE_MIN_CHARS = 5
+    llm_server.pieces, llm_server.delay = ["Hello there.", " How are you", " today?"], 0.05
+    Message.objects.create(conversation=conversation, role="user", text="Hi!")
+    reply = Message.objects.create(conversation=conversation, role="assistant", status="pending")
+
+    def publish(event):
+        if event["type"] == "chat.chunk" and event["index"] == 0:  # the first sentence is being heard
+            services.reply_played(reply=reply, seconds=0.75)
+
+    reply_run(reply=reply, publish=publish)
+    reply.refresh_from_db()
+    assert reply.status == "done"
+    assert reply.timings["first_frame_played"] == 0.75 and "whole_reply" in reply.timings
