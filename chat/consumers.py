@@ -79,6 +79,14 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
 
     # --- what the browser says ----------------------------------------------------------------------
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs):
+        # Not JSON, or a binary frame: answered with the same clear error as an unknown action.
+        try:
+            content = json.loads(text_data) if text_data is not None else None
+        except ValueError:
+            content = None
+        await self.receive_json(content)
+
     async def receive_json(self, content, **kwargs):
         action = content.get("action") if isinstance(content, dict) else None
         handler = self.ACTIONS.get(action) if isinstance(action, str) else None

@@ -88,6 +88,10 @@ def test_played_is_stored_once_for_the_owners_reply_only(alice, bob, conversatio
         ):
             await communicator.send_json_to(content)
             answers.append(await communicator.receive_json_from(timeout=5))
+        await communicator.send_to(text_data="{not json")
+        answers.append(await communicator.receive_json_from(timeout=5))
+        await communicator.send_to(bytes_data=b"\x00\x01")
+        answers.append(await communicator.receive_json_from(timeout=5))
         assert await communicator.receive_nothing(timeout=0.2)
         return answers
 
@@ -100,6 +104,8 @@ def test_played_is_stored_once_for_the_owners_reply_only(alice, bob, conversatio
         {"type": "error", "error": "played needs speech_end_to_played in seconds."},
         {"type": "error", "error": "Unknown action 'dance'."},
         {"type": "error", "error": "Unknown action None."},
+        {"type": "error", "error": "Unknown action None."},  # not JSON: the socket stays open
+        {"type": "error", "error": "Unknown action None."},  # a binary frame
     ]
 
 

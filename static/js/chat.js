@@ -285,7 +285,11 @@
     state.bargeIns.push(record);
     if (reply && reply.id !== undefined) say({ action: "barge_in", message: reply.id });
     else if (reply) reply.bargeIn = true; // said once the reply's id is known
-    if (reply) label(reply.item, "interrupted", "canceled");
+    if (reply) {
+      label(reply.item, "interrupted", "canceled");
+      reply.item.querySelector(".badge").title =
+        "Silent " + Math.round(record.ms) + " ms after you started speaking";
+    }
     stage.textContent = "Listening…";
   }
 
