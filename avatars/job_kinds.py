@@ -181,7 +181,7 @@ def clean_avatar_step(params: dict, *, owner) -> dict:
     cleaned = {"avatar": avatar}
     if params.get("run") is not None:
         run = object_id(params["run"], name="run")
-        if not Job.objects.filter(pk=run, owner=owner, avatar_id=avatar, kind=Job.Kind.TRAIN).exists():
+        if not Job.objects.filter(pk=run, owner=owner, avatar_id=avatar, kind=pipeline.TRAIN).exists():
             raise ServiceError(f"Run {run} is not a training of avatar {avatar}.")
         cleaned["run"] = run
     if params.get("iterations") is not None:
@@ -222,16 +222,17 @@ def data_nodes(job: Job) -> list[int]:
 
 def register_kinds() -> None:
     steps = (
-        (Job.Kind.PREPROCESS, "Preprocess the training video", preprocess_plan, pipeline.after_preprocess),
-        (Job.Kind.TRAIN, "Train the avatar", train_plan, pipeline.after_train),
-        (Job.Kind.RENDER_VALIDATION, "Render the validation split", render_validation_plan,
+        (pipeline.PREPROCESS, "Preprocessing", "train", preprocess_plan, pipeline.after_preprocess),
+        (pipeline.TRAIN, "Training", "train", train_plan, pipeline.after_train),
+        (pipeline.RENDER_VALIDATION, "Validation render", "render", render_validation_plan,
          pipeline.after_render_validation),
-        (Job.Kind.EVALUATE, "Evaluate against the ground truth", evaluate_plan, pipeline.after_evaluate),
+        # The evaluation runs our numpy/OpenCV script (avatars/engines/node/evaluate.py), not the engine.
+        (pipeline.EVALUATE, "Evaluation", None, evaluate_plan, pipeline.after_evaluate),
     )  # fmt: skip
-    for kind, label, plan, after in steps:
+    for kind, label, gpu_work, plan, after in steps:
         spec = KindSpec(
             label=label,
-            needs_gpu=False,
+            gpu_work=gpu_work,
             plan=owned_step(plan),
             clean=clean_avatar_step,
             after=after,

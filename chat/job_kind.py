@@ -18,6 +18,7 @@ from jobs.models import Job
 from .events import publisher_for
 from .models import Message
 from .selectors import messages_visible_to
+from .services import CHAT_REPLY
 from .turn import reply_run
 from .video import NodeRenderer, RenderFailed
 
@@ -135,8 +136,8 @@ def reply_subject(job: Job) -> tuple[str, str] | None:
 
 def register_kind() -> None:
     register(
-        Job.Kind.CHAT_REPLY,
-        KindSpec(label="Chat reply", needs_gpu=False, plan=None, clean=clean_reply, after=after_reply,
+        CHAT_REPLY,
+        KindSpec(label="Chat reply", gpu_work="render", plan=None, clean=clean_reply, after=after_reply,
                  prefer=data_nodes, run=run_reply,
                  # A reply without a checkpoint is spoken only (no render): any worker can make it.
                  uses_engine=lambda job: bool(job.params.get("checkpoint")), subject=reply_subject),

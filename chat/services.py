@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+CHAT_REPLY = "chat_reply"  # the kind of job that makes a reply (chat/job_kind.py registers it)
+
 VOICE_CONSENT_STATEMENT = (
     "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
     "new sentences, and I may upload it on their behalf."
@@ -347,7 +349,6 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
     assistant message made by a chat_reply job, pinned to the node of the checkpoint that renders it (or,
     for an avatar that cannot be rendered, placed anywhere and spoken only: ``video_note`` says why).
     Returns the reply (its ``job`` is set)."""
-    from jobs.models import Job
     from jobs.services import job_submit
 
     text = (text or "").strip()
@@ -378,7 +379,7 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
             if checkpoint is not None:
                 params["checkpoint"] = checkpoint.pk
             reply.job = job_submit(
-                owner=conversation.owner, kind=Job.Kind.CHAT_REPLY, params=params, avatar=conversation.avatar,
+                owner=conversation.owner, kind=CHAT_REPLY, params=params, avatar=conversation.avatar,
                 node=checkpoint.node if checkpoint is not None else None,
             )  # fmt: skip
             reply.save(update_fields=["job"])

@@ -21,10 +21,10 @@ def jobs_visible_to(user) -> QuerySet[Job]:
 
 def job_subject(job: Job) -> tuple[str, str] | None:
     """What the job works on, as (label, URL) for its pages, from its kind (jobs.kinds.KindSpec.subject)."""
-    from .kinds import kind_spec  # kinds import the models; the selectors are imported by them too
+    from .kinds import KINDS  # kinds import the models; the selectors are imported by them too
 
-    spec = kind_spec(job.kind)
-    return spec.subject(job) if spec.subject is not None else None
+    spec = KINDS.get(job.kind)  # None: a kind no installed app registers
+    return spec.subject(job) if spec is not None and spec.subject is not None else None
 
 
 # The job list's columns, as ``JobSerializer`` names them; the related names come from the same query.

@@ -117,8 +117,6 @@ def _free_slots(job: Job, *, fitting: bool = True):
         .order_by("node__name", "index")
     )
     spec = kind_spec(job.kind)
-    if spec.needs_gpu:
-        slots = slots.exclude(index=Gpu.CPU_INDEX)
     engine = _job_engine(job)
     if fitting and engine is not None:
         slots = slots.filter(id__in=Gpu.objects.filter(runs_engine_q(engine, "node__")).values("id"))
@@ -163,7 +161,10 @@ def _waiting_jobs() -> list[Job]:
     Owners holding fewer slots go first; between equals, the one whose last job was placed longest ago
     (or never); then the oldest job. One person's batch of twenty cannot starve someone else's one."""
     waiting = list(
-        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True).order_by("created_at", "id")[:200]
+        # A kind no installed app registers (a row left by a removed app) cannot run: it waits, shown.
+        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True, kind__in=list(KINDS)).order_by(
+            "created_at", "id"
+        )[:200]
     )
     owners = {job.owner_id for job in waiting}
     holding = _holding(owners)
@@ -277,7 +278,8 @@ def job_finish(*, job: Job, status: str, error: str = "", result: dict | None = 
 
 def _after_on_commit(job: Job) -> None:
     """Run the kind's follow-up (the next pipeline step, records) once the end of the job is committed."""
-    after = kind_spec(job.kind).after
+    spec = KINDS.get(job.kind)  # None: a kind no installed app registers
+    after = spec.after if spec is not None else None
     if after is not None:
         transaction.on_commit(
             lambda: after(Job.objects.select_related("avatar", "node", "owner").get(pk=job.pk))

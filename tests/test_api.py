@@ -9,6 +9,7 @@ import re
 import pytest
 from django.urls import reverse
 
+from avatars.demo_kind import DEMO_TRAIN
 from gpu_nodes.models import Gpu, Node
 from jobs.models import Job, JobLogChunk
 from jobs.services import job_submit
@@ -27,7 +28,7 @@ def api(client):
 
 
 def submit(owner, **params) -> Job:
-    return job_submit(owner=owner, kind=Job.Kind.DEMO_TRAIN, params={**DEMO, **params})
+    return job_submit(owner=owner, kind=DEMO_TRAIN, params={**DEMO, **params})
 
 
 # --- schema and docs -----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from chat import services
 from chat.models import Message
+from chat.services import CHAT_REPLY
 from jobs.models import Job
 
 from .test_chat_asr import speech_wav, tiny_whisper  # noqa: F401
@@ -75,7 +76,7 @@ def test_a_spoken_turn_becomes_a_reply_job_with_ordered_chunks(alice, bob, chat_
     reply = settled(body["id"])
     assert reply.status == Message.Status.DONE, reply.error
     job = reply.job
-    assert (job.kind, job.status, job.node) == (Job.Kind.CHAT_REPLY, Job.Status.SUCCEEDED, chat_worker)
+    assert (job.kind, job.status, job.node) == (CHAT_REPLY, Job.Status.SUCCEEDED, chat_worker)
     assert job.result["chunks"] == 3 and job.result["message"] == reply.pk
     assert [c.text for c in reply.chunks.order_by("index")] == [
         "Hello there, I am Ada.", "Nice to meet you!", "What shall we talk about today?",

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from avatars import demo_kind
 from avatars.engines.console import clock_seconds, parse_bar
 from avatars.engines.gaussiantalker.parsers import TrainParser
 from jobs.console import ConsoleParser, strip_timestamp
@@ -421,7 +422,7 @@ def test_demo_command_built_by_the_platform_runs_to_success(make_node, alice, ex
     node = make_node()
     params = {"seconds": 0.0, "iterations": 20, "coarse_iterations": 10, "save_every": 500, **extra}
     job = Job.objects.create(
-        owner=alice, kind=Job.Kind.DEMO_TRAIN, params=params, node=node, gpu=node.gpus.get()
+        owner=alice, kind=demo_kind.DEMO_TRAIN, params=params, node=node, gpu=node.gpus.get()
     )
     plan = kind_spec(job.kind).plan(job)
     Path(plan.invocation.cwd).mkdir(parents=True)

@@ -18,18 +18,20 @@ from rest_framework.test import APIClient
 
 from accounts.models import ApiToken, User
 from accounts.services import api_token_rotate
+from avatars.demo_kind import DEMO_TRAIN
 from avatars.layout import dataset_dir, model_dir
 from avatars.models import Avatar, Checkpoint, DatasetCopy, Evaluation
-from avatars.pipeline import avatar_train
+from avatars.pipeline import RENDER_VALIDATION, TRAIN, avatar_train
 from avatars.services import avatar_create, avatar_delete
 from chat.models import Chunk, Conversation, Message, Voice
-from chat.services import voice_delete
+from chat.services import CHAT_REPLY, voice_delete
 from core.errors import ServiceError
 from gpu_nodes.cleanup import node_cleanups_run, path_inside_workdir
 from gpu_nodes.connect import connection_for
 from gpu_nodes.models import Node, NodeCleanup
 from jobs.models import Job
 from videos.models import Video
+from videos.services import GENERATE_VIDEO
 
 from .conftest import wait_for
 
@@ -91,7 +93,7 @@ class Belongings:
             avatar=self.avatar, node=node, stage="fine", iteration=40, path=point_cloud, size_bytes=6
         )
         self.render = Job.objects.create(
-            owner=owner, kind=Job.Kind.RENDER_VALIDATION, avatar=self.avatar, node=node,
+            owner=owner, kind=RENDER_VALIDATION, avatar=self.avatar, node=node,
             status=Job.Status.SUCCEEDED, params={"avatar": self.avatar.pk},
         )  # fmt: skip
         self.render.result = {
@@ -101,7 +103,7 @@ class Belongings:
         on_node(node, PurePosixPath(workdir) / "jobs" / str(self.render.pk))
         Evaluation.objects.create(avatar=self.avatar, checkpoint=checkpoint, iteration=40, psnr=30, ssim=0.9)
         video_job = Job.objects.create(
-            owner=owner, kind=Job.Kind.GENERATE_VIDEO, avatar=self.avatar, node=node,
+            owner=owner, kind=GENERATE_VIDEO, avatar=self.avatar, node=node,
             status=Job.Status.SUCCEEDED,
         )  # fmt: skip
         self.video = Video.objects.create(
@@ -167,10 +169,10 @@ def test_a_trained_avatar_is_deleted_from_the_local_node_and_media_and_its_jobs_
     jobs = list(Job.objects.filter(avatar=avatar).order_by("id"))
     assert [job.status for job in jobs] == ["succeeded"] * 4, [job.error for job in jobs]
     data, model = Path(dataset_dir(avatar, node.workdir)), Path(model_dir(avatar, node.workdir))
-    render = next(job for job in jobs if job.kind == Job.Kind.RENDER_VALIDATION)
+    render = next(job for job in jobs if job.kind == RENDER_VALIDATION)
     validation = Path(settings.MEDIA_ROOT) / render.result["files"]["validation.mov"]
     upload = Path(settings.MEDIA_ROOT) / avatar.video
-    train = next(job for job in jobs if job.kind == Job.Kind.TRAIN)
+    train = next(job for job in jobs if job.kind == TRAIN)
     assert (data / "ori_imgs").is_dir() and (model / f"run-{train.pk}" / "point_cloud").is_dir()
     assert validation.is_file() and upload.is_file()
     assert Checkpoint.objects.filter(avatar=avatar).exists() and Evaluation.objects.filter(avatar=avatar)
@@ -269,7 +271,7 @@ def test_only_folders_inside_the_workdir_two_levels_down_are_ever_removed(db):
 def test_an_avatar_with_an_active_job_is_not_deleted_at_all(alice, make_node):
     node = make_node()
     alices = Belongings(alice, node, "anna")
-    Job.objects.create(owner=alice, kind=Job.Kind.GENERATE_VIDEO, avatar=alices.avatar, status="queued")
+    Job.objects.create(owner=alice, kind=GENERATE_VIDEO, avatar=alices.avatar, status="queued")
     with pytest.raises(ServiceError, match="queued or running"):
         avatar_delete(avatar=alices.avatar)
     assert Avatar.objects.filter(pk=alices.avatar.pk).exists() and not NodeCleanup.objects.exists()
@@ -295,7 +297,7 @@ def test_deleting_a_voice_removes_its_recording_and_cached_latents(alice, make_n
     assert latents.is_file()
     reply = Message.objects.create(
         conversation=alices.conversation, role="assistant", status="running",
-        job=Job.objects.create(owner=alice, kind=Job.Kind.CHAT_REPLY, status="running"),
+        job=Job.objects.create(owner=alice, kind=CHAT_REPLY, status="running"),
     )  # fmt: skip
     with pytest.raises(ServiceError, match="being spoken in this voice"):
         voice_delete(voice=alices.voice)
@@ -315,7 +317,7 @@ def test_deleting_an_account_removes_everything_of_the_person_and_nothing_of_bob
 ):
     node = make_node()
     alices, bobs = Belongings(alice, node, "anna"), Belongings(bob, node, "bert")
-    own_job = Job.objects.create(owner=alice, kind=Job.Kind.DEMO_TRAIN, node=node, status="failed")
+    own_job = Job.objects.create(owner=alice, kind=DEMO_TRAIN, node=node, status="failed")
     media_file(f"jobs/{own_job.pk}/log.txt")
 
     refused = api(alice).delete("/api/me/", {"confirm": "bob"}, format="json")
@@ -354,7 +356,7 @@ def test_the_profile_page_deletes_the_account_after_the_user_name_is_typed(
     assert "Type your user name" in wrong.content.decode()
     assert User.objects.filter(pk=alice.pk).exists() and all(path.exists() for path in alices.media)
 
-    Job.objects.create(owner=alice, kind=Job.Kind.DEMO_TRAIN, status="running")
+    Job.objects.create(owner=alice, kind=DEMO_TRAIN, status="running")
     busy = client.post("/accounts/profile/delete/", {"username": "alice"}, follow=True)
     assert "queued or running" in busy.content.decode() and User.objects.filter(pk=alice.pk).exists()
     Job.objects.filter(owner=alice, status="running").update(status="canceled")

@@ -28,9 +28,7 @@ def in_worker_kind(settings):
     def run(job, context):
         return box["behaviour"](job, context)
 
-    register(
-        KIND, KindSpec(label="test", needs_gpu=False, plan=None, clean=lambda params, owner: params, run=run)
-    )
+    register(KIND, KindSpec(label="test", plan=None, clean=lambda params, owner: params, run=run))
     yield box
     KINDS.pop(KIND)
 

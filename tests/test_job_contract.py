@@ -12,14 +12,18 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from avatars.demo_kind import DEMO_TRAIN
 from avatars.models import Avatar
+from avatars.pipeline import PREPROCESS, RENDER_VALIDATION, TRAIN
 from chat.models import Message
+from chat.services import CHAT_REPLY
 from core.errors import ServiceError
 from jobs.kinds import KINDS, kind_spec, public_kinds
 from jobs.models import Job
 from jobs.runner import run_job
 from jobs.services import job_submit
 from videos.models import Video
+from videos.services import GENERATE_VIDEO
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,21 +53,21 @@ def alices(alices_things):
 
 def raw_params(kind: str, objects: dict) -> dict:
     """The params a stranger would forge for ``kind`` with alice's ids."""
-    if kind == Job.Kind.CHAT_REPLY:
+    if kind == CHAT_REPLY:
         return {"message": objects["reply"].pk, "checkpoint": objects["checkpoint"].pk}
-    if kind == Job.Kind.GENERATE_VIDEO:
+    if kind == GENERATE_VIDEO:
         return {"video": objects["video"].pk}
-    if kind == Job.Kind.DEMO_TRAIN:
+    if kind == DEMO_TRAIN:
         return {"seconds": 1, "iterations": 10, "coarse_iterations": 10}
     return {"avatar": objects["avatar"].pk, "iteration": 100}
 
 
 def test_only_the_demo_training_is_public():
-    assert public_kinds() == [Job.Kind.DEMO_TRAIN]
-    assert {Job.Kind.CHAT_REPLY, Job.Kind.GENERATE_VIDEO, Job.Kind.PREPROCESS, Job.Kind.TRAIN} <= set(KINDS)
+    assert public_kinds() == [DEMO_TRAIN]
+    assert {CHAT_REPLY, GENERATE_VIDEO, PREPROCESS, TRAIN} <= set(KINDS)
 
 
-@pytest.mark.parametrize("kind", sorted(set(Job.Kind.values) - {Job.Kind.DEMO_TRAIN}))
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - {DEMO_TRAIN}))
 def test_a_non_public_kind_is_refused_by_the_jobs_api_even_with_your_own_ids(api, alice, bob, alices, kind):
     jobs_before = Job.objects.count()
     for user in (bob, alice):
@@ -81,10 +85,10 @@ def test_the_jobs_page_submits_only_the_demo(client, alice):
     client.force_login(alice)
     response = client.post("/jobs/new/", {"seconds": "1", "iterations": "10", "coarse_iterations": "10"})
     assert response.status_code == 302
-    assert list(Job.objects.values_list("kind", flat=True)) == [Job.Kind.DEMO_TRAIN]
+    assert list(Job.objects.values_list("kind", flat=True)) == [DEMO_TRAIN]
 
 
-@pytest.mark.parametrize("kind", sorted(set(Job.Kind.values) - {Job.Kind.DEMO_TRAIN}))
+@pytest.mark.parametrize("kind", sorted(set(KINDS) - {DEMO_TRAIN}))
 def test_every_kind_cleans_ids_through_the_owners_selectors(alice, bob, alices, kind):
     params = raw_params(kind, alices)
     with pytest.raises(ServiceError) as refused:
@@ -101,10 +105,10 @@ def test_every_kind_cleans_ids_through_the_owners_selectors(alice, bob, alices, 
 )
 def test_an_avatar_step_with_a_malformed_id_is_refused(alice, params):
     with pytest.raises(ServiceError, match="avatar"):
-        kind_spec(Job.Kind.TRAIN).clean(params, owner=alice)
+        kind_spec(TRAIN).clean(params, owner=alice)
 
 
-@pytest.mark.parametrize("kind", [Job.Kind.PREPROCESS, Job.Kind.TRAIN, Job.Kind.RENDER_VALIDATION])
+@pytest.mark.parametrize("kind", [PREPROCESS, TRAIN, RENDER_VALIDATION])
 def test_a_forged_step_on_someone_elses_avatar_fails_at_once_and_frees_the_slot(
     bob, alices, kind, monkeypatch, django_capture_on_commit_callbacks, redis_db
 ):
@@ -137,9 +141,9 @@ def test_a_plan_that_raises_anything_fails_the_job_with_its_message(
     def broken_plan(job):
         raise AttributeError("'NoneType' object has no attribute 'slug'")
 
-    monkeypatch.setitem(KINDS, Job.Kind.DEMO_TRAIN, replace(kind_spec(Job.Kind.DEMO_TRAIN), plan=broken_plan))
+    monkeypatch.setitem(KINDS, DEMO_TRAIN, replace(kind_spec(DEMO_TRAIN), plan=broken_plan))
     with django_capture_on_commit_callbacks(execute=True):
-        job = job_submit(owner=alice, kind=Job.Kind.DEMO_TRAIN, params={"seconds": 1})
+        job = job_submit(owner=alice, kind=DEMO_TRAIN, params={"seconds": 1})
     job.refresh_from_db()
     assert run_job(job.pk) == "failed"
     job.refresh_from_db()
@@ -153,14 +157,12 @@ def test_a_reply_job_re_checks_its_message_owner_at_run_time(bob, alices):
     conversations (and never reads the conversation's prompt or key)."""
     from chat.job_kind import run_reply
 
-    job = Job(owner=bob, kind=Job.Kind.CHAT_REPLY, params={"message": alices["reply"].pk})
+    job = Job(owner=bob, kind=CHAT_REPLY, params={"message": alices["reply"].pk})
     with pytest.raises(Message.DoesNotExist):
         run_reply(job, context=None)
 
 
 def test_a_generation_plan_re_checks_its_video_owner(bob, alices):
-    job = Job(
-        owner=bob, kind=Job.Kind.GENERATE_VIDEO, params={"video": alices["video"].pk}, node=alices["node"]
-    )
+    job = Job(owner=bob, kind=GENERATE_VIDEO, params={"video": alices["video"].pk}, node=alices["node"])
     with pytest.raises(Video.DoesNotExist):
-        kind_spec(Job.Kind.GENERATE_VIDEO).plan(job)
+        kind_spec(GENERATE_VIDEO).plan(job)

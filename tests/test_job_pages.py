@@ -76,3 +76,35 @@ def test_the_admin_shows_percent_duration_and_what_it_works_on(admin_client, ali
     assert "100 %" in listing and "1 h 15 min" in listing
     page = admin_client.get(reverse("admin:jobs_job_change", args=[job.pk])).content.decode()
     assert f'<a href="{reverse("avatar-detail", args=[avatar.pk])}">Avatar Ada</a>' in page
+
+
+def test_pages_and_admin_name_a_kind_by_its_registered_label(client, admin_client, alice, avatar):
+    job = ended_job(alice, "train", params={"avatar": avatar.pk}, avatar=avatar)
+    client.force_login(alice)
+    assert f"#{job.pk} Training</a>" in client.get(reverse("job-list")).content.decode()
+    page = client.get(reverse("job-detail", args=[job.pk])).content.decode()
+    assert f"Job #{job.pk} · Training</h1>" in page
+    listing = admin_client.get(reverse("admin:jobs_job_changelist")).content.decode()
+    assert '<td class="field-kind_name">Training</td>' in listing
+
+
+def test_a_kind_no_app_registers_shows_its_raw_name_and_is_left_waiting(
+    client, admin_client, alice, make_node, django_capture_on_commit_callbacks
+):
+    # A row left by an app since removed: its kind is in no registry.
+    make_node()
+    ended = ended_job(alice, "gone_app_kind", params={})
+    waiting = Job.objects.create(owner=alice, kind="gone_app_kind", params={})
+    client.force_login(alice)
+    assert f"#{ended.pk} gone_app_kind</a>" in client.get(reverse("job-list")).content.decode()
+    page = client.get(reverse("job-detail", args=[ended.pk]))
+    assert page.status_code == 200 and f"Job #{ended.pk} · gone_app_kind</h1>" in page.content.decode()
+    assert admin_client.get(reverse("admin:jobs_job_change", args=[ended.pk])).status_code == 200
+    assert "gone_app_kind" in admin_client.get(reverse("admin:jobs_job_changelist")).content.decode()
+
+    from jobs.services import jobs_dispatch
+
+    with django_capture_on_commit_callbacks(execute=False):
+        assert jobs_dispatch() == []  # the free slot stays free: nothing knows how to run it
+    waiting.refresh_from_db()
+    assert waiting.status == "queued" and waiting.gpu is None

@@ -12,9 +12,11 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.services import api_token_rotate
+from avatars.pipeline import RENDER_VALIDATION
 from chat.models import Chunk, Conversation, Message, Voice
 from jobs.models import Job
 from videos.models import Video
+from videos.services import GENERATE_VIDEO
 
 from .test_chat_services import make_avatar
 
@@ -50,7 +52,7 @@ def media(alice, settings, tmp_path) -> dict[str, tuple[str, bytes]]:
     avatar.au_csv = put(f"avatars/{avatar.slug}/au.csv")
     avatar.save()
     Job.objects.create(
-        kind=Job.Kind.RENDER_VALIDATION, owner=alice, avatar=avatar, status=Job.Status.SUCCEEDED,
+        kind=RENDER_VALIDATION, owner=alice, avatar=avatar, status=Job.Status.SUCCEEDED,
         finished_at=timezone.now(), result={"files": {"validation.mov": put("jobs/1/validation.mov")}},
     )  # fmt: skip
     video = Video.objects.create(
@@ -63,7 +65,7 @@ def media(alice, settings, tmp_path) -> dict[str, tuple[str, bytes]]:
         pose_mode=Video.PoseMode.PING_PONG,
         result=put("jobs/2/result.mp4"),
         poster=put("jobs/2/poster.jpg"),
-        job=Job.objects.create(kind=Job.Kind.GENERATE_VIDEO, owner=alice, status=Job.Status.SUCCEEDED),
+        job=Job.objects.create(kind=GENERATE_VIDEO, owner=alice, status=Job.Status.SUCCEEDED),
     )
     voice = Voice.objects.create(
         owner=alice,

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from accounts.services import api_token_rotate
+from avatars.demo_kind import DEMO_TRAIN
 from jobs import events
 from jobs.models import Job, JobLogChunk
 from jobs.services import job_submit
@@ -20,7 +21,7 @@ DEMO = {"seconds": 1, "iterations": 10, "coarse_iterations": 10}
 
 
 def submit(owner, **params) -> Job:
-    return job_submit(owner=owner, kind=Job.Kind.DEMO_TRAIN, params={**DEMO, **params})
+    return job_submit(owner=owner, kind=DEMO_TRAIN, params={**DEMO, **params})
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from accounts.models import InviteCode, Quota, User
 from accounts.quotas import GB, limits_for, usage_for
+from avatars.demo_kind import DEMO_TRAIN
 from avatars.models import Avatar, Checkpoint
 from avatars.services import avatar_create
 from core.errors import ServiceError
@@ -22,7 +23,7 @@ DEMO = {"seconds": 1, "iterations": 10, "coarse_iterations": 10}
 
 
 def submit(owner, **options) -> Job:
-    return job_submit(owner=owner, kind=Job.Kind.DEMO_TRAIN, params=DEMO, **options)
+    return job_submit(owner=owner, kind=DEMO_TRAIN, params=DEMO, **options)
 
 
 # --- jobs -------------------------------------------------------------------------------------------

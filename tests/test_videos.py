@@ -27,7 +27,7 @@ from jobs.models import Job
 from jobs.selectors import job_log_text
 from videos.job_kind import GenerationParser, audio_frames, generate_plan
 from videos.models import Video
-from videos.services import video_create
+from videos.services import GENERATE_VIDEO, video_create
 
 from .conftest import FACE, ffmpeg, wait_for
 from .test_browser import CHROMIUM, chromium_page, log_in  # noqa: F401 - chromium_page is a fixture
@@ -305,7 +305,7 @@ def nothing_created(settings) -> bool:
     folder = Path(settings.MEDIA_ROOT) / "videos"
     return (
         not Video.objects.exists()
-        and not Job.objects.filter(kind=Job.Kind.GENERATE_VIDEO).exists()
+        and not Job.objects.filter(kind=GENERATE_VIDEO).exists()
         and (not folder.exists() or not any(folder.iterdir()))
     )
 

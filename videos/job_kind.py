@@ -41,7 +41,7 @@ from jobs.notify import notify
 
 from .models import Video
 from .selectors import videos_visible_to
-from .services import POSTER, RESULT, video_record_result
+from .services import GENERATE_VIDEO, POSTER, RESULT, video_record_result
 
 
 def audio_frames(seconds: float) -> int:
@@ -268,7 +268,7 @@ def video_subject(job: Job) -> tuple[str, str] | None:
 
 def register_kind() -> None:
     register(
-        Job.Kind.GENERATE_VIDEO,
-        KindSpec(label="Generate a video from audio", needs_gpu=False, plan=generate_plan,
+        GENERATE_VIDEO,
+        KindSpec(label="Video generation", gpu_work="render", plan=generate_plan,
                  clean=clean_generate, after=after_generate, subject=video_subject),
     )  # fmt: skip

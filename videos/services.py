@@ -27,6 +27,7 @@ from . import tts
 from .models import Video
 
 RESULT, POSTER = "video.mp4", "poster.jpg"  # the files a generation job collects
+GENERATE_VIDEO = "generate_video"  # the kind of job that renders a video (videos/job_kind.py registers it)
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def video_create(
             )
             video.job = job_submit(
                 owner=owner,
-                kind=Job.Kind.GENERATE_VIDEO,
+                kind=GENERATE_VIDEO,
                 params={"video": video.pk},
                 node=checkpoint.node,
                 avatar=avatar,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from gpu_nodes.models import Node
 from gpu_nodes.node_engines import node_engine_dir
 from jobs.console import ConsoleParser
+from jobs.kinds import KINDS
 
 from .console import PreprocessTask
 from .shell import run_name, validate_name
@@ -32,10 +33,6 @@ if TYPE_CHECKING:
     from gpu_nodes.connections import NodeConnection
 
 ENGINES_DIR = Path(__file__).resolve().parent
-
-# Job kinds (jobs.models.Job.Kind values) whose engine work is training-sized, and rendering-sized.
-TRAINING_KINDS = frozenset({"preprocess", "train"})
-RENDERING_KINDS = frozenset({"render_validation", "generate_video", "chat_reply"})
 
 
 @dataclass(frozen=True)
@@ -141,14 +138,13 @@ class Engine:
     # --- facts the platform asks ------------------------------------------------------------------------
 
     def gpu_mb(self, kind: str) -> int:
-        """GPU memory a job of ``kind`` (a jobs.Job.Kind value) needs with this engine: 0 when none."""
-        if not self.needs_gpu:
-            return 0
-        if kind in TRAINING_KINDS:
-            return self.train_gpu_mb
-        if kind in RENDERING_KINDS:
-            return self.render_gpu_mb
-        return 0  # the evaluation runs our numpy/OpenCV script
+        """GPU memory a job of ``kind`` (a registered job kind) needs with this engine: 0 when none. The kind
+        says how much of the engine it runs (``jobs.kinds.KindSpec.gpu_work``); the engine, how much memory
+        that takes."""
+        spec = KINDS.get(kind)
+        if not self.needs_gpu or spec is None or spec.gpu_work is None:
+            return 0  # e.g. the evaluation runs our numpy/OpenCV script
+        return self.train_gpu_mb if spec.gpu_work == "train" else self.render_gpu_mb
 
     def env(self) -> dict[str, str]:
         """Environment for the engine's runs (``wrap(env=...)``): see ``shell.py`` on unbuffered output."""
