@@ -200,6 +200,12 @@ def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
         erasure.add_node_path(node, PurePosixPath(node.workdir) / "output" / f"{avatar.slug}-config.py")
 
 
+def avatars_collect_erasure(user, erasure: Erasure) -> None:
+    """Deleting an account (accounts/deletion.py): every avatar of the person, as ``avatar_erasure``."""
+    for avatar in user.avatars.all():
+        avatar_erasure(avatar, erasure)
+
+
 def avatar_delete(*, avatar: Avatar) -> None:
     """Delete the avatar and everything made from it: its files here and on every node (nodes offline now
     are cleaned when they are back), its datasets, checkpoints, evaluations, videos and conversations.

@@ -121,6 +121,14 @@ def voice_erasure(voice: Voice, erasure: Erasure) -> None:
     erasure.add_media(voice.latents)
 
 
+def chat_collect_erasure(user, erasure: Erasure) -> None:
+    """Deleting an account (accounts/deletion.py): the person's voices and conversations' folders."""
+    for voice in user.voices.all():
+        voice_erasure(voice, erasure)
+    for conversation in user.conversations.all():
+        erasure.add_media(conversation.folder)
+
+
 def voice_delete(*, voice: Voice) -> None:
     """Delete the voice with its recording and cached latents. Conversations that spoke in it fall back to
     the offline voice (the foreign key is SET_NULL). Refused while a reply is being spoken in it: that

@@ -16,7 +16,7 @@ from gpu_nodes.models import Gpu, Node
 from gpu_nodes.node_engines import runs_engine_q
 
 from . import events, queue
-from .kinds import KINDS, kind_spec, public_kinds
+from .kinds import KINDS, job_folder, kind_spec, public_kinds
 from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -89,6 +89,26 @@ def job_submit_public(
             "and API endpoints."
         )
     return job_submit(owner=owner, kind=kind, params=params, node=node, timeout_seconds=timeout_seconds)
+
+
+# --- deleting an account (accounts/deletion.py) -----------------------------------------------------
+
+
+def jobs_refuse_erasure(user) -> str | None:
+    """Why the person's account cannot be deleted now: a job of theirs still runs or waits."""
+    if Job.objects.filter(owner=user, status__in=Job.ACTIVE_STATUSES).exists():
+        return (
+            "Some of your jobs are queued or running: cancel them or wait for them, then delete the account."
+        )
+    return None
+
+
+def jobs_collect_erasure(user, erasure) -> None:
+    """The files of every job of the person: what it brought back, and its scratch folder on its node."""
+    for job in Job.objects.filter(owner=user).select_related("node"):
+        erasure.add_media(f"jobs/{job.pk}")
+        if job.node is not None:
+            erasure.add_node_path(job.node, job_folder(job))
 
 
 # --- placement ------------------------------------------------------------------------------------

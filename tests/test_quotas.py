@@ -243,3 +243,16 @@ def test_a_voice_upload_past_the_storage_limit_is_refused(alice, settings):
     with pytest.raises(ServiceError, match="Storage: you use 0.00 GB of your 0.00 GB"):
         voice_create(owner=alice, name="Me", recording=recording, consent=True)
     assert not Voice.objects.exists()
+
+
+def test_every_app_that_keeps_a_persons_files_counts_them_and_a_new_counter_adds_up(
+    alice, settings, monkeypatch
+):
+    from accounts.quotas import STORAGE_COUNTERS, register_storage_counter
+
+    # Registered from the apps' ready(): accounts imports none of them.
+    assert {"avatars", "chat", "videos", "jobs"} <= set(STORAGE_COUNTERS)
+    before = usage_for(alice).storage_bytes
+    monkeypatch.setattr("accounts.quotas.STORAGE_COUNTERS", dict(STORAGE_COUNTERS))
+    register_storage_counter("elsewhere", lambda user: 1234 if user == alice else 0)
+    assert usage_for(alice).storage_bytes == before + 1234

@@ -185,6 +185,12 @@ def video_record_result(*, job: Job) -> Video | None:
     return video
 
 
+def videos_collect_erasure(user, erasure) -> None:
+    """Deleting an account (accounts/deletion.py): the person's videos' folders (gpu_nodes Erasure)."""
+    for video in user.videos.all():
+        erasure.add_media(video.folder if video.folder.startswith("videos/") else "")
+
+
 def video_delete(*, video: Video) -> None:
     """The video, its files and (if it still runs) its job, which is canceled on the node."""
     job = video.job
