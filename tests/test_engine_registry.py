@@ -182,3 +182,18 @@ def test_each_weight_source_line_names_the_file_upstream_loads(name):
         ).stdout.splitlines()
         cited = shown[int(line) - 1]
         assert Path(weight.path).name in cited, (weight, cited)
+
+
+def test_a_plug_in_that_leaves_out_a_step_cannot_be_made():
+    # The steps every engine must have are abstract; the hooks with a default are not.
+    assert Engine.__abstractmethods__ == {
+        "recipe", "preprocess", "train", "list_checkpoints", "validation_render", "validation_video",
+        "speech_steps",
+    }  # fmt: skip
+
+    synctalk = type(engine_for("synctalk"))
+    # A plug-in whose speech_steps is the base's abstract one, as if it had not written its own.
+    half = type("Half", (synctalk,), {"speech_steps": Engine.speech_steps})
+    with pytest.raises(TypeError, match="speech_steps"):
+        half()
+    assert isinstance(synctalk(), Engine)  # every step is there

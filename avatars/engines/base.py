@@ -16,6 +16,7 @@ Node-side scripts (standard library, copied to ``<workdir>/engines/<path>`` and 
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -107,8 +108,9 @@ def dataset_dir(slug: str, workdir: str) -> PurePosixPath:
     return PurePosixPath(workdir) / "data" / validate_name(slug, "avatar name")
 
 
-class Engine:
-    """An engine plug-in. Subclasses set the class attributes and implement the steps."""
+class Engine(ABC):
+    """An engine plug-in. Subclasses set the class attributes and implement the steps: the abstract methods
+    below (a plug-in missing one cannot be instantiated); the other methods are defaults to override."""
 
     # --- identity ---------------------------------------------------------------------------------------
     name: ClassVar[str]  # the registry key, stored in Avatar.engine
@@ -194,9 +196,9 @@ class Engine:
         self.recipe({"iterations": iterations})
         return {} if iterations is None else {"iterations": iterations}
 
+    @abstractmethod
     def recipe(self, params: dict) -> dict[str, Any]:
         """The stages a training with ``params`` runs, as settings to show (the avatar page's runs)."""
-        raise NotImplementedError
 
     # --- the steps --------------------------------------------------------------------------------------
 
@@ -204,15 +206,17 @@ class Engine:
         """What a complete preprocessing leaves in the dataset folder (glob patterns)."""
         return [pattern for task in self.preprocess_tasks for pattern in task.produces]
 
+    @abstractmethod
     def preprocess(self, job, *, data: PurePosixPath, estimate_blinks: bool) -> Step:
-        raise NotImplementedError
+        """Preprocess the avatar's uploaded video into the dataset folder ``data`` on the job's node."""
 
+    @abstractmethod
     def train(self, job, *, data: PurePosixPath, run: int) -> Step:
-        raise NotImplementedError
+        """Train on the dataset ``data`` into the folder of training ``run`` (``run_dir``)."""
 
+    @abstractmethod
     def list_checkpoints(self, conn: NodeConnection, model: PurePosixPath) -> dict:
         """``{"checkpoints": [(stage, iteration, path, size), …]}`` for a run's model folder on the node."""
-        raise NotImplementedError
 
     def trained_something(self, conn: NodeConnection, model: PurePosixPath) -> str | None:
         """A training's check after a clean exit: None when the run's folder holds a checkpoint that can
@@ -222,19 +226,19 @@ class Engine:
             return f"The training saved no {self.renderable_stage} checkpoint in {model}: nothing can render."
         return None
 
+    @abstractmethod
     def validation_render(self, job, *, data: PurePosixPath, run: int | None, iteration: int) -> Step:
         """Render the held-out val split with the checkpoint ``iteration`` of ``run``; the result video is
         collected as ``validation<suffix>``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validation_video(self, *, model: PurePosixPath, iteration: int) -> str:
         """Where :meth:`validation_render` leaves its video (the evaluation scores it)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def speech_steps(
         self, job, *, checkpoint, dataset: PurePosixPath, folder: PurePosixPath, wav: PurePosixPath,
         frames: int, batch: int, pose_start: int,
     ) -> SpeechSteps:  # fmt: skip
         """The engine's commands that render ``wav`` (``frames`` 25-fps frames) with ``checkpoint`` in the
         job's ``folder``."""
-        raise NotImplementedError
