@@ -546,3 +546,21 @@ def test_the_rq_dashboard_lists_every_node_queue_and_its_workers(admin_client, m
     queued = re.search(r'queues/(\d+)/">\s*(\d+)\s*<', row)
     workers = re.search(r'workers/\d+/">\s*(\d+)\s*<', row)
     assert (queued[2], workers[1]) == ("1", "1"), row  # one job waiting, one worker serving the queue
+
+
+def test_stop_removes_the_container_then_kills_the_tree_even_without_docker(started, tmp_path, monkeypatch):
+    calls = tmp_path / "docker-calls"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]))  # no other docker
+    for marker in ("44.1", "44.2"):
+        process = start_tree(started, "sleep 60 & sleep 60", marker=marker)
+        wait_for(lambda marker=marker, process=process: len(_group_members(process.pid, marker)) >= 2)
+        LocalConnection().stop(process.pid, marker=marker, grace=2, container=f"talkforge-{marker}")
+        assert process.wait(5) is not None and not LocalConnection().is_running(process.pid, marker=marker)
+        (bin_dir / "docker").unlink(
+            missing_ok=True
+        )  # the second time, docker cannot be found: the tree goes anyway
+    assert calls.read_text().splitlines() == ["rm -f talkforge-44.1"]

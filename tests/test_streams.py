@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import pytest
 
-from jobs.streams import LineSplitter
+from jobs.streams import LineSplitter, follow
 
 
 def feed_all(chunks: list[bytes], max_line: int = 4000) -> list[str]:
@@ -221,3 +222,42 @@ def test_a_complete_bar_without_a_body_is_sent_at_once():
     splitter = LineSplitter()
     lines = splitter.feed(data[start:first_redraw])
     assert lines[-1].endswith("?it/s]") and lines[-1].lstrip().startswith("0%")
+
+
+# --- follow: a node process's output, line by line, until it ends ------------------------------------
+
+
+def _follow_local(command: str, marker: str, **options):
+    from gpu_nodes.connections import LocalConnection
+
+    conn = LocalConnection()
+    process = conn.start(["sh", "-c", command], marker=marker)
+    seen: list[str] = []
+    try:
+        started = time.monotonic()
+        code = follow(process, seen.extend, max_line=4000, poll=0.1, drain_seconds=0.5, **options)
+        return code, seen, time.monotonic() - started
+    finally:
+        conn.kill_tree(process.pid, marker=marker, grace=0.5)
+
+
+def test_follow_hands_over_every_line_in_order_and_returns_the_exit_code():
+    code, seen, _ = _follow_local(r"printf 'one\ntwo\r50%%|#  | 1/2 [00:01<00:01]\rlast'; exit 3", "61.1")
+    assert code == 3
+    assert seen == ["one", "two", "50%|#  | 1/2 [00:01<00:01]", "last"]
+
+
+def test_follow_stops_reading_when_a_child_outlives_the_process_holding_its_output():
+    code, seen, took = _follow_local("sleep 30 & echo done; exit 0", "61.2")
+    assert (code, seen) == (0, ["done"]) and took < 10
+
+
+def test_follow_returns_none_at_once_when_asked_to_stop():
+    asked = []
+
+    def should_stop():
+        asked.append(1)
+        return len(asked) > 3
+
+    code, _, took = _follow_local("echo start; sleep 30", "61.3", should_stop=should_stop)
+    assert code is None and took < 10
