@@ -16,8 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from django.urls import reverse
 
-from core.errors import ServiceError
-from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
+from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, owned_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
@@ -175,15 +174,17 @@ def clean_avatar_step(params: dict, *, owner) -> dict:
     started, the training run they belong to (``run``: the train job that started it) and (rendering and
     evaluating a chosen checkpoint) its iteration."""
     reject_unknown(params, {"avatar", "iterations", "seconds", "iteration", "run", "node"}, "an avatar job")
-    avatar = object_id(params.get("avatar"), name="avatar")
-    if not avatars_visible_to(owner).filter(pk=avatar).exists():
-        raise ServiceError(f"Avatar {avatar} is not one of your avatars.")
+    avatar = owned_id(
+        params.get("avatar"), name="avatar", among=avatars_visible_to(owner),
+        refusal="Avatar {id} is not one of your avatars.",
+    )  # fmt: skip
     cleaned = {"avatar": avatar}
     if params.get("run") is not None:
-        run = object_id(params["run"], name="run")
-        if not Job.objects.filter(pk=run, owner=owner, avatar_id=avatar, kind=pipeline.TRAIN).exists():
-            raise ServiceError(f"Run {run} is not a training of avatar {avatar}.")
-        cleaned["run"] = run
+        cleaned["run"] = owned_id(
+            params["run"], name="run",
+            among=Job.objects.filter(owner=owner, avatar_id=avatar, kind=pipeline.TRAIN),
+            refusal=f"Run {{id}} is not a training of avatar {avatar}.",
+        )  # fmt: skip
     if params.get("iterations") is not None:
         cleaned["iterations"] = TRAIN_ITERATIONS.clean(params["iterations"])
     if params.get("seconds") is not None:

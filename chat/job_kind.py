@@ -10,8 +10,7 @@ from django.urls import reverse
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
-from core.errors import ServiceError
-from core.params import object_id, reject_unknown
+from core.params import owned_id, reject_unknown
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
 
@@ -27,15 +26,18 @@ def clean_reply(params: dict, *, owner) -> dict:
     """A reply job carries its (pending) assistant message, in one of the owner's conversations, and the
     checkpoint of the owner's avatar that renders it, if any; everything else is on the conversation."""
     reject_unknown(params, {"message", "node", "checkpoint"}, "a chat reply")
-    message = object_id(params.get("message"), name="message")
-    replies = messages_visible_to(owner).filter(role=Message.Role.ASSISTANT)
-    if not replies.filter(pk=message).exists():
-        raise ServiceError(f"Message {message} is not a reply in one of your conversations.")
+    message = owned_id(
+        params.get("message"), name="message",
+        among=messages_visible_to(owner).filter(role=Message.Role.ASSISTANT),
+        refusal="Message {id} is not a reply in one of your conversations.",
+    )  # fmt: skip
     if params.get("checkpoint") is None:
         return {"message": message}
-    checkpoint = object_id(params["checkpoint"], name="checkpoint")
-    if not Checkpoint.objects.filter(pk=checkpoint, avatar__in=avatars_visible_to(owner)).exists():
-        raise ServiceError(f"Checkpoint {checkpoint} is not one of your avatars' checkpoints.")
+    checkpoint = owned_id(
+        params["checkpoint"], name="checkpoint",
+        among=Checkpoint.objects.filter(avatar__in=avatars_visible_to(owner)),
+        refusal="Checkpoint {id} is not one of your avatars' checkpoints.",
+    )  # fmt: skip
     return {"message": message, "checkpoint": checkpoint}
 
 

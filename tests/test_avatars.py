@@ -303,3 +303,25 @@ def test_the_upload_page_states_the_guidelines_and_previews_the_clip(alice, clie
     page = client.get("/avatars/new/").content.decode()
     assert "One face" in page and "Steady, even light" in page and "at least 2 s" in page
     assert 'id="clip-preview"' in page and 'name="trim_start"' in page and "clip_preview.js" in page
+
+
+def test_an_upload_is_stored_only_when_its_block_succeeds_and_rolled_back_after(db):
+    from django.db import IntegrityError
+
+    from avatars.uploads import rollback, storing
+    from core import media
+
+    upload = SimpleUploadedFile("clip.bin", b"frames")
+    with (
+        pytest.raises(ServiceError, match="name is taken"),
+        rollback("avatars/rollback-test", taken="name is taken"),
+    ):
+        with storing(upload, "avatars/rollback-test/clip.bin") as incoming:
+            incoming.target.write_bytes(incoming.source.read_bytes().upper())
+        assert media.exists("avatars/rollback-test/clip.bin")  # stored once its block ended well
+        raise IntegrityError("a row with this name came first")
+    assert not media.exists("avatars/rollback-test/clip.bin")
+
+    with pytest.raises(ServiceError, match="too short"), storing(upload, "avatars/rollback-test/clip.bin"):
+        raise ServiceError("too short")  # a failed check: nothing is stored
+    assert not media.exists("avatars/rollback-test/clip.bin")

@@ -30,8 +30,7 @@ from avatars.engines.console import STEP, step_marker
 from avatars.engines.shell import shell_and
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
-from core.errors import ServiceError
-from core.params import object_id, reject_unknown
+from core.params import owned_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
 from jobs.console import ConsoleParser, Update
@@ -240,9 +239,10 @@ def generate_plan(job: Job) -> Plan:
 def clean_generate(params: dict, *, owner) -> dict:
     """A generation job carries its Video's id (one of the owner's); everything else is on the Video."""
     reject_unknown(params, {"video", "node"}, "a video generation")
-    video = object_id(params.get("video"), name="video")
-    if not videos_visible_to(owner).filter(pk=video).exists():
-        raise ServiceError(f"Video {video} is not one of your videos; start one from /videos/new/.")
+    video = owned_id(
+        params.get("video"), name="video", among=videos_visible_to(owner),
+        refusal="Video {id} is not one of your videos; start one from /videos/new/.",
+    )  # fmt: skip
     return {"video": video}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import tempfile
 import wave
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from accounts.quotas import quota_check_storage
 from avatars.media import engine_wav, probe, probe_audio
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from avatars.runs import default_checkpoint
-from avatars.uploads import upload_on_disk
+from avatars.uploads import rollback, storing
 from core import media
 from core.errors import ServiceError
 from core.params import RENDER_BATCH
@@ -119,13 +118,12 @@ def video_create(
 
     token = secrets.token_hex(8)
     relative = f"videos/{token}"
-    try:
-        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{relative}/audio.wav") as wav:
-            if audio is not None:
-                source = upload_on_disk(audio, Path(scratch))
-                what = "The audio"
-            else:
-                source = Path(scratch) / "speech.wav"
+    with rollback(relative):
+        with storing(audio, f"{relative}/audio.wav") as incoming:
+            source, wav = incoming.source, incoming.target
+            what = "The audio"
+            if source is None:
+                source = incoming.scratch / "speech.wav"
                 tts.speak(text=text, voice=voice, target=source)
                 what = "The spoken text"
             _check_length(probe_audio(source).duration, what)
@@ -160,9 +158,6 @@ def video_create(
             )
             video.save(update_fields=["job"])
         return video
-    except BaseException:
-        media.delete(relative)
-        raise
 
 
 def video_record_result(*, job: Job) -> Video | None:
