@@ -3,6 +3,7 @@ rest of the platform asks the plug-in instead of comparing an avatar's engine to
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -197,3 +198,20 @@ def test_a_plug_in_that_leaves_out_a_step_cannot_be_made():
     with pytest.raises(TypeError, match="speech_steps"):
         half()
     assert isinstance(synctalk(), Engine)  # every step is there
+
+
+def test_code_shipped_to_nodes_lives_in_node_folders_and_says_so_first():
+    shipped = sorted(ENGINES_DIR.glob("**/node/*.py"))
+    assert shipped, "no node scripts found"
+    for path in shipped:
+        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+        first = docstring.splitlines()[0] if docstring else ""
+        assert re.match(r"(Scripts )?[Ss]hipped to and run (on|ON) the (GPU )?nodes?\b", first), (
+            f"{path.relative_to(ROOT)}: its first docstring line must say it is shipped to the nodes"
+        )
+    for engine in ENGINES.values():
+        for script in engine.node_scripts:
+            assert "node" in Path(script).parts[:-1], (
+                f"{engine.name} ships {script} from outside a node/ folder"
+            )
+            assert (ENGINES_DIR / script).is_file()
