@@ -314,8 +314,8 @@ def _store_turn_audio(upload: UploadedFile, relative: str) -> None:
 def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
     """The checkpoint that renders a reply of ``avatar`` (its latest renderable one, as for a video), or
     None and why the reply will only be spoken. A disabled node is an error: the job must run there."""
-    from avatars.models import Avatar, DatasetCopy
-    from videos.services import default_checkpoint
+    from avatars.models import Avatar
+    from avatars.runs import default_checkpoint, render_blocker
 
     if avatar.status != Avatar.Status.TRAINED:
         state = avatar.get_status_display().lower()
@@ -329,13 +329,13 @@ def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
             None,
             f"{avatar.name} has no checkpoint that can render, so replies are only spoken: train it again.",
         )
-    node = checkpoint.node
-    if not node.enabled:
+    node, blocker = checkpoint.node, render_blocker(checkpoint)
+    if blocker == "disabled":
         raise ServiceError(
             f"Node {node.name}, which holds {avatar.name}'s model and renders its replies, is disabled: "
             "ask an administrator to enable it."
         )
-    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+    if blocker == "no dataset":
         return None, (
             f"Node {node.name} holds {avatar.name}'s model but not its preprocessed dataset, which rendering "
             "needs, so replies are only spoken: train the avatar again on that node."

@@ -13,8 +13,8 @@ from django.db import transaction
 
 from accounts.quotas import quota_check_storage
 from avatars.media import engine_wav, probe, probe_audio
-from avatars.models import Avatar, Checkpoint, DatasetCopy
-from avatars.runs import default_checkpoint
+from avatars.models import Avatar, Checkpoint
+from avatars.runs import default_checkpoint, render_blocker
 from avatars.uploads import rollback, storing
 from core import media
 from core.errors import ServiceError
@@ -47,13 +47,13 @@ def _check_checkpoint(avatar: Avatar, checkpoint: Checkpoint | None) -> Checkpoi
         )
     if problem := avatar.engine_plugin.render_refusal(checkpoint):
         raise ServiceError(problem)
-    node = checkpoint.node
-    if not node.enabled:
+    node, blocker = checkpoint.node, render_blocker(checkpoint)
+    if blocker == "disabled":
         raise ServiceError(
             f"Node {node.name}, which holds this avatar's model, is disabled: ask an administrator to enable "
             "it, or train the avatar on another node."
         )
-    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+    if blocker == "no dataset":
         raise ServiceError(
             f"Node {node.name} holds the checkpoint but not the avatar's preprocessed dataset, which "
             "rendering needs: train the avatar again on that node."
