@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('jobs', '0008_job_engine_exit'),
+        ("jobs", "0008_job_engine_exit"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='job',
-            name='kind',
+            model_name="job",
+            name="kind",
             field=models.CharField(max_length=32),
         ),
     ]
