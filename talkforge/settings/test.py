@@ -32,8 +32,8 @@ os.environ.setdefault("HOUSEKEEPING_INTERVAL", "0.5")
 # The suite submits many jobs at once (fairness, soak); the quota tests set their own limits.
 os.environ.setdefault("QUOTA_CONCURRENT_JOBS", "1000")
 os.environ.setdefault("QUOTA_QUEUED_JOBS", "1000")
-# The throttle counters live in Redis across tests (and across runs that share a database number): the
-# suite's many API calls must not trip them. tests/test_auth_throttling.py sets real rates to test them.
+# The throttle counters live in Redis across tests: the suite's many API calls must not trip them.
+# tests/accounts/test_auth_throttling.py sets real rates to test them.
 os.environ.setdefault("API_ANON_THROTTLE_RATE", "100000/min")
 os.environ.setdefault("API_USER_THROTTLE_RATE", "100000/min")
 
