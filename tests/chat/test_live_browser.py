@@ -28,11 +28,10 @@ from chat import services
 from chat.events import conversation_group
 from chat.models import Chunk, Message
 from jobs.models import Job
-
-from .test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
-from .test_chat_asr import speech_wav  # noqa: F401
-from .test_chat_services import make_avatar
-from .test_responsive import PHONE, WIDTHS
+from tests.chat.test_asr import speech_wav  # noqa: F401
+from tests.chat.test_services import make_avatar
+from tests.talkforge.test_browser import CHROMIUM, CHROMIUM_ARGS, log_in
+from tests.talkforge.test_responsive import PHONE, WIDTHS
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"

@@ -19,10 +19,9 @@ from chat import services
 from chat.events import conversation_group
 from chat.models import Message
 from chat.turn import reply_run
-
-from .test_chat_llm import llm_server  # noqa: F401
-from .test_chat_services import make_avatar
-from .test_chat_socket import application, token
+from tests.chat.test_llm import llm_server  # noqa: F401
+from tests.chat.test_services import make_avatar
+from tests.chat.test_socket import application, token
 
 
 @pytest.fixture
