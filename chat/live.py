@@ -302,7 +302,7 @@ class LiveRenderer:
         if self.link is None:
             marker = f"{self.session.marker}-reply-{self.reply.pk}"
             self.link = wire.open_link(
-                self.conn, self.session.node, self.session.socket, marker=marker, wait=30
+                self.conn, self.session.node, self.session.socket, marker=marker, wait=2
             )
         return self.link
 

@@ -11,23 +11,27 @@ from __future__ import annotations
 import json
 import struct
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.utils import timezone
 
-from avatars.models import DatasetCopy
+from avatars.models import Avatar, Checkpoint, DatasetCopy
 from chat import live, services
 from chat.models import LiveSession, Message
+from chat.turn import reply_run
 from gpu_nodes.connections import LocalConnection
+from gpu_nodes.models import Node, NodeEngine
 from jobs.models import Job
 from jobs.reconcile import upkeep_run
 
 from .test_chat_llm import llm_server  # noqa: F401
+from .test_chat_services import make_avatar
 from .test_chat_socket import application, token
 from .test_live_session import demo_dataset, ffprobe
-from .test_videos import fake_trained, media  # noqa: F401
 
 REPLY = ["Hello there, I am Ada", ". Nice to meet", " you today!"]
 
@@ -38,20 +42,32 @@ def small_media(settings, tmp_path):
     settings.MEDIA_ROOT = tmp_path / "media"
 
 
+def trained(owner, node, engine="demo", name="Ada"):
+    """A trained avatar's rows (as a finished training leaves them) and the dataset files its live backend
+    reads, on ``node``."""
+    avatar = make_avatar(owner, name=name)
+    Avatar.objects.filter(pk=avatar.pk).update(engine=engine)
+    avatar.refresh_from_db()
+    data = Path(node.workdir) / "data" / avatar.slug
+    demo_dataset(data)
+    DatasetCopy.objects.create(avatar=avatar, node=node, path=str(data), complete=True)
+    stage = "epoch" if engine == "synctalk" else "fine"
+    path = f"{node.workdir}/output/{avatar.slug}/point_cloud/iteration_10"
+    Checkpoint.objects.create(avatar=avatar, node=node, stage=stage, iteration=10, path=path)
+    return avatar
+
+
 @pytest.fixture
-def live_avatar(transactional_db, alice, media, make_node, processes, redis_db, llm_server, settings):
-    """A trained demo avatar (rows of a training, and the dataset files the live backend reads) on a local
-    node served by a real worker."""
+def live_avatar(transactional_db, alice, make_node, processes, redis_db, llm_server, settings):
+    """A trained demo avatar on a local node served by a real worker."""
     node = make_node()
     llm_server.pieces, llm_server.delay = REPLY, 0.05
-    processes.worker(
-        node.name,
-        CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm_server.server_port}/v1/", CHAT_LLM_API_KEY="sk-platform",
-        CHAT_XTTS_DIR="", CHAT_SENTENCE_MIN_CHARS="10", LIVE_DEMO_FPS="50", MEDIA_ROOT=str(settings.MEDIA_ROOT),
-    )  # fmt: skip
-    avatar = fake_trained(alice, media, node, name="Ada")
-    demo_dataset(Path(DatasetCopy.objects.get(avatar=avatar).path))
-    return avatar
+    worker_for(processes, node, llm_server, settings, fps="50")
+    return trained(alice, node)
+
+
+def sender(conversation, text: str, sent: list):
+    return lambda: sent.append(services.message_send(conversation=conversation, text=text))
 
 
 def parse_segment(frame: bytes) -> tuple[dict, bytes]:
@@ -98,8 +114,7 @@ def reply_ended(received) -> bool:
 def test_a_reply_streams_from_the_live_session_and_the_next_turn_shares_it(alice, bob, live_avatar, tmp_path):
     conversation = services.conversation_create(owner=alice, avatar=live_avatar)
     sent = []
-    received = listen(alice, conversation, reply_ended,
-                      then=lambda: sent.append(services.message_send(conversation=conversation, text="Hi!")))  # fmt: skip
+    received = listen(alice, conversation, reply_ended, then=sender(conversation, "Hi!", sent))
     first = sent[0]
     assert first.job.params["live"] is True
     first.refresh_from_db()
@@ -141,8 +156,7 @@ def test_a_reply_streams_from_the_live_session_and_the_next_turn_shares_it(alice
     wait_timing(first, "first_frame_played", 1.234)
 
     # The second turn uses the same process: no second start.
-    received = listen(alice, conversation, reply_ended,
-                      then=lambda: sent.append(services.message_send(conversation=conversation, text="And you?")))  # fmt: skip
+    received = listen(alice, conversation, reply_ended, then=sender(conversation, "And you?", sent))
     second = sent[1]
     second.refresh_from_db()
     assert second.status == Message.Status.DONE, second.error
@@ -153,8 +167,6 @@ def test_a_reply_streams_from_the_live_session_and_the_next_turn_shares_it(alice
 
 def bob_conversation(bob, avatar):
     """A conversation of bob's own (with his own avatar): his socket is open, alice's reply is not his."""
-    from .test_chat_services import make_avatar
-
     return services.conversation_create(owner=bob, avatar=make_avatar(bob))
 
 
@@ -167,3 +179,155 @@ def wait_timing(reply, key, value, timeout=10):
             return
         time.sleep(0.05)
     raise AssertionError(f"{key} was not stored: {reply.timings}")
+
+
+def worker_for(processes, node, llm_server, settings, fps: str):
+    processes.worker(
+        node.name,
+        CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm_server.server_port}/v1/", CHAT_LLM_API_KEY="sk-platform",
+        CHAT_XTTS_DIR="", CHAT_SENTENCE_MIN_CHARS="10", LIVE_DEMO_FPS=fps,
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+    )  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_barge_in_stops_the_reply_and_the_render_in_flight(
+    alice, bob, make_node, processes, redis_db, llm_server, settings
+):
+    node = make_node()
+    llm_server.pieces, llm_server.delay = (
+        [
+            "This sentence is long enough to take a while to render at ten "
+            "frames a second, so it is still rendering.",
+            " Never said.",
+        ],
+        0.05,
+    )
+    worker_for(processes, node, llm_server, settings, fps="10")
+    avatar = trained(alice, node)
+    conversation = services.conversation_create(owner=alice, avatar=avatar)
+    sent, barged = [], {}
+
+    def first_segment(received) -> bool:
+        return any(isinstance(e, tuple) for e in received)
+
+    listen(alice, conversation, first_segment, then=sender(conversation, "Talk!", sent))
+    reply = sent[0]
+    # bob cannot stop alice's reply, even knowing its id (his own socket, his own conversation).
+    refused = listen(bob, bob_conversation(bob, avatar), lambda r: len(r) >= 1,
+                     send=[{"action": "barge_in", "message": reply.pk}])  # fmt: skip
+    assert refused[0]["type"] == "error"
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.RUNNING
+    barged["at"] = time.monotonic()
+    received = listen(alice, conversation, reply_ended, send=[{"action": "barge_in", "message": reply.pk}])
+    ended_after = time.monotonic() - barged["at"]
+    reply.refresh_from_db()
+    assert reply.status == Message.Status.CANCELED and ended_after < 5, ended_after
+    assert not [e for e in received if isinstance(e, dict) and e["type"] == "chunk_video"]  # cut mid-render
+    session = LiveSession.objects.get()
+    log = Path(session.socket).with_suffix(".log")
+    # The session is alive and was told to stop (not killed): it serves the next turn.
+    assert session.state == LiveSession.State.READY
+    assert LocalConnection(node).is_running(session.pid, marker=session.marker), log.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_admission_counts_the_memory_of_other_sessions_and_says_why_it_refuses(alice, make_node, settings):
+    settings.LIVE_SESSION_GPU_MB = {"gaussiantalker": 50000}
+    node = make_node(gpus=1)  # one GPU of 81559 MB
+    NodeEngine.objects.create(node=node, engine="gaussiantalker")
+    first, second = (
+        trained(alice, node, "gaussiantalker", "Ada"),
+        trained(alice, node, "gaussiantalker", "Bo"),
+    )
+    session, new = live.live_session_admit(checkpoint=first.checkpoints.get())
+    assert new and session.memory_mb == 50000 and session.gpu.index == 0
+    assert live.live_session_admit(checkpoint=first.checkpoints.get()) == (session, False)  # shared
+    events = []
+    with pytest.raises(live.LiveRefused, match="50000 MB"):
+        live.live_session_ready(checkpoint=second.checkpoints.get(), publish=events.append)
+    assert events == [{"type": "chat.live", "state": "spoken_only", "reason": events[0]["reason"]}]
+    assert "the most free is 31559 MB" in events[0]["reason"]
+    live.live_session_end(session=session, reason="test")
+    assert live.live_session_admit(checkpoint=second.checkpoints.get())[1]  # the memory is free again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cpu_slot_admits_its_number_of_sessions(alice, make_node, settings):
+    settings.LIVE_SESSIONS_PER_CPU_SLOT = 1
+    node = make_node()
+    first, second = trained(alice, node, name="Ada"), trained(alice, node, name="Bo")
+    live.live_session_admit(checkpoint=first.checkpoints.get())
+    with pytest.raises(live.LiveRefused, match="LIVE_SESSIONS_PER_CPU_SLOT"):
+        live.live_session_admit(checkpoint=second.checkpoints.get())
+
+
+def in_process_reply(conversation):
+    Message.objects.create(conversation=conversation, role="user", text="Hi!")
+    return Message.objects.create(conversation=conversation, role="assistant", status="pending")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_crashed_session_restarts_once_then_the_reply_is_only_spoken(
+    alice, make_node, redis_db, llm_server, settings
+):
+    settings.CHAT_LLM_BASE_URL = f"http://127.0.0.1:{llm_server.server_port}/v1/"
+    settings.CHAT_XTTS_DIR, settings.CHAT_SENTENCE_MIN_CHARS = "", 10
+    llm_server.pieces, llm_server.delay = REPLY, 0.0
+    node = make_node()
+    conn = LocalConnection(node)
+    avatar = trained(alice, node)
+    checkpoint = avatar.checkpoints.get()
+    conversation = services.conversation_create(owner=alice, avatar=avatar)
+    events = []
+    crashed = live.live_session_ready(checkpoint=checkpoint, publish=events.append)
+    conn.kill_tree(crashed.pid, marker=crashed.marker, grace=0.5)  # it dies between turns
+    reply = in_process_reply(conversation)
+    renderer = live.LiveRenderer(session=crashed, reply=reply, publish=events.append)
+    try:
+        reply = reply_run(reply=reply, publish=events.append, renderer=renderer)
+    finally:
+        renderer.close()
+    assert reply.status == Message.Status.DONE and not reply.video_note, reply.video_note
+    assert all(chunk.video for chunk in reply.chunks.all())
+    crashed.refresh_from_db()
+    again = LiveSession.objects.get(state=LiveSession.State.READY)
+    assert crashed.state == LiveSession.State.FAILED and again.restarts == 1 and again.pk != crashed.pk
+    assert [e["state"] for e in events if e["type"] == "chat.live"][-2:] == ["starting", "ready"]
+
+    # It dies again, and this time it cannot start (its dataset is gone): the reply is only spoken.
+    conn.kill_tree(again.pid, marker=again.marker, grace=0.5)
+    (Path(node.workdir) / "data" / avatar.slug / "transforms_val.json").unlink()
+    reply = in_process_reply(conversation)
+    renderer = live.LiveRenderer(session=again, reply=reply, publish=events.append)
+    try:
+        reply = reply_run(reply=reply, publish=events.append, renderer=renderer)
+    finally:
+        renderer.close()
+    assert reply.status == Message.Status.DONE
+    assert "could not start again" in reply.video_note and "transforms_val.json" in reply.video_note
+    assert not any(chunk.video for chunk in reply.chunks.all())
+    assert [e for e in events if e["type"] == "chat.video" and not e["on"]][-1]["note"] == reply.video_note
+
+
+@pytest.mark.django_db(transaction=True)
+def test_housekeeping_ends_idle_sessions_and_those_of_disabled_nodes(alice, make_node, settings):
+    node = make_node()
+    conn = LocalConnection(node)
+    idle = live.live_session_ready(checkpoint=trained(alice, node, name="Ada").checkpoints.get(),
+                                   publish=lambda e: None)  # fmt: skip
+    busy = live.live_session_ready(checkpoint=trained(alice, node, name="Bo").checkpoints.get(),
+                                   publish=lambda e: None)  # fmt: skip
+    LiveSession.objects.filter(pk=idle.pk).update(
+        last_used_at=timezone.now() - timedelta(seconds=settings.LIVE_IDLE_SECONDS + 1)
+    )
+    upkeep_run()
+    idle.refresh_from_db(), busy.refresh_from_db()
+    assert idle.state == LiveSession.State.ENDED and "Unused" in idle.note
+    assert not conn.is_running(idle.pid, marker=idle.marker) and not Path(idle.socket).exists()
+    assert busy.state == LiveSession.State.READY and conn.is_running(busy.pid, marker=busy.marker)
+    Node.objects.filter(pk=node.pk).update(enabled=False)
+    upkeep_run()
+    busy.refresh_from_db()
+    assert busy.state == LiveSession.State.ENDED and not conn.is_running(busy.pid, marker=busy.marker)

@@ -39,6 +39,11 @@ class GaussianTalker(Engine):
     # Rendering loads only the trained Gaussians and the deformation network: 10 GB (no upstream figure).
     train_gpu_mb = 24000
     render_gpu_mb = 10000
+    # A live session keeps the model and the audio encoder resident between sentences: the render's
+    # figure (a sentence's activations are freed after each one, the weights stay); LIVE_SESSION_GPU_MB
+    # overrides it per engine once measured on the operator's GPUs.
+    session_gpu_mb = 10000
+    live_backend = "gaussiantalker/node/live_backend.py"
     extensions = (
         "diff_gaussian_rasterization",  # gaussian_renderer/__init__.py:14 (submodules/custom-bg-depth-…)
         "simple_knn._C",  # scene/gaussian_model.py:22 (submodules/simple-knn)

@@ -50,6 +50,11 @@ class SyncTalk(Engine):
     # 24 GB for training (UNVERIFIED), and 10 GB for an inference-only render.
     train_gpu_mb = 24000
     render_gpu_mb = 10000
+    # A live session keeps the model and the audio encoder resident between sentences: the render's
+    # figure (a sentence's activations are freed after each one, the weights stay); LIVE_SESSION_GPU_MB
+    # overrides it per engine once measured on the operator's GPUs.
+    session_gpu_mb = 10000
+    live_backend = "synctalk/node/live_backend.py"
     # The compiled backends each setup.py builds (ext_modules name=…), imported by the Python wrappers
     # with a JIT-build fallback that would hide a missing install: import these names directly.
     extensions = (
