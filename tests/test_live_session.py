@@ -5,6 +5,7 @@ through the turn), poses going on from sentence to sentence, a stop ending the r
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -64,6 +65,8 @@ def start_session(conn, node, dataset, *, name="s1", idle=30.0, fps=0.0):
     command = live.session_command(
         engine=engine, node=node, name=name, config={"source": str(dataset), "fps": fps}, idle_seconds=idle
     )
+    for local_path, remote_path in command.scripts:  # none on a local bare node: they run in place
+        conn.put(local_path, remote_path)
     process = conn.start(command.argv, marker=f"live-{name}", cwd=command.cwd, env=command.env)
     facts = live.wait_ready(process, timeout=60)
     return command, process, facts
@@ -162,3 +165,33 @@ def test_relay_to_no_session_fails_with_a_message(node, tmp_path):
     with pytest.raises(live.LinkClosed):
         link.ask({"op": "ping"}, answer="pong", timeout=5)
     assert b"no live session" in (link.buffer or b"") or link.process.wait(5) == 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_on_an_ssh_node_streams_over_the_pooled_transport(make_ssh_node, ssh_server, tmp_path):
+    """The session runs under the SSH login (the loopback sshd's user) and its relay's bytes travel on an
+    exec channel of the node's pooled transport: the same pieces, the same playable MP4."""
+    from gpu_nodes.connect import connection_for
+
+    node = make_ssh_node(gpus=0)
+    folder = ssh_server.user_folder(node.name) / "work"
+    dataset = demo_dataset(folder / "data" / "ada")
+    wav = tone(folder / "one.wav", 0.6)
+    owner = ssh_server.home.stat()
+    for path in [folder, *folder.rglob("*")]:
+        os.lchown(path, owner.st_uid, owner.st_gid)
+    conn = connection_for(node)
+    command, process, facts = start_session(conn, node, dataset, name="ssh1")
+    assert facts["width"] == 64
+    link = live.open_link(conn, node, command.socket, marker="relay-ssh")
+    try:
+        pieces, end, _ = render_all(link, 7, wav, 3)
+        assert end["done"] and end["frames"] == 15
+        clip = tmp_path / "ssh.mp4"
+        clip.write_bytes(b"".join(payload for _, payload in pieces))
+        streams = {s["codec_type"] for s in ffprobe(clip)["streams"]}
+        assert streams == {"video", "audio"}
+        link.send({"op": "close"})
+        assert process.wait(10) == 0
+    finally:
+        link.close()

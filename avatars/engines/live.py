@@ -77,11 +77,14 @@ def wait_ready(process: RunningProcess, *, timeout: float) -> dict:
         data = process.read(0.2)
         if data == b"":
             break
-        if data:
-            output += data
-            for line in output.splitlines():
-                if line.startswith(b"ready {"):
-                    return json.loads(line[len(b"ready ") :])
+        if data is None:
+            if process.wait(0) is not None and not process.read(0.2):
+                break  # it ended (its channel may not say end of stream at once)
+            continue
+        output += data
+        for line in output.splitlines():
+            if line.startswith(b"ready {"):
+                return json.loads(line[len(b"ready ") :])
     tail = output.decode("utf-8", "replace").strip()[-600:]
     code = process.wait(0)
     state = f"it ended (exit {code})" if code is not None else f"it was not ready within {timeout:.0f} s"
