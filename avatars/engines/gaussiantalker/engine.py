@@ -79,7 +79,19 @@ class GaussianTalker(Engine):
     preprocess_tasks = parsers.GAUSSIANTALKER_TASKS
     model_folder = "output"
     renderable_stage = "fine"  # render.py loads point_cloud/iteration_N only (scene/__init__.py:77)
-    node_scripts = ("node/blinks.py", "node/pose_view.py", "node/evaluate.py")
+    node_scripts = (
+        "node/blinks.py", "node/pose_view.py", "node/evaluate.py", "gaussiantalker/node/live_backend.py",
+        "node/live_session.py", "node/live_relay.py",
+    )  # fmt: skip
+    LIVE_BATCH = 8  # frames per render_from_batch call in a live session: small, so the first come soon
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict:
+        """render.py's inputs (docs/engines.md): the dataset, the run's model folder (the checkpoint's
+        ``point_cloud/iteration_N`` is two levels below it), its iteration, the shipped config."""
+        return {
+            "source": str(dataset), "model": str(model.parent.parent), "iteration": checkpoint.iteration,
+            "batch": self.LIVE_BATCH, "configs": commands.CONFIG,
+        }  # fmt: skip
 
     def render_refusal(self, checkpoint) -> str | None:
         if self.can_render(checkpoint):
