@@ -233,3 +233,122 @@ def test_gaussiantalker_backend_loads_once_and_renders_a_sentence_as_render_py_d
     first = np.frombuffer(frames[0], dtype=np.uint8)
     assert set(first.tolist()) == {cameras[2]["img_ids"][0]}
     assert "GaussianModel" not in per_sentence and "prepare_deepspeech_net" not in per_sentence
+
+
+def synctalk_stand_ins(calls: list) -> dict[str, types.ModuleType]:
+    class NeRFNetwork:
+        def __init__(self, opt):
+            calls.append(
+                ("NeRFNetwork", (), {"fp16": opt.fp16, "cuda_ray": opt.cuda_ray, "portrait": opt.portrait})
+            )
+
+        def eval(self):
+            calls.append(("model.eval", (), {}))
+
+    class AudioEncoder:
+        def __init__(self):
+            calls.append(("AudioEncoder", (), {}))
+
+        def to(self, device):
+            return self
+
+        def eval(self):
+            calls.append(("encoder.eval", (), {}))
+            return self
+
+        def load_state_dict(self, state):
+            calls.append(("encoder.load_state_dict", tuple(sorted(state)), {}))
+
+        def __call__(self, mel):
+            calls.append(("encoder", (tuple(mel.shape),), {}))
+            return torch.ones(mel.shape[0], 512)
+
+    class NeRFDataset:
+        def __init__(self, opt, device, type="train", downscale=1):
+            calls.append(("NeRFDataset", (type,), {"aud": opt.aud, "path": opt.path}))
+            self.auds, self.eye_area = torch.zeros(50, 1, 512), torch.zeros(50)
+
+        def collate(self, index):
+            calls.append(("collate", (list(index),), {}))
+            return {"index": index[0], "bg_gt_images": torch.zeros(1, H, W, 3),
+                    "bg_face_mask": torch.zeros(1, H, W)}  # fmt: skip
+
+    class Trainer:
+        def __init__(self, name, opt, model, **kwargs):
+            calls.append(("Trainer", (name,), {k: v for k, v in kwargs.items() if k != "device"
+                                               and k != "criterion"}))  # fmt: skip
+            self.model, self.fp16 = model, kwargs["fp16"]
+
+        def test_step(self, data):
+            calls.append(("test_step", (data["index"],), {}))
+            return torch.full((1, H, W, 3), (data["index"] % 200) / 255.0), torch.zeros(1, H, W)
+
+    def blend_with_mask_cuda(pred, bg, mask):
+        calls.append(("blend_with_mask_cuda", (tuple(pred.shape),), {}))
+        return pred.numpy()
+
+    class AudDataset:
+        def __init__(self, wav):
+            calls.append(("AudDataset", (Path(wav).name,), {}))
+            self.count = 10  # mel windows: one per 25-fps frame of the stand-in's audio
+
+        def __len__(self):
+            return self.count
+
+        def __getitem__(self, index):
+            return torch.zeros(1, 80, 16)
+
+    return {
+        "nerf_triplane": module("nerf_triplane"),
+        "nerf_triplane.network": module("nerf_triplane.network", NeRFNetwork=NeRFNetwork,
+                                        AudioEncoder=AudioEncoder),
+        "nerf_triplane.provider": module("nerf_triplane.provider", NeRFDataset=NeRFDataset),
+        "nerf_triplane.utils": module(
+            "nerf_triplane.utils", Trainer=Trainer, AudDataset=AudDataset,
+            blend_with_mask_cuda=blend_with_mask_cuda,
+            seed_everything=lambda seed: calls.append(("seed_everything", (seed,), {})),
+            linear_to_srgb=lambda x: calls.append(("linear_to_srgb", (), {})) or x),
+    }  # fmt: skip
+
+
+def test_synctalk_backend_keeps_its_trainer_and_ave_loaded_and_renders_as_test_mode(
+    isolated_imports, tmp_path, monkeypatch
+):
+    from .upstream import upstream_text
+
+    repo = tmp_path / "SyncTalk"
+    (repo / "nerf_triplane" / "checkpoints").mkdir(parents=True)
+    (repo / "main.py").write_text(upstream_text("synctalk", "main.py"))  # upstream's own parser
+    torch.save(
+        {"conv.weight": torch.zeros(2)}, repo / "nerf_triplane" / "checkpoints" / "audio_visual_encoder.pth"
+    )
+    monkeypatch.chdir(repo)  # provider.py:197 reads the AVE checkpoint relative to the repository root
+    calls: list = []
+    isolated_imports(synctalk_stand_ins(calls))
+    argv = ["data/ada", "--workspace", "model/ada", "-O", "--test", "--test_train", "--asr_model", "ave",
+            "--portrait", "--ckpt", "model/ada/checkpoints/ngp_ep0010.pth"]  # fmt: skip
+    backend = load_backend(str(ENGINES_DIR / "synctalk" / "node" / "live_backend.py"), {"argv": argv})
+    assert names(calls) == [
+        "seed_everything", "NeRFNetwork", "Trainer", "NeRFDataset", "model.eval", "AudioEncoder",
+        "encoder.eval", "encoder.load_state_dict", "collate", "test_step", "blend_with_mask_cuda",
+    ]  # fmt: skip
+    assert calls[0][1] == (0,)  # main.py's default --seed
+    assert calls[1][2] == {"fp16": True, "cuda_ray": True, "portrait": True}  # -O and main.py:131
+    assert calls[2][2] == {"workspace": "model/ada", "fp16": True, "metrics": [],
+                           "use_checkpoint": "model/ada/checkpoints/ngp_ep0010.pth"}  # fmt: skip
+    assert calls[3][1] == ("train",) and calls[3][2] == {"aud": "", "path": "data/ada"}
+    assert calls[7][1] == ("audio_encoder.conv.weight",)  # the real file, loaded by the real torch.load
+    assert (backend.width, backend.height) == (W, H - 1)
+
+    calls.clear()
+    frames = list(backend.frames(str(tmp_path / "s.wav"), 7, lambda: False))
+    run = names(calls)
+    assert run[:3] == ["AudDataset", "encoder", "collate"]
+    assert calls[1][1] == ((10, 1, 80, 16),)  # one batch of at most 64 mels (provider.py:200)
+    count = 10 + 4  # the first and last rows repeated twice (provider.py:208–209)
+    assert [c[1][0] for c in calls if c[0] == "collate"] == [[7 + i] for i in range(count)]
+    assert backend.test_set.auds.shape[0] == 7 + count and backend.model.aud_features is backend.test_set.auds
+    assert run.count("test_step") == count == len(frames)
+    assert all(len(frame) == W * (H - 1) * 3 for frame in frames)
+    assert set(np.frombuffer(frames[0], dtype=np.uint8).tolist()) == {7}  # frame i is pose index 7 + i
+    assert "NeRFNetwork" not in run and "Trainer" not in run and "AudioEncoder" not in run

@@ -110,7 +110,23 @@ class SyncTalk(Engine):
     model_folder = "model"  # README.md:161, --workspace model/<ws>
     renderable_stage = "epoch"  # checkpoints/ngp_ep<EEEE>.pth, one per epoch
     plays_own_poses = True  # --test_train poses mirror by themselves (nerf_triplane/provider.py:515, :538)
-    node_scripts = ("node/pose_view.py", "node/evaluate.py")
+    node_scripts = (
+        "node/pose_view.py", "node/evaluate.py", "synctalk/node/live_backend.py", "node/live_session.py",
+        "node/live_relay.py",
+    )  # fmt: skip
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict:
+        """main.py's arguments for its test mode on the training poses with AVE and ``--portrait``, as the
+        speech render runs it, the checkpoint file given with ``--ckpt`` (main.py:30; a path is loaded at
+        nerf_triplane/utils.py:745–748) in its own workspace (``<ws>/checkpoints/<file>``)."""
+        if problem := self.render_refusal(checkpoint):
+            raise ValueError(problem)
+        return {
+            "argv": [
+                str(dataset), "--workspace", str(model.parent.parent), "-O", "--test", "--test_train",
+                "--asr_model", "ave", "--portrait", "--ckpt", str(model),
+            ]
+        }  # fmt: skip
 
     def env(self) -> dict[str, str]:
         """``rich`` wraps lines at the console width (80 without a terminal) and would split long lines
