@@ -93,7 +93,7 @@ def run_reply(job: Job, context) -> dict:
         if context.should_stop() or polled["barged"]:
             return True
         if time.monotonic() - polled["at"] > 0.1:
-            polled["at"], polled["barged"] = time.monotonic(), barged_in(reply.pk)
+            polled["at"], polled["barged"] = time.monotonic(), barged_in(reply)
         return polled["barged"]
 
     renderer = _renderer(job, reply, context, publish)

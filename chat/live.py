@@ -267,18 +267,19 @@ def _alive(session: LiveSession) -> bool:
 # --- barge-in -------------------------------------------------------------------------------------------
 
 
-def _barge_key(reply_id: int) -> str:
-    return f"chat-barge-in:{reply_id}"
+def _barge_key(reply) -> str:
+    # The reply's id and creation time: ids start again in a new database, the shared cache does not.
+    return f"chat-barge-in:{reply.pk}:{reply.created_at.timestamp():.6f}"
 
 
-def barge_in_signal(reply_id: int) -> None:
-    """The person spoke over reply ``reply_id``: its turn (in the worker) stops the session's render now,
-    without waiting for the job's cancel to be noticed."""
-    cache.set(_barge_key(reply_id), 1, timeout=600)
+def barge_in_signal(reply) -> None:
+    """The person spoke over ``reply``: its turn (in the worker) stops the session's render now, without
+    waiting for the job's cancel to be noticed."""
+    cache.set(_barge_key(reply), 1, timeout=600)
 
 
-def barged_in(reply_id: int) -> bool:
-    return bool(cache.get(_barge_key(reply_id)))
+def barged_in(reply) -> bool:
+    return bool(cache.get(_barge_key(reply)))
 
 
 # --- rendering ------------------------------------------------------------------------------------------

@@ -409,7 +409,7 @@ def reply_stop(*, reply: Message) -> Message:
 
     if reply.job is None or reply.job.is_terminal:
         raise ServiceError("This reply is not being made any more; there is nothing to stop.")
-    barge_in_signal(reply.pk)
+    barge_in_signal(reply)
     job_cancel(job=reply.job)
     reply.refresh_from_db()
     return reply
