@@ -302,10 +302,28 @@ class LiveRenderer:
     def _link(self) -> wire.SessionLink:
         if self.link is None:
             marker = f"{self.session.marker}-reply-{self.reply.pk}"
-            self.link = wire.open_link(
-                self.conn, self.session.node, self.session.socket, marker=marker, wait=2
-            )
+            link = wire.open_link(self.conn, self.session.node, self.session.socket, marker=marker, wait=2)
+            # The session serves one conversation at a time: when another one's sentence is rendering, the
+            # ping is answered only after it, and the page says why the avatar waits.
+            link.send({"op": "ping"})
+            if not self._pong(link, 0.5):
+                busy = "The avatar's session is finishing another conversation's sentence."
+                self.publish({"type": "chat.live", "state": "waiting", "reason": busy})
+                if not self._pong(link, 120):
+                    link.close()
+                    raise _SessionFailed("the live session did not answer for 2 minutes")
+                self.publish({"type": "chat.live", "state": "ready", "reason": "The session is free again."})
+            self.link = link
         return self.link
+
+    @staticmethod
+    def _pong(link: wire.SessionLink, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            message = link.receive(deadline - time.monotonic())
+            if message is not None and message[0].get("op") == "pong":
+                return True
+        return False
 
     def render(
         self, *, index: int, wav: Path, seconds: float, pose_start: int, target: Path, should_stop

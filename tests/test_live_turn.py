@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.utils import timezone
 
+from avatars.engines import live as wire
 from avatars.models import Avatar, Checkpoint, DatasetCopy
 from chat import live, services
 from chat.models import LiveSession, Message
@@ -211,6 +213,15 @@ def test_barge_in_stops_the_reply_and_the_render_in_flight(
     def first_segment(received) -> bool:
         return any(isinstance(e, tuple) for e in received)
 
+    # The page opens: warm_up starts the session in the node's worker before the first turn.
+    def live_ready(received) -> bool:
+        return any(
+            isinstance(e, dict) and e.get("type") == "live" and e["state"] == "ready" for e in received
+        )
+
+    warmed = listen(alice, conversation, live_ready, send=[{"action": "warm_up"}])
+    assert [e["state"] for e in warmed if e["type"] == "live"] == ["starting", "starting", "ready"], warmed
+    assert LiveSession.objects.get().state == LiveSession.State.READY
     listen(alice, conversation, first_segment, then=sender(conversation, "Talk!", sent))
     reply = sent[0]
     # bob cannot stop alice's reply, even knowing its id (his own socket, his own conversation).
@@ -331,3 +342,39 @@ def test_housekeeping_ends_idle_sessions_and_those_of_disabled_nodes(alice, make
     upkeep_run()
     busy.refresh_from_db()
     assert busy.state == LiveSession.State.ENDED and not conn.is_running(busy.pid, marker=busy.marker)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_conversation_waits_while_the_shared_session_serves_the_first(alice, make_node):
+    node = make_node()
+    avatar = trained(alice, node)
+    session = live.live_session_ready(checkpoint=avatar.checkpoints.get(), publish=lambda e: None)
+    first = wire.open_link(LocalConnection(node), node, session.socket, marker="first-conversation")
+    assert first.ask({"op": "ping"}, answer="pong")  # the session is serving it
+    conversation = services.conversation_create(owner=alice, avatar=avatar)
+    events = []
+    renderer = live.LiveRenderer(session=session, reply=in_process_reply(conversation), publish=events.append)
+    waiter = threading.Thread(target=renderer._link)
+    waiter.start()
+    time.sleep(1.5)
+    assert [e["state"] for e in events] == ["waiting"] and "another conversation" in events[0]["reason"]
+    first.close()  # its turn ends: the session serves the next
+    waiter.join(10)
+    assert [e["state"] for e in events] == ["waiting", "ready"] and renderer.link is not None
+    renderer.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_deleting_the_last_conversation_ends_its_session(alice, make_node):
+    node = make_node()
+    avatar = trained(alice, node)
+    first = services.conversation_create(owner=alice, avatar=avatar)
+    second = services.conversation_create(owner=alice, avatar=avatar)
+    session = live.live_session_ready(checkpoint=avatar.checkpoints.get(), publish=lambda e: None)
+    services.conversation_delete(conversation=first)
+    session.refresh_from_db()
+    assert session.state == LiveSession.State.READY  # the other conversation still uses it
+    services.conversation_delete(conversation=second)
+    session.refresh_from_db()
+    assert session.state == LiveSession.State.ENDED and "deleted" in session.note
+    assert not LocalConnection(node).is_running(session.pid, marker=session.marker)
