@@ -409,8 +409,8 @@ def reply_stop(*, reply: Message) -> Message:
 
     if reply.job is None or reply.job.is_terminal:
         raise ServiceError("This reply is not being made any more; there is nothing to stop.")
+    job_cancel(job=reply.job)  # committed first: the turn may end within 0.1 s of the signal
     barge_in_signal(reply)
-    job_cancel(job=reply.job)
     reply.refresh_from_db()
     return reply
 

@@ -513,7 +513,9 @@ class InWorker:
             error = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
             services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
             return "timed out"
-        if watcher.canceled:
+        # A cancel the watcher had not polled yet counts too: the work may have heard it sooner (a chat
+        # reply's barge-in stops the turn within 0.1 s of the request, chat/live.py).
+        if watcher.canceled or Job.objects.filter(pk=job.pk, cancel_requested_at__isnull=False).exists():
             services.job_finish(
                 job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
             )
