@@ -265,6 +265,27 @@ def test_admission_counts_the_memory_of_other_sessions_and_says_why_it_refuses(a
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_reply_refused_a_session_is_spoken_only_and_says_why(alice, make_node, settings):
+    from chat.job_kind import _renderer
+
+    settings.LIVE_SESSION_GPU_MB = {"gaussiantalker": 90000}  # more than the node's 81559 MB GPU
+    node = make_node(gpus=1)
+    NodeEngine.objects.create(node=node, engine="gaussiantalker")
+    avatar = trained(alice, node, "gaussiantalker")
+    reply = in_process_reply(services.conversation_create(owner=alice, avatar=avatar))
+    job = Job.objects.create(
+        owner=alice, kind=Job.Kind.CHAT_REPLY, node=node, avatar=avatar, status=Job.Status.RUNNING,
+        params={"message": reply.pk, "checkpoint": avatar.checkpoints.get().pk, "live": True},
+    )  # fmt: skip
+    events = []
+    assert _renderer(job, reply, context=None, publish=events.append) is None
+    reply.refresh_from_db()
+    assert "90000 MB" in reply.video_note and "only spoken" in reply.video_note
+    assert events == [{"type": "chat.live", "state": "spoken_only", "reason": reply.video_note}]
+    assert not LiveSession.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_cpu_slot_admits_its_number_of_sessions(alice, make_node, settings):
     settings.LIVE_SESSIONS_PER_CPU_SLOT = 1
     node = make_node()
