@@ -1,9 +1,11 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db import models
+from django.utils import timezone
 
 from core.admin import ServiceDeleteMixin
 
-from .models import Chunk, Conversation, Message, Voice
+from .live import live_session_end
+from .models import Chunk, Conversation, LiveSession, Message, Voice
 from .services import conversation_delete, voice_delete
 
 
@@ -49,3 +51,42 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ("role", "status", "voice_engine")
     readonly_fields = ("timings", "job", "created_at")
     inlines = [ChunkInline]
+
+
+@admin.register(LiveSession)
+class LiveSessionAdmin(admin.ModelAdmin):
+    """Live render sessions: what each holds where, how long it has lived, how it served; "End" stops its
+    process on the node (a conversation that needs it again starts a new one)."""
+
+    list_display = (
+        "__str__",
+        "node",
+        "gpu",
+        "memory_mb",
+        "age",
+        "turns",
+        "last_latency",
+        "state",
+        "restarts",
+    )
+    list_filter = ("state", "engine", "node")
+    readonly_fields = [field.name for field in LiveSession._meta.fields]
+    actions = ["end_sessions"]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="Age")
+    def age(self, session: LiveSession) -> str:
+        end = session.ended_at or timezone.now()
+        seconds = int((end - session.started_at).total_seconds())
+        return f"{seconds // 3600}h {seconds // 60 % 60:02d}m {seconds % 60:02d}s"
+
+    @admin.action(description="End the selected live sessions")
+    def end_sessions(self, request, queryset):
+        live = queryset.filter(state__in=LiveSession.LIVE_STATES).select_related("node")
+        count = 0
+        for session in live:
+            live_session_end(session=session, reason=f"Ended by {request.user.get_username()} in the admin.")
+            count += 1
+        self.message_user(request, f"{count} live session(s) ended.", messages.SUCCESS)

@@ -7,10 +7,12 @@ class ChatConfig(AppConfig):
     def ready(self) -> None:
         from accounts.deletion import AccountEraser, register_eraser
         from accounts.quotas import register_storage_counter
+        from jobs.reconcile import register_upkeep
 
-        from . import job_kind, selectors, services
+        from . import job_kind, live, selectors, services
 
         job_kind.register_kind()
+        register_upkeep(live.live_sessions_reconcile)
         register_storage_counter("chat", selectors.chat_storage_bytes)
         register_eraser(
             AccountEraser(

@@ -1,7 +1,10 @@
 """``/ws/chat/<conversation id>/``: a reply as it is made — stage changes, the text token by token, each
 spoken chunk as soon as it exists and its video once rendered, the pieces of its live stream as binary
 frames, the end with its timings — to the conversation's owner only; and what the browser says back
-(``{"action": ...}``: barge_in, played, warm_up).
+(``{"action": ...}``: barge_in — the person spoke over the reply, it stops like the Stop button and the
+live session's render in flight at once; played — stored as the reply's ``first_frame_played``; warm_up —
+start the avatar's live render session, answered with a ``live`` event). Only the owner's own replies in
+this conversation count.
 
 A binary frame is ``4-byte big-endian header length + UTF-8 JSON header + bytes``; the header is
 ``{"type": "segment", "message", "index", "seq", "last"}`` and the bytes are one piece of a fragmented MP4
@@ -20,7 +23,7 @@ from core.errors import ServiceError
 
 from .events import conversation_group
 from .selectors import conversations_visible_to, messages_visible_to
-from .services import reply_played, reply_stop
+from .services import conversation_warm_up, reply_played, reply_stop
 
 
 @database_sync_to_async
@@ -73,6 +76,7 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     chat_stage = chat_transcript = chat_token = chat_chunk = chat_video = chat_chunk_video = chat_reply = (
         _forward
     )
+    chat_live = _forward  # the live render session's state (chat/live.py)
 
     async def chat_segment(self, event):
         await self.send(bytes_data=segment_frame(event))
@@ -98,8 +102,10 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
     async def action_barge_in(self, content):
         """The person started speaking while the avatar talked: the rest of that reply is not made."""
         reply = await _reply(self.scope["user"], self.conversation_id, content.get("message"))
-        if reply is not None:
-            await _stop(reply)
+        if reply is None:
+            await self._no_such_reply("barge_in")
+            return
+        await _stop(reply)
 
     async def action_played(self, content):
         """The browser played the reply's first frame: the turn's last timing."""
@@ -108,12 +114,22 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "error", "error": "played needs speech_end_to_played in seconds."})
             return
         reply = await _reply(self.scope["user"], self.conversation_id, content.get("message"))
-        if reply is not None:
-            await _played(reply, float(seconds))
+        if reply is None:
+            await self._no_such_reply("played")
+            return
+        await _played(reply, float(seconds))
+
+    async def _no_such_reply(self, action: str):
+        # Another person's reply, or none at all: the same answer (it is not found), and nothing changes.
+        await self.send_json(
+            {"type": "error", "action": action, "error": "No such reply in this conversation."}
+        )
 
     async def action_warm_up(self, content):
-        """The page opened with the microphone on: a turn may come soon (the live render session's start
-        belongs to the server side of live sessions; nothing to warm here yet)."""
+        """The page opened with the microphone on: a turn may come soon, so the avatar's live render
+        session starts now (in a worker of its node); the answer says whether it is ready, starting, or
+        why replies will be spoken only."""
+        await self._forward(await _warm_up(self.scope["user"], self.conversation_id))
 
     ACTIONS = {"barge_in": action_barge_in, "played": action_played, "warm_up": action_warm_up}
 
@@ -127,3 +143,9 @@ def _stop(reply) -> None:
 @database_sync_to_async
 def _played(reply, seconds: float) -> None:
     reply_played(reply=reply, seconds=seconds)
+
+
+@database_sync_to_async
+def _warm_up(user, conversation_id: int) -> dict:
+    conversation = conversations_visible_to(user).get(pk=conversation_id)
+    return conversation_warm_up(conversation=conversation)

@@ -1,20 +1,27 @@
 """The chat_reply job: one reply turn (chat.turn.reply_run), run inside the worker that claimed it, next to
-the Whisper and XTTS models it loaded once. The job holds a slot on the node of the avatar's checkpoint
-(``message_send`` pins it there), where each sentence is rendered (chat.video.NodeRenderer); an avatar
-that cannot be rendered is placed like its other steps (nodes holding its data first) and only speaks."""
+the Whisper and XTTS models it loaded once. The job runs on the node of the avatar's checkpoint
+(``message_send`` pins it there). A live reply (``params["live"]``) holds no slot there: its sentences
+stream from the checkpoint's live render session (chat/live.py), admitted by GPU memory; otherwise the job
+holds the slot and each sentence is rendered as a clip (chat.video.NodeRenderer). An avatar that cannot
+be rendered is placed like its other steps (nodes holding its data first) and only speaks."""
 
 from __future__ import annotations
+
+import time
 
 from django.urls import reverse
 
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
+from core.errors import ServiceError
 from core.params import owned_id, reject_unknown
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
+from videos.job_kind import dataset_on
 
 from .events import publisher_for
+from .live import LiveRefused, LiveRenderer, barged_in, live_session_ready
 from .models import Message
 from .selectors import messages_visible_to
 from .services import CHAT_REPLY
@@ -25,7 +32,7 @@ from .video import NodeRenderer, RenderFailed
 def clean_reply(params: dict, *, owner) -> dict:
     """A reply job carries its (pending) assistant message, in one of the owner's conversations, and the
     checkpoint of the owner's avatar that renders it, if any; everything else is on the conversation."""
-    reject_unknown(params, {"message", "node", "checkpoint"}, "a chat reply")
+    reject_unknown(params, {"message", "node", "checkpoint", "live"}, "a chat reply")
     message = owned_id(
         params.get("message"), name="message",
         among=messages_visible_to(owner).filter(role=Message.Role.ASSISTANT),
@@ -38,7 +45,10 @@ def clean_reply(params: dict, *, owner) -> dict:
         among=Checkpoint.objects.filter(avatar__in=avatars_visible_to(owner)),
         refusal="Checkpoint {id} is not one of your avatars' checkpoints.",
     )  # fmt: skip
-    return {"message": message, "checkpoint": checkpoint}
+    live = params.get("live", False)
+    if not isinstance(live, bool):
+        raise ServiceError("live must be true or false.")
+    return {"message": message, "checkpoint": checkpoint, **({"live": True} if live else {})}
 
 
 def _log_line(event: dict) -> tuple[str, str | None] | None:
@@ -60,6 +70,8 @@ def _log_line(event: dict) -> tuple[str, str | None] | None:
         line = (f"[chat] sentence {event['index'] + 1} rendered in {event['render']:.2f} s: "
                 f"{event['frames']} frames from pose {event['pose_start']}")  # fmt: skip
         return line, "rendering"
+    if kind == "chat.live":
+        return f"[chat] live session {event['state']}: {event['reason']}", None
     if kind == "chat.reply":
         timings = ", ".join(f"{key} {seconds:.2f} s" for key, seconds in event["timings"].items())
         return f"[chat] reply {event['status']} ({timings}) {event['error']}".strip(), None
@@ -78,9 +90,21 @@ def run_reply(job: Job, context) -> dict:
 
     reply.job = job
     reply.save(update_fields=["job"])
-    renderer = _renderer(job, reply, context)
+    polled = {"at": 0.0, "barged": False}
+
+    def should_stop() -> bool:
+        # The job's cancel (the watcher polls the database), or a barge-in seen a moment sooner in Redis.
+        if context.should_stop() or polled["barged"]:
+            return True
+        if time.monotonic() - polled["at"] > 0.1:
+            polled["at"], polled["barged"] = time.monotonic(), barged_in(reply)
+        return polled["barged"]
+
+    renderer = _renderer(job, reply, context, publish)
     try:
-        reply = reply_run(reply=reply, publish=publish, should_stop=context.should_stop, renderer=renderer)
+        reply = reply_run(reply=reply, publish=publish, should_stop=should_stop, renderer=renderer)
+        if isinstance(renderer, LiveRenderer):
+            renderer.turn_done()
     finally:
         if renderer is not None:
             renderer.close()
@@ -92,8 +116,9 @@ def run_reply(job: Job, context) -> dict:
     return result
 
 
-def _renderer(job: Job, reply: Message, context) -> NodeRenderer | None:
-    """The node renderer for this turn, or None with the reason on the reply (it is spoken only)."""
+def _renderer(job: Job, reply: Message, context, publish) -> NodeRenderer | LiveRenderer | None:
+    """The renderer for this turn: the checkpoint's live session when the reply is live (admitted and
+    ready), NodeRenderer otherwise; or None with the reason on the reply (it is spoken only)."""
     if not job.params.get("checkpoint"):
         return None
     checkpoint = (
@@ -108,6 +133,15 @@ def _renderer(job: Job, reply: Message, context) -> NodeRenderer | None:
         note = (
             f"This reply runs on node {job.node.name}, not on {checkpoint.node.name}, which holds the model."
         )
+    elif job.params.get("live"):
+        try:
+            dataset_on(checkpoint.avatar, checkpoint.node)  # said now, not after a session started
+            session = live_session_ready(checkpoint=checkpoint, publish=publish)
+            return LiveRenderer(session=session, reply=reply, publish=publish)
+        except LiveRefused as refusal:
+            note = str(refusal)
+        except ValueError as error:
+            note = str(error)
     else:
         try:
             return NodeRenderer(job=job, checkpoint=checkpoint, log=context.log)
@@ -142,5 +176,8 @@ def register_kind() -> None:
         KindSpec(label="Chat reply", gpu_work="render", plan=None, clean=clean_reply, after=after_reply,
                  prefer=data_nodes, run=run_reply,
                  # A reply without a checkpoint is spoken only (no render): any worker can make it.
-                 uses_engine=lambda job: bool(job.params.get("checkpoint")), subject=reply_subject),
+                 uses_engine=lambda job: bool(job.params.get("checkpoint")), subject=reply_subject,
+                 # A live reply renders through the checkpoint's session, admitted on its own: the job
+                 # takes no slot (trainings and renders keep theirs); a clip-rendered one holds the slot.
+                 holds_slot=lambda job: not job.params.get("live")),
     )  # fmt: skip

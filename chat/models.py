@@ -117,9 +117,9 @@ class Message(models.Model):
         FAILED = "failed", "Failed"
         CANCELED = "canceled", "Canceled"
 
-    # Keys of ``timings``, in seconds from the start of the turn; first_frame_played is measured by the
-    # browser from the end of the person's speech (or the send of a typed message) to the first frame of
-    # the reply it played (chat.services.reply_played).
+    # Keys of ``timings``, in seconds from the start of the turn. ``first_frame_rendered``: the live
+    # session's first fMP4 piece of the reply; ``first_frame_played``: reported by the owner's browser, from
+    # the end of the person's speech to the reply's first frame on screen.
     TIMING_KEYS = (
         "asr", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_rendered",
         "first_video_chunk", "first_frame_played", "whole_reply",
@@ -205,3 +205,60 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.message_id}#{self.index}: {self.text[:60]}"
+
+
+class LiveSession(models.Model):
+    """A live render session: a process on ``node`` that holds ``checkpoint``'s model loaded on ``gpu`` (or
+    the node's CPU slot) and renders sentences as they come (chat/live.py; the node side is
+    avatars/engines/node/live_session.py). Shared by every conversation of that checkpoint on that GPU."""
+
+    class State(models.TextChoices):
+        STARTING = "starting", "Starting"
+        READY = "ready", "Ready"
+        ENDED = "ended", "Ended"
+        FAILED = "failed", "Failed"
+
+    LIVE_STATES = (State.STARTING, State.READY)
+
+    node = models.ForeignKey("gpu_nodes.Node", on_delete=models.CASCADE, related_name="live_sessions")
+    gpu = models.ForeignKey("gpu_nodes.Gpu", on_delete=models.CASCADE, related_name="live_sessions")
+    checkpoint = models.ForeignKey(
+        "avatars.Checkpoint", null=True, on_delete=models.SET_NULL, related_name="live_sessions"
+    )
+    engine = models.CharField(max_length=32)
+    memory_mb = models.PositiveIntegerField(default=0, help_text="GPU memory it holds (the engine's figure).")
+    socket = models.CharField(max_length=500, blank=True, help_text="Its Unix socket on the node.")
+    pid = models.IntegerField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.STARTING)
+    started_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(auto_now_add=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    turns = models.PositiveIntegerField(default=0)
+    last_latency = models.FloatField(
+        null=True, blank=True, help_text="Seconds from a sentence's render request to its first fMP4 piece."
+    )
+    load_seconds = models.FloatField(null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    note = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at"]
+        constraints = [
+            # One live session per checkpoint and GPU: conversations share it.
+            models.UniqueConstraint(
+                fields=["checkpoint", "gpu"], condition=models.Q(state__in=["starting", "ready"]),
+                name="live_session_one_per_checkpoint_gpu",
+            ),
+        ]  # fmt: skip
+
+    def __str__(self) -> str:
+        return f"live session {self.pk} ({self.engine}, {self.state})"
+
+    @property
+    def marker(self) -> str:
+        """The TALKFORGE_JOB marker its process carries: what stops it, and only it."""
+        return f"live-{self.pk}"
+
+    @property
+    def name(self) -> str:
+        return f"session-{self.pk}"

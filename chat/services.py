@@ -261,9 +261,16 @@ def conversation_update(
 
 
 def conversation_delete(*, conversation: Conversation) -> None:
-    folder = conversation.folder
+    from .live import live_sessions_end_for_checkpoints
+
+    folder, avatar = conversation.folder, conversation.avatar
     conversation.delete()
     media.delete(folder)
+    if not Conversation.objects.filter(avatar=avatar).exists():
+        # Its live session is no one else's: end it now rather than when it idles out.
+        live_sessions_end_for_checkpoints(
+            avatar.checkpoints.values_list("pk", flat=True), reason="Its conversation was deleted."
+        )
 
 
 def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
@@ -376,6 +383,9 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
         params = {"message": reply.pk}
         if checkpoint is not None:
             params["checkpoint"] = checkpoint.pk
+            if settings.LIVE_SESSIONS and conversation.avatar.engine_plugin.live_backend:
+                # Rendered by the checkpoint's live session (chat/live.py): the job holds no slot.
+                params["live"] = True
         reply.job = job_submit(
             owner=conversation.owner, kind=CHAT_REPLY, params=params, avatar=conversation.avatar,
             node=checkpoint.node if checkpoint is not None else None,
@@ -397,11 +407,44 @@ def reply_played(*, reply: Message, seconds: float) -> None:
 
 
 def reply_stop(*, reply: Message) -> Message:
-    """The stop button: the rest of the reply is not made (the chunks already spoken stay)."""
+    """The stop button (and a barge-in): the rest of the reply is not made (the chunks already spoken
+    stay); the live session's render in flight is stopped at once (chat/live.py ``barge_in_signal``)."""
     from jobs.services import job_cancel
+
+    from .live import barge_in_signal
 
     if reply.job is None or reply.job.is_terminal:
         raise ServiceError("This reply is not being made any more; there is nothing to stop.")
-    job_cancel(job=reply.job)
+    job_cancel(job=reply.job)  # committed first: the turn may end within 0.1 s of the signal
+    barge_in_signal(reply)
     reply.refresh_from_db()
     return reply
+
+
+def conversation_warm_up(*, conversation: Conversation) -> dict:
+    """The page of ``conversation`` opened: start its avatar's live session if one can be had, in a worker
+    serving the node that holds the model. Returns the ``chat.live`` event to answer with now; the worker
+    announces the rest (ready, or spoken only and why) to the conversation's group."""
+    from core.queues import queue_named
+
+    from .live import LiveRefused, live_session_admit
+    from .models import LiveSession
+
+    try:
+        checkpoint, note = reply_checkpoint(conversation.avatar)
+    except ServiceError as error:
+        return {"type": "chat.live", "state": "spoken_only", "reason": str(error)}
+    if checkpoint is None:
+        return {"type": "chat.live", "state": "spoken_only", "reason": note}
+    running = LiveSession.objects.filter(checkpoint=checkpoint, state=LiveSession.State.READY).exists()
+    if running:
+        return {"type": "chat.live", "state": "ready", "reason": "The model is loaded."}
+    try:
+        if not settings.LIVE_SESSIONS or not conversation.avatar.engine_plugin.live_backend:
+            live_session_admit(checkpoint=checkpoint)  # raises with the reason
+    except LiveRefused as refusal:
+        return {"type": "chat.live", "state": "spoken_only", "reason": str(refusal)}
+    queue_named(checkpoint.node.queue_name).enqueue(
+        "chat.tasks.live_warm_up", conversation.pk, job_timeout=600, result_ttl=60
+    )
+    return {"type": "chat.live", "state": "starting", "reason": "Loading the avatar's model…"}

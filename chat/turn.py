@@ -269,6 +269,8 @@ def reply_run(
         workspace = stack.enter_context(media.workspace(folder))
         reference, voice_folder = _speaker(conversation)
         if renderer is not None:
+            if hasattr(renderer, "clock"):
+                renderer.clock = clock  # a live renderer marks first_frame_rendered on the turn's clock
             videos = Videos(
                 renderer=renderer, reply=reply, clock=clock, publish=publish, should_stop=should_stop
             )

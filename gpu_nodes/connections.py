@@ -64,15 +64,25 @@ class RunningProcess(ABC):
     def wait(self, timeout: float | None = None) -> int | None:
         """The exit code, or None if it is still running after ``timeout`` seconds."""
 
+    @abstractmethod
+    def write(self, data: bytes) -> None:
+        """Send ``data`` to the process's stdin (started with ``stdin=True``); NodeError once it is gone."""
+
+    @abstractmethod
+    def close_stdin(self) -> None:
+        """End the process's stdin: it reads end of file."""
+
 
 class NodeConnection(ABC):
     """What the runner needs from a node, whatever its kind."""
 
     @abstractmethod
     def start(
-        self, argv: Sequence[str], *, marker: str, cwd: str | None = None, env: dict[str, str] | None = None
-    ) -> RunningProcess:
-        """Start ``argv`` in a session of its own, in ``cwd`` (created if missing)."""
+        self, argv: Sequence[str], *, marker: str, cwd: str | None = None, env: dict[str, str] | None = None,
+        stdin: bool = False,
+    ) -> RunningProcess:  # fmt: skip
+        """Start ``argv`` in a session of its own, in ``cwd`` (created if missing). ``stdin``: the process
+        reads what ``RunningProcess.write`` sends (a live session's relay); otherwise its stdin is empty."""
 
     @abstractmethod
     def run(
@@ -156,6 +166,19 @@ class LocalProcess(RunningProcess):
         except subprocess.TimeoutExpired:
             return None
 
+    def write(self, data: bytes) -> None:
+        if self._popen.stdin is None:
+            raise NodeError("This process was started without stdin.")
+        try:
+            self._popen.stdin.write(data)
+        except (BrokenPipeError, ValueError):
+            raise NodeError("The process no longer reads its input.") from None
+
+    def close_stdin(self) -> None:
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
+
 
 def _group_members(pgid: int, marker: str) -> list[int]:
     """Pids in process group ``pgid`` that carry the job's marker (Linux /proc)."""
@@ -221,7 +244,7 @@ class LocalConnection(NodeConnection):
     def _env(self, env: dict[str, str] | None) -> dict[str, str]:
         return engine_environment(self.node, env)
 
-    def start(self, argv, *, marker, cwd=None, env=None):
+    def start(self, argv, *, marker, cwd=None, env=None, stdin=False):
         if cwd:
             self.make_dirs(cwd)
         full_env = self._env(env) | {MARKER_VARIABLE: marker, "PYTHONUNBUFFERED": "1"}
@@ -230,7 +253,7 @@ class LocalConnection(NodeConnection):
                 list(argv),
                 cwd=cwd,
                 env=full_env,
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

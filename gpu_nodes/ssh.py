@@ -341,6 +341,19 @@ class SSHProcess(RunningProcess):
             raise ConnectionLost(f"The connection to node {self._node.name} was lost while the job ran.")
         return self._channel.recv_exit_status()
 
+    def write(self, data: bytes) -> None:
+        # The exec channel carries the process's stdin whether or not it was asked for (start(stdin=...)).
+        try:
+            self._channel.sendall(data)
+        except (paramiko.SSHException, OSError, EOFError) as error:
+            raise ConnectionLost(
+                f"Could not write to the process on node {self._node.name} ({error})."
+            ) from None
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            self._channel.shutdown_write()
+
 
 class SSHConnection(NodeConnection):
     def __init__(self, node: Node):
@@ -415,7 +428,7 @@ class SSHConnection(NodeConnection):
             )
         return result
 
-    def start(self, argv, *, marker, cwd=None, env=None):
+    def start(self, argv, *, marker, cwd=None, env=None, stdin=False):
         pid_dir = f"{self.node.workdir.rstrip('/')}/.talkforge/pids"
         pid_file = f"{pid_dir}/{marker}.pid"
         full_env = {**(env or {}), MARKER_VARIABLE: marker, "PYTHONUNBUFFERED": "1"}

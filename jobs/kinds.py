@@ -61,6 +61,10 @@ class KindSpec:
     # Whether the job runs its avatar's engine, so placement must find a node that has the engine and a
     # GPU with the memory it needs (jobs/services.py). None: every job with an avatar does.
     uses_engine: Callable[[Job], bool] | None = None
+    # Whether the job holds a GPU/CPU slot of its node while it runs. False: placement only picks its node
+    # (queue) and the slot stays free for others, e.g. a chat reply rendered by a live session, whose GPU
+    # memory is admitted by the session itself (chat/live.py). None: every job holds one.
+    holds_slot: Callable[[Job], bool] | None = None
     # What the job works on, for its pages: (label, URL), e.g. ("Video #5", "/videos/5/"); None when gone.
     subject: Callable[[Job], tuple[str, str] | None] | None = None
     # How much of the avatar's engine the job runs on a GPU, which sets the GPU memory placement asks for

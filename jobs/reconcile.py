@@ -56,6 +56,24 @@ def _stop_remains(job: Job) -> None:
         logger.warning("could not stop what job %s left on %s: %s", job.pk, job.node, error)
 
 
+# Upkeep of the apps above (chat: live render sessions), run by housekeeping after each reconcile; they
+# register from their AppConfig.ready(), as the job kinds do.
+_UPKEEP: list = []
+
+
+def register_upkeep(task) -> None:
+    if task not in _UPKEEP:
+        _UPKEEP.append(task)
+
+
+def upkeep_run() -> None:
+    for task in _UPKEEP:
+        try:
+            task()
+        except Exception:
+            logger.exception("upkeep %s failed; trying again next round", getattr(task, "__name__", task))
+
+
 def jobs_reconcile() -> ReconcileReport:
     report = ReconcileReport()
     now = timezone.now()
@@ -88,7 +106,7 @@ def jobs_reconcile() -> ReconcileReport:
             report.settled.append(job.pk)
 
     placed = Job.objects.select_related("node").filter(
-        status=Job.Status.QUEUED, gpu__isnull=False, placed_at__lt=now - ENQUEUE_GRACE
+        services.PLACED, status=Job.Status.QUEUED, placed_at__lt=now - ENQUEUE_GRACE
     )
     for job in placed:
         state = queue.rq_state(job.rq_job_id)

@@ -182,13 +182,16 @@ class Watcher(threading.Thread):
         self.join(timeout=10)
 
 
-def _settle_stopped(job: Job, watcher: Watcher, result: dict, *, time_limit: str) -> str | None:
-    """The outcome when the watcher stopped the work (past its time limit, or canceled): the job is
-    settled so and the word for RQ's records returned; None when the work's own outcome decides."""
+def _settle_stopped(
+    job: Job, watcher: Watcher, result: dict, *, time_limit: str, canceled: bool | None = None
+) -> str | None:
+    """The outcome when the watcher stopped the work (past its time limit, or canceled: ``canceled``
+    when the caller knows more than the watcher): the job is settled so and the word for RQ's records
+    returned; None when the work's own outcome decides."""
     if watcher.timed_out:
         services.job_finish(job=job, status=Job.Status.FAILED, error=time_limit, result=result)
         return "timed out"
-    if watcher.canceled:
+    if watcher.canceled if canceled is None else canceled:
         services.job_finish(job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result)
         return "canceled"
     return None
@@ -504,6 +507,11 @@ class InWorker:
         if watcher.lost:
             return "lost"
         time_limit = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
-        if stopped := _settle_stopped(job, watcher, result, time_limit=time_limit):
+        # A cancel the watcher had not polled yet counts too: the work may have heard it sooner (a chat
+        # reply's barge-in stops the turn within 0.1 s of the request, chat/live.py).
+        canceled = (
+            watcher.canceled or Job.objects.filter(pk=job.pk, cancel_requested_at__isnull=False).exists()
+        )
+        if stopped := _settle_stopped(job, watcher, result, time_limit=time_limit, canceled=canceled):
             return stopped
         return _settle(job, result, error=result.get("error") or "")

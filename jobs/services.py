@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import uuid
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Case, Count, Exists, F, Max, OuterRef, When
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, When
 from django.utils import timezone
 
 from accounts.quotas import concurrent_limits, gpu_seconds_of, limits_for, quota_check_submit
@@ -142,11 +143,12 @@ def _free_slots(job: Job, *, fitting: bool = True):
         slots = slots.filter(id__in=Gpu.objects.filter(runs_engine_q(engine, "node__")).values("id"))
         if need := engine.gpu_mb(job.kind):
             # A real engine's job never lands on a CPU slot; a GPU whose free memory at the last probe is
-            # below the engine's need is skipped (another process may hold it).
+            # below the engine's need is skipped (another process may hold it). LIVE_RESERVED_MB of each
+            # GPU stays free for live render sessions (chat/live.py), so a training cannot starve them.
             slots = (
                 slots.exclude(index=Gpu.CPU_INDEX)
                 .annotate(free_mb=F("memory_total_mb") - F("memory_used_mb"))
-                .filter(free_mb__gte=need)
+                .filter(free_mb__gte=need + settings.LIVE_RESERVED_MB)
             )
     if job.params.get("node"):
         slots = slots.filter(node__name=job.params["node"])
@@ -156,6 +158,30 @@ def _free_slots(job: Job, *, fitting: bool = True):
         )
         slots = slots.order_by(rank, "node__name", "index")
     return slots
+
+
+# A job placed on its node: with a slot, or (a kind that holds none) with its node and placing time.
+PLACED = Q(gpu__isnull=False) | Q(node__isnull=False, placed_at__isnull=False)
+
+
+def _holds_slot(job: Job) -> bool:
+    holds = kind_spec(job.kind).holds_slot
+    return holds is None or holds(job)
+
+
+def _slotless_node(job: Job) -> Node | None:
+    """The node a job that holds no slot runs on: enabled, online, able to run its engine, preferred
+    first; None while there is none."""
+    nodes = Node.objects.filter(enabled=True, status=Node.Status.ONLINE).order_by("name")
+    engine = _job_engine(job)
+    if engine is not None:
+        nodes = nodes.filter(runs_engine_q(engine))
+    if job.params.get("node"):
+        return nodes.filter(name=job.params["node"]).first()
+    spec = kind_spec(job.kind)
+    preferred = spec.prefer(job) if spec.prefer is not None else []
+    found = {node.pk: node for node in nodes.filter(pk__in=preferred)}
+    return next((found[pk] for pk in preferred if pk in found), None) or nodes.first()
 
 
 def _waiting_reason(job: Job) -> str | None:
@@ -181,10 +207,11 @@ def _waiting_jobs() -> list[Job]:
     Owners holding fewer slots go first; between equals, the one whose last job was placed longest ago
     (or never); then the oldest job. One person's batch of twenty cannot starve someone else's one."""
     waiting = list(
-        # A kind no installed app registers (a row left by a removed app) cannot run: it waits, shown.
-        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True, kind__in=list(KINDS)).order_by(
-            "created_at", "id"
-        )[:200]
+        # A kind no installed app registers (a row left by a removed app) cannot run: it waits, shown. A
+        # placed job without a GPU is a live chat reply that holds no slot (KindSpec.holds_slot).
+        Job.objects.filter(
+            status=Job.Status.QUEUED, gpu__isnull=True, placed_at__isnull=True, kind__in=list(KINDS)
+        ).order_by("created_at", "id")[:200]
     )
     owners = {job.owner_id for job in waiting}
     holding = _holding(owners)
@@ -207,11 +234,24 @@ def _place(job_id: int) -> Job | None:
         with transaction.atomic():
             job = (
                 Job.objects.select_for_update(skip_locked=True)
-                .filter(pk=job_id, status=Job.Status.QUEUED, gpu__isnull=True)
+                .filter(pk=job_id, status=Job.Status.QUEUED, gpu__isnull=True, placed_at__isnull=True)
                 .first()
             )
             if job is None:
                 return None
+            if not _holds_slot(job):
+                node = _slotless_node(job)
+                if node is None:
+                    if job.stage != "waiting for a node":
+                        job.stage = "waiting for a node"
+                        job.save(update_fields=["stage"])
+                        events.job_status_publish(job)
+                    return None
+                job.node, job.placed_at, job.stage = node, timezone.now(), "placed"
+                job.save(update_fields=["node", "placed_at", "stage"])
+                transaction.on_commit(lambda: queue.enqueue(job))
+                events.job_status_publish(job)
+                return job
             slot = _free_slots(job).first()
             if slot is None:
                 reason = _waiting_reason(job)
@@ -257,7 +297,7 @@ def job_claim(*, job_id: int, worker_name: str) -> Job | None:
     now = timezone.now()
     with transaction.atomic():
         claimed = Job.objects.filter(
-            pk=job_id, status=Job.Status.QUEUED, gpu__isnull=False, cancel_requested_at__isnull=True
+            PLACED, pk=job_id, status=Job.Status.QUEUED, cancel_requested_at__isnull=True
         ).update(
             status=Job.Status.RUNNING,
             started_at=now,

@@ -78,6 +78,8 @@ EXCERPTS: dict[str, dict[str, tuple[tuple[int, int], ...]]] = {
         "data_utils/UNFaceFlow/test_flow.py": ((43, 50),),
         "data_utils/blendshape_capture/main.py": ((27, 27),),
         "nerf_triplane/provider.py": ((174, 174), (197, 197)),
+        # main.py's parser and what follows it (the live backend parses its options with it)
+        "main.py": ((15, 131),),
         "nerf_triplane/utils.py": ((489, 489), (539, 541), (695, 698)),
         # the install steps the image follows, and the pretrained files it asks for
         "README.md": ((51, 51), (59, 69), (83, 83), (89, 92), (98, 101)),

@@ -124,6 +124,8 @@ class Engine(ABC):
     needs_gpu: ClassVar[bool] = True  # False: runs on a CPU slot
     train_gpu_mb: ClassVar[int] = 0  # GPU memory a preprocessing or training job needs
     render_gpu_mb: ClassVar[int] = 0  # GPU memory a validation render, video or chat reply needs
+    session_gpu_mb: ClassVar[int] = 0  # GPU memory a live render session holds while it is warm
+    live_backend: ClassVar[str | None] = None  # its live session backend, a path under avatars/engines
     extensions: ClassVar[tuple[str, ...]] = ()  # import names of its compiled extensions
     weights: ClassVar[tuple[Weight, ...]] = ()  # every weight file upstream loads
 
@@ -147,6 +149,18 @@ class Engine(ABC):
         if not self.needs_gpu or spec is None or spec.gpu_work is None:
             return 0  # e.g. the evaluation runs our numpy/OpenCV script
         return self.train_gpu_mb if spec.gpu_work == "train" else self.render_gpu_mb
+
+    def session_memory_mb(self) -> int:
+        """GPU memory one live session of this engine holds: ``session_gpu_mb``, or the setting
+        ``LIVE_SESSION_GPU_MB[<name>]`` where operators (or tests) measured another figure."""
+        from django.conf import settings
+
+        return int(getattr(settings, "LIVE_SESSION_GPU_MB", {}).get(self.name, self.session_gpu_mb))
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict[str, Any]:
+        """What its live backend loads once (``--config`` of live_session.py) for ``checkpoint``, whose
+        model folder is ``model``, with the avatar's dataset ``dataset`` on the node."""
+        raise NotImplementedError(f"{self.label} has no live render session.")
 
     def env(self) -> dict[str, str]:
         """Environment for the engine's runs (``wrap(env=...)``): see ``shell.py`` on unbuffered output."""

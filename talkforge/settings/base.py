@@ -327,6 +327,16 @@ CHAT_VOICE_MIN_SECONDS = env_float("CHAT_VOICE_MIN_SECONDS", 3.0, minimum=0.5)
 CHAT_VOICE_MAX_SECONDS = env_float("CHAT_VOICE_MAX_SECONDS", 60.0, minimum=1.0)
 CHAT_SENTENCE_MIN_CHARS = env_int("CHAT_SENTENCE_MIN_CHARS", 20, minimum=1)
 CHAT_TURN_MAX_SECONDS = env_float("CHAT_TURN_MAX_SECONDS", 120.0, minimum=1.0)
+# Live render sessions (chat/live.py): the avatar's model stays loaded on its node between sentences and
+# each sentence streams to the browser as fragmented MP4 while it renders. LIVE_SESSIONS=false: every
+# sentence is rendered as a clip (chat/video.py NodeRenderer).
+LIVE_SESSIONS = env_bool("LIVE_SESSIONS", True)
+LIVE_IDLE_SECONDS = env_float("LIVE_IDLE_SECONDS", 300.0, minimum=5.0)  # a session unused this long ends
+LIVE_START_TIMEOUT = env_float("LIVE_START_TIMEOUT", 180.0, minimum=5.0)  # model load on the node
+LIVE_RESERVED_MB = env_int("LIVE_RESERVED_MB", 0, minimum=0)  # per GPU, kept free of trainings/renders
+LIVE_SESSIONS_PER_CPU_SLOT = env_int("LIVE_SESSIONS_PER_CPU_SLOT", 4, minimum=0)
+LIVE_DEMO_FPS = env_float("LIVE_DEMO_FPS", 0.0, minimum=0.0)  # demo backend pace; 0: as fast as it goes
+LIVE_SESSION_GPU_MB: dict[str, int] = {}  # per engine name: overrides the plug-in's session_gpu_mb
 
 LOGGING = {
     "version": 1,

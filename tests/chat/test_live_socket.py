@@ -80,6 +80,16 @@ def test_played_is_stored_once_for_the_owners_reply_only(alice, bob, conversatio
             {"action": "warm_up"},
         ):
             await communicator.send_json_to(content)
+        # Bob's reply is not found here (the same answer as a reply that does not exist).
+        refused = await communicator.receive_json_from(timeout=5)
+        assert refused == {
+            "type": "error",
+            "action": "played",
+            "error": "No such reply in this conversation.",
+        }
+        # warm_up is answered: this avatar has no trained model, so replies will be spoken only, and why.
+        live = await communicator.receive_json_from(timeout=5)
+        assert live["type"] == "live" and live["state"] == "spoken_only" and live["reason"], live
         for content in (
             {"action": "played", "message": reply.pk, "speech_end_to_played": "soon"},
             {"action": "dance"},

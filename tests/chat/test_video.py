@@ -45,6 +45,9 @@ def small_media(settings, tmp_path):
     settings.QUALITY_SAMPLE_FRAMES = 4
     settings.QUALITY_MIN_FACE_PIXELS = 30
     settings.MEDIA_ROOT = tmp_path / "media"
+    # These tests cover the clip path (chat/video.py NodeRenderer, the fallback and the benchmark's
+    # baseline); the live session path is tests/chat/test_live.py's.
+    settings.LIVE_SESSIONS = False
 
 
 @pytest.fixture

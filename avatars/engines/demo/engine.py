@@ -25,12 +25,20 @@ class Demo(GaussianTalker):
     needs_gpu = False
     train_gpu_mb = 0
     render_gpu_mb = 0
+    session_gpu_mb = 0
+    live_backend = "demo/node/live_backend.py"
     extensions = ()
     weights = ()
     node_scripts = (
         "demo/node/process.py", "demo/node/train.py", "demo/node/render.py", "demo/node/features.py",
-        "node/blinks.py", "node/pose_view.py", "node/evaluate.py",
+        "node/blinks.py", "node/pose_view.py", "node/evaluate.py", "demo/node/live_backend.py",
+        "node/live_session.py", "node/live_relay.py",
     )  # fmt: skip
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict:
+        from django.conf import settings
+
+        return {"source": str(dataset), "fps": settings.LIVE_DEMO_FPS}
 
     def env(self) -> dict[str, str]:
         return {}  # our scripts run with ``python -u`` and start no Python children

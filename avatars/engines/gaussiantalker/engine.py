@@ -39,6 +39,11 @@ class GaussianTalker(Engine):
     # Rendering loads only the trained Gaussians and the deformation network: 10 GB (no upstream figure).
     train_gpu_mb = 24000
     render_gpu_mb = 10000
+    # A live session keeps the model and the audio encoder resident between sentences: the render's
+    # figure (a sentence's activations are freed after each one, the weights stay); LIVE_SESSION_GPU_MB
+    # overrides it per engine once measured on the operator's GPUs.
+    session_gpu_mb = 10000
+    live_backend = "gaussiantalker/node/live_backend.py"
     extensions = (
         "diff_gaussian_rasterization",  # gaussian_renderer/__init__.py:14 (submodules/custom-bg-depth-…)
         "simple_knn._C",  # scene/gaussian_model.py:22 (submodules/simple-knn)
@@ -74,7 +79,19 @@ class GaussianTalker(Engine):
     preprocess_tasks = parsers.GAUSSIANTALKER_TASKS
     model_folder = "output"
     renderable_stage = "fine"  # render.py loads point_cloud/iteration_N only (scene/__init__.py:77)
-    node_scripts = ("node/blinks.py", "node/pose_view.py", "node/evaluate.py")
+    node_scripts = (
+        "node/blinks.py", "node/pose_view.py", "node/evaluate.py", "gaussiantalker/node/live_backend.py",
+        "node/live_session.py", "node/live_relay.py",
+    )  # fmt: skip
+    LIVE_BATCH = 8  # frames per render_from_batch call in a live session: small, so the first come soon
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict:
+        """render.py's inputs (docs/engines.md): the dataset, the run's model folder (the checkpoint's
+        ``point_cloud/iteration_N`` is two levels below it), its iteration, the shipped config."""
+        return {
+            "source": str(dataset), "model": str(model.parent.parent), "iteration": checkpoint.iteration,
+            "batch": self.LIVE_BATCH, "configs": commands.CONFIG,
+        }  # fmt: skip
 
     def render_refusal(self, checkpoint) -> str | None:
         if self.can_render(checkpoint):

@@ -50,6 +50,11 @@ class SyncTalk(Engine):
     # 24 GB for training (UNVERIFIED), and 10 GB for an inference-only render.
     train_gpu_mb = 24000
     render_gpu_mb = 10000
+    # A live session keeps the model and the audio encoder resident between sentences: the render's
+    # figure (a sentence's activations are freed after each one, the weights stay); LIVE_SESSION_GPU_MB
+    # overrides it per engine once measured on the operator's GPUs.
+    session_gpu_mb = 10000
+    live_backend = "synctalk/node/live_backend.py"
     # The compiled backends each setup.py builds (ext_modules name=…), imported by the Python wrappers
     # with a JIT-build fallback that would hide a missing install: import these names directly.
     extensions = (
@@ -105,7 +110,23 @@ class SyncTalk(Engine):
     model_folder = "model"  # README.md:161, --workspace model/<ws>
     renderable_stage = "epoch"  # checkpoints/ngp_ep<EEEE>.pth, one per epoch
     plays_own_poses = True  # --test_train poses mirror by themselves (nerf_triplane/provider.py:515, :538)
-    node_scripts = ("node/pose_view.py", "node/evaluate.py")
+    node_scripts = (
+        "node/pose_view.py", "node/evaluate.py", "synctalk/node/live_backend.py", "node/live_session.py",
+        "node/live_relay.py",
+    )  # fmt: skip
+
+    def live_config(self, *, checkpoint, dataset: PurePosixPath, model: PurePosixPath) -> dict:
+        """main.py's arguments for its test mode on the training poses with AVE and ``--portrait``, as the
+        speech render runs it, the checkpoint file given with ``--ckpt`` (main.py:30; a path is loaded at
+        nerf_triplane/utils.py:745–748) in its own workspace (``<ws>/checkpoints/<file>``)."""
+        if problem := self.render_refusal(checkpoint):
+            raise ValueError(problem)
+        return {
+            "argv": [
+                str(dataset), "--workspace", str(model.parent.parent), "-O", "--test", "--test_train",
+                "--asr_model", "ave", "--portrait", "--ckpt", str(model),
+            ]
+        }  # fmt: skip
 
     def env(self) -> dict[str, str]:
         """``rich`` wraps lines at the console width (80 without a terminal) and would split long lines

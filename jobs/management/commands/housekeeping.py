@@ -12,7 +12,7 @@ from django.db import close_old_connections
 from core.queues import redis_connection
 from gpu_nodes.services import nodes_probe_all
 from jobs.heartbeat import housekeeping_beat
-from jobs.reconcile import jobs_reconcile
+from jobs.reconcile import jobs_reconcile, upkeep_run
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ class Command(BaseCommand):
                     nodes_probe_all()
                     last_probe = time.monotonic()
                 jobs_reconcile()
+                upkeep_run()
             except Exception:
                 logger.exception("housekeeping round failed; trying again next round")
             _beat()  # a long round (probing many nodes) beats at its end as well
