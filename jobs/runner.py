@@ -133,13 +133,14 @@ CURVE_METRICS = {"loss", "psnr", "lpips (alex)", "lmd (fan)"}
 class Watcher(threading.Thread):
     """Beats the heartbeat; on a cancel request, the time limit, or if the job was settled elsewhere, notes
     why and calls ``on_stop`` once (an engine's attempt kills its process tree; in-worker work is told to
-    stop)."""
+    stop). ``on_tick``, if given, is called at every poll (in-worker work: write the log batch that is due,
+    so a quiet process's last line still reaches the page)."""
 
     POLL = 0.25
 
-    def __init__(self, job: Job, on_stop: Callable[[], None]):
+    def __init__(self, job: Job, on_stop: Callable[[], None], on_tick: Callable[[], None] | None = None):
         super().__init__(name=f"job-{job.pk}-watcher", daemon=True)
-        self.job, self.on_stop = job, on_stop
+        self.job, self.on_stop, self.on_tick = job, on_stop, on_tick
         self.stop_event = threading.Event()
         self.canceled = False
         self.lost = False
@@ -172,6 +173,11 @@ class Watcher(threading.Thread):
                         pk=self.job.pk, status=Job.Status.RUNNING, attempts=self.job.attempts
                     ).update(heartbeat_at=timezone.now())
                     last_beat = time.monotonic()
+                if self.on_tick is not None:
+                    try:
+                        self.on_tick()
+                    except Exception:  # a log batch that fails now is written with the next one
+                        logger.exception("job %s: the watcher's tick failed", self.job.pk)
         except Exception:
             logger.exception("watcher of job %s failed", self.job.pk)
         finally:
@@ -490,9 +496,15 @@ class InWorker:
             self.reporter.lines([line[: settings.JOB_MAX_LOG_LINE]], progress_changed=changed)
             self.reporter.maybe_flush()
 
+    def _flush_due(self) -> None:
+        """Lines logged since the last batch reach the database once the interval has passed, even when no
+        line follows them (a render that went quiet)."""
+        with self.lock:
+            self.reporter.maybe_flush()
+
     def run(self, work) -> str:
         Job.objects.filter(pk=self.job.pk).update(stage="running")
-        watcher = Watcher(self.job, on_stop=self.stop.set)
+        watcher = Watcher(self.job, on_stop=self.stop.set, on_tick=self._flush_due)
         watcher.start()
         try:
             result = work(self.job, self)
