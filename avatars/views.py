@@ -16,7 +16,7 @@ from .forms import AvatarCreateForm
 from .models import Avatar
 from .pipeline import avatar_cancel, avatar_evaluate, avatar_failed_step, avatar_retry, avatar_train
 from .runs import newest_run, renderable, run_of
-from .selectors import avatars_visible_to
+from .selectors import avatar_pipeline, avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
 
@@ -109,7 +109,7 @@ def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
             state = {"failed": "failed", "canceled": "canceled"}.get(job.status, "running")
         else:
             state = "pending"
-        label = task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
+        label = task.label or task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
         rows.append({"number": task.number, "stage": task.stage, "label": label, "state": state})
     return rows
 
@@ -150,6 +150,7 @@ def avatar_detail(request, avatar_id: int):
         "latest_train": latest_train,
         "preprocess": preprocess,
         "stages": _preprocessing_stages(avatar, preprocess),
+        "pipeline": avatar_pipeline(avatar),
         "has_validation": has_validation,
         "series": (latest_train.result.get("series", []) if latest_train else []),
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],

@@ -81,14 +81,39 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("extract audio from",),
         "extracted audio",
         ("aud.wav", "aud_train.wav", "aud_novel.wav"),
+        label="Extracting the audio",
     ),
     PreprocessTask(
-        2, "audio_features", ("extract audio labels for",), "extracted audio labels", ("aud_ds.npy",)
+        2,
+        "audio_features",
+        ("extract audio labels for",),
+        "extracted audio labels",
+        ("aud_ds.npy",),
+        label="Reading speech features from the audio",
     ),
-    PreprocessTask(3, "images", ("extract images from",), "extracted images", ("ori_imgs/*.jpg",)),
-    PreprocessTask(4, "semantics", ("extract semantics from",), "extracted semantics", ("parsing/*.png",)),
     PreprocessTask(
-        5, "background", ("extract background image from",), "extracted background image", ("bc.jpg",)
+        3,
+        "images",
+        ("extract images from",),
+        "extracted images",
+        ("ori_imgs/*.jpg",),
+        label="Splitting the video into frames",
+    ),
+    PreprocessTask(
+        4,
+        "semantics",
+        ("extract semantics from",),
+        "extracted semantics",
+        ("parsing/*.png",),
+        label="Segmenting face, hair, torso and background",
+    ),
+    PreprocessTask(
+        5,
+        "background",
+        ("extract background image from",),
+        "extracted background image",
+        ("bc.jpg",),
+        label="Estimating the background",
     ),
     PreprocessTask(
         6,
@@ -96,12 +121,23 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("extract torso and gt images for",),
         "extracted torso and gt images",
         ("gt_imgs/*.jpg", "torso_imgs/*.png"),
+        label="Separating the torso from the real frames",
     ),
     PreprocessTask(
-        7, "landmarks", ("extract face landmarks from",), "extracted face landmarks", ("ori_imgs/*.lms",)
+        7,
+        "landmarks",
+        ("extract face landmarks from",),
+        "extracted face landmarks",
+        ("ori_imgs/*.lms",),
+        label="Finding face landmarks",
     ),
     PreprocessTask(
-        8, "face_tracking", ("perform face tracking",), "finished face tracking", ("track_params.pt",)
+        8,
+        "face_tracking",
+        ("perform face tracking",),
+        "finished face tracking",
+        ("track_params.pt",),
+        label="Tracking the face in 3D",
     ),
     PreprocessTask(
         9,
@@ -109,6 +145,7 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("save transforms",),
         "finished saving transforms",
         ("transforms_train.json", "transforms_val.json"),
+        label="Saving the camera poses",
     ),
 )
 
