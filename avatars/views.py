@@ -114,6 +114,25 @@ def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
     return rows
 
 
+def _curve_axis(avatar: Avatar, train) -> dict:
+    """The training chart's horizontal axis: its total iterations and its stages in order (the engine's
+    ``training_phases``), so progress becomes iterations and each hand-over is marked."""
+    if train is None:
+        return {"total": 0, "phases": []}
+    try:
+        phases = avatar.engine_plugin.training_phases(train.params)
+    except ValueError:  # settings from before today's rules: the chart falls back to percent
+        phases = []
+    listed = [{"stage": p.stage, "iterations": p.iterations, "note": p.note} for p in phases]
+    return {"total": sum(p.iterations for p in phases), "phases": listed}
+
+
+def _validation_file(avatar: Avatar, name: str) -> str:
+    """The newest successful validation render's collected file ``name`` (a media path), or ""."""
+    render = avatar.jobs.filter(kind="render_validation", status="succeeded").order_by("-finished_at").first()
+    return render.result.get("files", {}).get(name, "") if render else ""
+
+
 def _training_runs(avatar: Avatar, evaluations: list) -> list[dict]:
     """The avatar's training runs, newest first: the train job that started each, its settings (the
     engine's recipe for them), its newest attempt (status, node) and its best figures."""
@@ -153,6 +172,8 @@ def avatar_detail(request, avatar_id: int):
         "pipeline": avatar_pipeline(avatar),
         "has_validation": has_validation,
         "series": (latest_train.result.get("series", []) if latest_train else []),
+        "curve_axis": _curve_axis(avatar, latest_train),
+        "has_validation_gt": _validation_file(avatar, "validation_gt.mov") != "",
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
         "checkpoints": avatar.checkpoints.select_related("node").order_by(
@@ -266,10 +287,9 @@ def avatar_media(request, avatar_id: int, what: str):
     In production the proxy sends the bytes (X-Accel-Redirect to an internal location)."""
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
     if what == "validation":
-        render = (
-            avatar.jobs.filter(kind="render_validation", status="succeeded").order_by("-finished_at").first()
-        )
-        relative = render.result.get("files", {}).get("validation.mov", "") if render else ""
+        relative = _validation_file(avatar, "validation.mov")
+    elif what == "validation_gt":  # the same frames from your video, for side by side
+        relative = _validation_file(avatar, "validation_gt.mov")
     else:
         relative = getattr(avatar, MEDIA_FILES[what], "") if what in MEDIA_FILES else ""
     return private_file(request, relative, attachment=what != "video")

@@ -302,6 +302,20 @@ def test_avatar_page_follows_preprocessing_live_and_charts_the_quality_figures(
                 "lines => lines.map(l => l.dataset.series)"
             )
             assert drawn == ["psnr", "ssim"], chart
+            # Each on its own axis, in its own unit; the horizontal axis says what it counts.
+            labels = page.locator(f"{chart} .axis-label").evaluate_all(
+                "texts => Object.fromEntries(texts.map(t => [t.dataset.axis, t.textContent]))"
+            )
+            assert (labels["left"], labels["right"]) == ("PSNR (dB)", "SSIM (0–1)"), labels
+            ssim_ticks = [
+                float(t) for t in page.locator(f'{chart} .tick[data-axis="right"]').all_text_contents()
+            ]
+            assert 0.7 <= min(ssim_ticks) <= 0.81 and 0.86 <= max(ssim_ticks) <= 1.0, ssim_ticks
+        x_ticks = page.locator('#quality-chart .tick[data-axis="x"]').all_text_contents()
+        assert x_ticks[0] == "500" and x_ticks[-1] == "1000", x_ticks  # the checkpoints' iterations
+        assert (
+            "training iteration" in page.locator('#quality-chart .axis-label[data-axis="x"]').text_content()
+        )
         page.wait_for_timeout(500)  # the page's socket is connected and has its snapshot
         events.publisher.publish(events.job_group(job.pk), {**message, "stage": "landmarks"})
         page.wait_for_function(

@@ -364,6 +364,16 @@ class RenderParser(ConsoleParser):
         return None
 
 
+def render_gt_path(model_path: str, set_name: str, iteration: int) -> str:
+    """Where render.py leaves the real frames of a ``test`` or ``train`` set as a video, audio muxed in
+    (render.py:50, :128–137): ``<model_path>/<set>/ours_<iter>/gt/<P>_<set>_<iter>iter_gt.mov``."""
+    if set_name == "custom":
+        raise ValueError("render.py writes no ground-truth video for custom audio (render.py:128).")
+    renders = render_output_path(model_path, set_name, iteration)
+    folder, name = posixpath.split(posixpath.dirname(renders))[0], posixpath.basename(renders)
+    return f"{folder}/gt/{name.removesuffix('_renders.mov')}_gt.mov"
+
+
 def render_output_path(model_path: str, set_name: str, iteration: int) -> str:
     """Where render.py leaves a set's result video, audio muxed in (render.py:49, :139):
     ``<model_path>/<set>/ours_<iter>/renders/<P>_<set>_<iter>iter_renders.mov``.
