@@ -287,7 +287,8 @@ def avatar_media(request, avatar_id: int, what: str):
     In production the proxy sends the bytes (X-Accel-Redirect to an internal location)."""
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
     if what == "validation":
-        relative = _validation_file(avatar, "validation.mov")
+        # GaussianTalker's render.py writes .mov, SyncTalk's main.py --test .mp4 (each engine's collect)
+        relative = _validation_file(avatar, "validation.mov") or _validation_file(avatar, "validation.mp4")
     elif what == "validation_gt":  # the same frames from your video, for side by side
         relative = _validation_file(avatar, "validation_gt.mov")
     else:

@@ -110,3 +110,23 @@ def test_the_avatar_page_gives_the_chart_its_iteration_axis_and_the_videos_besid
     )
     client.force_login(bob)
     assert client.get(media).status_code == 404
+
+
+def test_a_synctalk_validation_render_is_served_too(client, alice, tmp_path, settings):
+    """SyncTalk's validation render is collected as validation.mp4 (main.py --test writes MP4)."""
+    settings.MEDIA_ROOT = str(tmp_path)
+    avatar = Avatar.objects.create(
+        owner=alice, name="Sy", slug="sy", engine="synctalk", status="trained", video="avatars/sy/v.mp4",
+        consent_given_at=timezone.now(), consent_given_by=alice, consent_statement="mine",
+    )  # fmt: skip
+    (tmp_path / "jobs" / "4").mkdir(parents=True)
+    (tmp_path / "jobs" / "4" / "validation.mp4").write_bytes(b"mp4")
+    Job.objects.create(
+        owner=alice, kind="render_validation", avatar=avatar, status="succeeded", finished_at=timezone.now(),
+        params={"avatar": avatar.pk}, result={"files": {"validation.mp4": "jobs/4/validation.mp4"}},
+    )  # fmt: skip
+    client.force_login(alice)
+    served = client.get(reverse("avatar-media", args=[avatar.pk, "validation"]))
+    assert served.status_code == 200
+    assert b"".join(served.streaming_content if served.streaming else [served.content]) == b"mp4"
+    assert client.get(reverse("avatar-media", args=[avatar.pk, "validation_gt"])).status_code == 404
