@@ -5,6 +5,7 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self) -> None:
-        from . import job_kind
+        from . import job_kind, speakers
 
         job_kind.register_kind()
+        speakers.register()
