@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
 from core.errors import ServiceError
-from core.http import form_errors, private_file, wants_json
+from core.http import delete_confirmation, form_errors, private_file, wants_json
 from gpu_nodes.models import Node
 
 from .forms import AvatarCreateForm
@@ -268,6 +268,13 @@ def avatar_proceed_view(request, avatar_id: int):
 @require_POST
 def avatar_delete_view(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    if ask := delete_confirmation(
+        request, title=f"Delete the avatar {avatar.name}?",
+        cancel_url=reverse("avatar-detail", args=[avatar.pk]),
+        consequences="Its video, its datasets and models on the GPU nodes, and its videos and conversations "
+        "are deleted. Its jobs stay in the history.",
+    ):  # fmt: skip
+        return ask
     try:
         avatar_delete(avatar=avatar)
     except ServiceError as error:
