@@ -16,13 +16,12 @@ Refusals are ServiceErrors that say which limit, how much is used and what to do
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, Q, Sum
-from django.utils import timezone
 
-from core import media
 from core.errors import ServiceError
 
 from .models import Quota
@@ -37,6 +36,27 @@ class Limits:
     gpu_hours_per_month: float
     storage_bytes: int
     max_job_seconds: int
+
+
+@dataclass(frozen=True)
+class JobUsage:
+    running_jobs: int = 0  # holding a slot
+    queued_jobs: int = 0  # waiting for a slot
+    gpu_hours_this_month: float = 0.0
+
+
+# What counts against a person's limits is in the apps above this one: each registers its counters from
+# its ``AppConfig.ready()`` (as the job kinds are registered, jobs/kinds.py ``register``).
+STORAGE_COUNTERS: dict[str, Callable[[Any], int]] = {}  # name → bytes of the person's files it keeps
+JOB_COUNTERS: dict[str, Callable[[Any], JobUsage]] = {}  # name → the person's jobs now and this month
+
+
+def register_storage_counter(name: str, counter: Callable[[Any], int]) -> None:
+    STORAGE_COUNTERS[name] = counter
+
+
+def register_job_counter(name: str, counter: Callable[[Any], JobUsage]) -> None:
+    JOB_COUNTERS[name] = counter
 
 
 @dataclass(frozen=True)
@@ -88,61 +108,28 @@ def concurrent_limits(owner_ids) -> dict[int, int]:
     return {owner: own.get(owner, site) for owner in owner_ids}
 
 
-def month_start():
-    now = timezone.now()
-    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-def gpu_hours_this_month(user) -> float:
-    from jobs.models import Job
-
-    since = month_start()
-    jobs = Job.objects.filter(owner_id=user.pk)
-    finished = jobs.filter(finished_at__gte=since).aggregate(total=Sum("gpu_seconds"))["total"] or 0.0
-    now = timezone.now()
-    running = 0.0
-    for started in jobs.filter(
-        status=Job.Status.RUNNING, gpu__index__gte=0, started_at__isnull=False
-    ).values_list("started_at", flat=True):
-        running += (now - max(started, since)).total_seconds()
-    return (finished + running) / 3600
-
-
 def storage_bytes(user) -> int:
     """Bytes the person's files take: their media folders in the media store, plus datasets and
-    checkpoints on nodes."""
-    from avatars.models import Avatar, Checkpoint, DatasetCopy
-    from chat.models import Conversation, Voice
-    from jobs.models import Job
-    from videos.models import Video
+    checkpoints on nodes (each app's storage counter)."""
+    return sum(counter(user) for counter in STORAGE_COUNTERS.values())
 
-    folders = [f"avatars/{slug}" for slug in Avatar.objects.filter(owner=user).values_list("slug", flat=True)]
-    folders += [f"voices/{slug}" for slug in Voice.objects.filter(owner=user).values_list("slug", flat=True)]
-    folders += [
-        f"conversations/{pk}" for pk in Conversation.objects.filter(owner=user).values_list("pk", flat=True)
-    ]
-    folders += list(Video.objects.filter(owner=user).exclude(folder="").values_list("folder", flat=True))
-    collected = Job.objects.filter(owner=user, result__has_key="files").values_list("pk", flat=True)
-    folders += [f"jobs/{pk}" for pk in collected]
-    total = sum(media.size(folder) for folder in folders)
-    total += Checkpoint.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
-    total += DatasetCopy.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
-    return total
+
+def jobs_usage(user) -> JobUsage:
+    """The person's jobs now and this month (the jobs app's counter; nothing when none is registered)."""
+    usages = [counter(user) for counter in JOB_COUNTERS.values()]
+    return JobUsage(
+        running_jobs=sum(u.running_jobs for u in usages),
+        queued_jobs=sum(u.queued_jobs for u in usages),
+        gpu_hours_this_month=sum(u.gpu_hours_this_month for u in usages),
+    )
 
 
 def usage_for(user) -> Usage:
-    from jobs.models import Job
-
-    counts = Job.objects.filter(owner_id=user.pk).aggregate(
-        running=Count(
-            "id", filter=Q(status=Job.Status.RUNNING) | Q(status=Job.Status.QUEUED, gpu__isnull=False)
-        ),
-        queued=Count("id", filter=Q(status=Job.Status.QUEUED, gpu__isnull=True)),
-    )
+    jobs = jobs_usage(user)
     return Usage(
-        running_jobs=counts["running"] or 0,
-        queued_jobs=counts["queued"] or 0,
-        gpu_hours_this_month=gpu_hours_this_month(user),
+        running_jobs=jobs.running_jobs,
+        queued_jobs=jobs.queued_jobs,
+        gpu_hours_this_month=jobs.gpu_hours_this_month,
         storage_bytes=storage_bytes(user),
     )
 
@@ -154,21 +141,20 @@ def _gb(n: float) -> str:
 def quota_check_submit(*, owner, timeout_seconds: int | None) -> int:
     """Refuse a job the person has no room for; returns the job's time limit (their longest-job limit when
     none was asked for)."""
-    from jobs.models import Job
-
     limits = limits_for(owner)
     if timeout_seconds is not None and timeout_seconds > limits.max_job_seconds:
         raise ServiceError(
             f"Longest job: a job may run at most {limits.max_job_seconds / 3600:g} h on your account; "
             f"{timeout_seconds / 3600:g} h was asked. Ask for less, or ask staff for a higher limit."
         )
-    waiting = Job.objects.filter(owner_id=owner.pk, status=Job.Status.QUEUED, gpu__isnull=True).count()
+    jobs = jobs_usage(owner)
+    waiting = jobs.queued_jobs
     if waiting >= limits.queued_jobs:
         raise ServiceError(
             f"Queued jobs: you have {waiting} jobs waiting for a slot and your limit is {limits.queued_jobs} "
             "(0 left). Wait for some to start, or cancel some."
         )
-    used = gpu_hours_this_month(owner)
+    used = jobs.gpu_hours_this_month
     if used >= limits.gpu_hours_per_month:
         raise ServiceError(
             f"GPU hours: you used {used:.1f} of your {limits.gpu_hours_per_month:g} h this month (0 left). "

@@ -20,6 +20,9 @@ from jobs.models import Job
 
 from .engines.gaussiantalker.parsers import TrainParser
 
+# The kind's name: a demo training submitted as a raw job (the jobs page, ``/api/jobs/``).
+DEMO_TRAIN = "demo_train"
+
 DEMO_ENGINE_DIR = Path(__file__).resolve().parent / "engines" / "demo" / "node"
 
 
@@ -91,7 +94,7 @@ def clean_demo_train(params: dict, *, owner) -> dict:
 
 def register_kind() -> None:
     register(
-        Job.Kind.DEMO_TRAIN,
-        KindSpec(label="Demo training (not a real model)", needs_gpu=False, plan=_demo_train,
+        DEMO_TRAIN,
+        KindSpec(label="Demo training", plan=_demo_train,
                  clean=clean_demo_train, public=True),
     )  # fmt: skip

@@ -16,8 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from django.urls import reverse
 
-from core.errors import ServiceError
-from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, object_id, reject_unknown
+from core.params import DEMO_SECONDS, TRAIN_ITERATIONS, Number, owned_id, reject_unknown
 from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import KindSpec, Plan, job_folder, register
@@ -175,15 +174,17 @@ def clean_avatar_step(params: dict, *, owner) -> dict:
     started, the training run they belong to (``run``: the train job that started it) and (rendering and
     evaluating a chosen checkpoint) its iteration."""
     reject_unknown(params, {"avatar", "iterations", "seconds", "iteration", "run", "node"}, "an avatar job")
-    avatar = object_id(params.get("avatar"), name="avatar")
-    if not avatars_visible_to(owner).filter(pk=avatar).exists():
-        raise ServiceError(f"Avatar {avatar} is not one of your avatars.")
+    avatar = owned_id(
+        params.get("avatar"), name="avatar", among=avatars_visible_to(owner),
+        refusal="Avatar {id} is not one of your avatars.",
+    )  # fmt: skip
     cleaned = {"avatar": avatar}
     if params.get("run") is not None:
-        run = object_id(params["run"], name="run")
-        if not Job.objects.filter(pk=run, owner=owner, avatar_id=avatar, kind=Job.Kind.TRAIN).exists():
-            raise ServiceError(f"Run {run} is not a training of avatar {avatar}.")
-        cleaned["run"] = run
+        cleaned["run"] = owned_id(
+            params["run"], name="run",
+            among=Job.objects.filter(owner=owner, avatar_id=avatar, kind=pipeline.TRAIN),
+            refusal=f"Run {{id}} is not a training of avatar {avatar}.",
+        )  # fmt: skip
     if params.get("iterations") is not None:
         cleaned["iterations"] = TRAIN_ITERATIONS.clean(params["iterations"])
     if params.get("seconds") is not None:
@@ -222,16 +223,17 @@ def data_nodes(job: Job) -> list[int]:
 
 def register_kinds() -> None:
     steps = (
-        (Job.Kind.PREPROCESS, "Preprocess the training video", preprocess_plan, pipeline.after_preprocess),
-        (Job.Kind.TRAIN, "Train the avatar", train_plan, pipeline.after_train),
-        (Job.Kind.RENDER_VALIDATION, "Render the validation split", render_validation_plan,
+        (pipeline.PREPROCESS, "Preprocessing", "train", preprocess_plan, pipeline.after_preprocess),
+        (pipeline.TRAIN, "Training", "train", train_plan, pipeline.after_train),
+        (pipeline.RENDER_VALIDATION, "Validation render", "render", render_validation_plan,
          pipeline.after_render_validation),
-        (Job.Kind.EVALUATE, "Evaluate against the ground truth", evaluate_plan, pipeline.after_evaluate),
+        # The evaluation runs our numpy/OpenCV script (avatars/engines/node/evaluate.py), not the engine.
+        (pipeline.EVALUATE, "Evaluation", None, evaluate_plan, pipeline.after_evaluate),
     )  # fmt: skip
-    for kind, label, plan, after in steps:
+    for kind, label, gpu_work, plan, after in steps:
         spec = KindSpec(
             label=label,
-            needs_gpu=False,
+            gpu_work=gpu_work,
             plan=owned_step(plan),
             clean=clean_avatar_step,
             after=after,

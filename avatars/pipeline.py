@@ -20,6 +20,7 @@ from django.urls import reverse
 
 from core.errors import ServiceError
 from core.params import TRAIN_ITERATIONS
+from jobs.kinds import kind_label
 from jobs.models import Job
 from jobs.notify import notify
 
@@ -29,6 +30,13 @@ from .runs import rendered_checkpoint, run_of
 from .transfer import transfer_sources
 
 logger = logging.getLogger(__name__)
+
+# The pipeline's job kinds, registered by avatars/job_kinds.py (``register_kinds``).
+PREPROCESS = "preprocess"
+TRAIN = "train"
+RENDER_VALIDATION = "render_validation"
+EVALUATE = "evaluate"
+PIPELINE_KINDS = (PREPROCESS, TRAIN, RENDER_VALIDATION, EVALUATE)
 
 
 @transaction.atomic
@@ -55,7 +63,7 @@ def avatar_train(*, avatar: Avatar, owner, node=None, iterations=None, seconds=N
     # data is when a slot is free there, and elsewhere copies it first (avatars/transfer.py).
     has_data = transfer_sources(avatar).exists()
     Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
-    kind = Job.Kind.TRAIN if has_data else Job.Kind.PREPROCESS
+    kind = TRAIN if has_data else PREPROCESS
     return job_submit(owner=owner, kind=kind, params=params, node=node, avatar=avatar)
 
 
@@ -110,7 +118,7 @@ def after_preprocess(job: Job) -> None:
         defaults={"path": str(dataset_dir(avatar, job.node.workdir)), "complete": True,
                   "stages": job.result.get("stages", {}), "size_bytes": job.result.get("size_bytes", 0)},
     )  # fmt: skip
-    _next_step(job, Job.Kind.TRAIN)
+    _next_step(job, TRAIN)
 
 
 @transaction.atomic
@@ -131,7 +139,7 @@ def after_train(job: Job) -> None:
         logger.warning("training job %s recorded no renderable checkpoint", job.pk)
         Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(status=Avatar.Status.FAILED)
         return
-    _next_step(job, Job.Kind.RENDER_VALIDATION, iteration=final, run=run)
+    _next_step(job, RENDER_VALIDATION, iteration=final, run=run)
 
 
 @transaction.atomic  # trained and the evaluation queued together: no moment with neither running
@@ -142,7 +150,7 @@ def after_render_validation(job: Job) -> None:
         Avatar.objects.filter(pk=avatar.pk, status=Avatar.Status.TRAINING).update(
             status=Avatar.Status.TRAINED
         )
-        _next_step(job, Job.Kind.EVALUATE)
+        _next_step(job, EVALUATE)
 
 
 def after_evaluate(job: Job) -> None:
@@ -170,7 +178,7 @@ def after_evaluate(job: Job) -> None:
         },
     )  # fmt: skip
     # Told once the figures are stored, so the page the notice links to shows them.
-    if job.parent_id is not None and job.parent and job.parent.kind == Job.Kind.RENDER_VALIDATION:
+    if job.parent_id is not None and job.parent and job.parent.kind == RENDER_VALIDATION:
         # The end of a training's chain (an evaluation asked for later is its own request).
         psnr = report.get("psnr")
         figures = f": PSNR {psnr:.2f} dB on the held-out frames" if isinstance(psnr, (int, float)) else ""
@@ -195,12 +203,7 @@ def avatar_evaluate(*, avatar: Avatar, owner, checkpoint: Checkpoint) -> Job:
     params = {"avatar": avatar.pk, "iteration": checkpoint.iteration}
     if checkpoint.run_id is not None:
         params["run"] = checkpoint.run_id
-    return job_submit(
-        owner=owner, kind=Job.Kind.RENDER_VALIDATION, node=checkpoint.node, avatar=avatar, params=params
-    )
-
-
-PIPELINE_KINDS = (Job.Kind.PREPROCESS, Job.Kind.TRAIN, Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE)
+    return job_submit(owner=owner, kind=RENDER_VALIDATION, node=checkpoint.node, avatar=avatar, params=params)
 
 
 def avatar_failed_step(avatar: Avatar) -> Job | None:
@@ -224,11 +227,11 @@ def avatar_retry(*, avatar: Avatar, owner) -> Job:
         raise ServiceError("Nothing to retry: the avatar's last step did not fail. Train it to start again.")
     if avatar.jobs.filter(status__in=Job.ACTIVE_STATUSES).exists():
         raise ServiceError("A step of this avatar is still running: wait for it or cancel it first.")
-    pinned = failed.node if failed.kind in (Job.Kind.RENDER_VALIDATION, Job.Kind.EVALUATE) else None
-    if failed.kind != Job.Kind.EVALUATE:
+    pinned = failed.node if failed.kind in (RENDER_VALIDATION, EVALUATE) else None
+    if failed.kind != EVALUATE:
         Avatar.objects.filter(pk=avatar.pk).update(status=Avatar.Status.TRAINING)
     params = failed.params
-    if failed.kind == Job.Kind.TRAIN:
+    if failed.kind == TRAIN:
         params = {**params, "run": run_of(failed)}  # the same run folder: SyncTalk resumes its checkpoints
     return job_submit(
         owner=owner, kind=failed.kind, params=params, node=pinned, parent=failed.parent, avatar=avatar
@@ -251,6 +254,6 @@ def _avatar_failed(avatar: Avatar, job: Job) -> None:
     if failed and job.status == Job.Status.FAILED:  # a cancel was the person's own doing
         notify(
             user=job.owner, subject=f"Training {avatar.name} failed", ok=False,
-            text=f"The {job.get_kind_display().lower()} step failed: {job.error or 'see its log'}",
+            text=f"The {kind_label(job.kind).lower()} step failed: {job.error or 'see its log'}",
             url=reverse("avatar-detail", args=[avatar.pk]),
         )  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.db.models import Max, Q, QuerySet
 
 from .engines.registry import ENGINES
-from .models import Avatar, Checkpoint
+from .models import Avatar, Checkpoint, DatasetCopy
 
 
 def run_of(job) -> int:
@@ -41,6 +41,20 @@ def default_checkpoint(avatar: Avatar) -> Checkpoint | None:
     """The checkpoint a render uses unless told otherwise: the newest run's latest renderable one
     (GaussianTalker and the demo: ``point_cloud/iteration_N``; SyncTalk: its last epoch)."""
     return renderable(newest_run(avatar)).select_related("node").order_by("-iteration", "-created_at").first()
+
+
+def render_blocker(checkpoint: Checkpoint) -> str | None:
+    """What keeps ``checkpoint``'s node from rendering it: ``"disabled"`` (the node is), ``"no dataset"``
+    (the node lacks the avatar's complete preprocessed dataset, which every render reads), or None. The
+    caller says it in its own words (a video refuses; a chat reply is then only spoken)."""
+    if not checkpoint.node.enabled:
+        return "disabled"
+    copies = DatasetCopy.objects.filter(
+        avatar_id=checkpoint.avatar_id, node_id=checkpoint.node_id, complete=True
+    )
+    if not copies.exists():
+        return "no dataset"
+    return None
 
 
 def rendered_checkpoint(job) -> tuple[int | None, int]:

@@ -1,6 +1,8 @@
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 
-from .models import Avatar
+from core import media
+
+from .models import Avatar, Checkpoint, DatasetCopy
 
 
 def avatars_visible_to(user) -> QuerySet[Avatar]:
@@ -12,6 +14,16 @@ def avatars_visible_to(user) -> QuerySet[Avatar]:
         .select_related("preferred_node")
         .prefetch_related("datasets__node", "evaluations")
     )
+
+
+def avatars_storage_bytes(user) -> int:
+    """What the person's avatars take (their quota, accounts/quotas.py): their uploads in the media store,
+    and their datasets and checkpoints on the nodes."""
+    slugs = Avatar.objects.filter(owner=user).values_list("slug", flat=True)
+    total = sum(media.size(f"avatars/{slug}") for slug in slugs)
+    total += Checkpoint.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
+    total += DatasetCopy.objects.filter(avatar__owner=user).aggregate(n=Sum("size_bytes"))["n"] or 0
+    return total
 
 
 TYPICAL_SAMPLE = 10  # the owner's last runs of a step that an estimate of its duration is drawn from
@@ -42,7 +54,7 @@ def avatar_pipeline(avatar: Avatar) -> dict | None:
     steps still to come with how long they usually take, and for the whole: when it began and about how
     long is left (None when a step still to come has never run for this person, so nothing honest can be
     said). None before the avatar's first training."""
-    from jobs.models import Job
+    from jobs.kinds import kind_label
 
     from .pipeline import PIPELINE_KINDS
 
@@ -62,13 +74,12 @@ def avatar_pipeline(avatar: Avatar) -> dict | None:
     ):
         chain.append(avatar.jobs.select_related("node", "parent").get(pk=parent.pk))
     chain.reverse()
-    order = [str(kind) for kind in PIPELINE_KINDS]
+    order = list(PIPELINE_KINDS)
     going = newest.is_active or (newest.status == "succeeded" and avatar.status == Avatar.Status.TRAINING)
     to_come = order[order.index(newest.kind) + 1 :] if going else []
-    steps = [{"kind": job.kind, "label": job.get_kind_display(), "job": job} for job in chain]
-    labels = dict(Job.Kind.choices)
+    steps = [{"kind": job.kind, "label": kind_label(job.kind), "job": job} for job in chain]
     steps += [
-        {"kind": kind, "label": labels[kind], "job": None, "typical": _typical_seconds(avatar, kind)}
+        {"kind": kind, "label": kind_label(kind), "job": None, "typical": _typical_seconds(avatar, kind)}
         for kind in to_come
     ]
     after = [step["typical"] for step in steps if step["job"] is None]

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.quotas import quota_check_storage
@@ -22,7 +21,7 @@ from .engines.registry import DEFAULT_ENGINE, ENGINES
 from .media import VideoInfo, normalise, probe
 from .models import Avatar
 from .quality import quality_report
-from .uploads import unique_slug, upload_on_disk
+from .uploads import rollback, storing, unique_slug
 
 CONSENT_STATEMENT = (
     "The person shown in this video has agreed that their likeness and voice are used to train a "
@@ -97,10 +96,10 @@ def avatar_create(
 
     slug = unique_slug(name, "avatar")
     folder = f"avatars/{slug}"
-    try:
+    with rollback(folder, taken=f"You already have an avatar named {name!r}: choose another name."):
         # Normalised and checked on this machine's disk; stored (core/media.py) once every check passed.
-        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{folder}/{slug}.mp4") as target:
-            source = upload_on_disk(video, Path(scratch))
+        with storing(video, f"{folder}/{slug}.mp4") as incoming:
+            source, target = incoming.source, incoming.target
             info = probe(source)
             start, end = _trim(info.duration, trim_start, trim_end)
             check_video(dataclasses.replace(info, duration=end - start))
@@ -140,12 +139,6 @@ def avatar_create(
                 consent_given_by=owner,
                 consent_statement=CONSENT_STATEMENT,
             )
-    except IntegrityError:
-        media.delete(folder)
-        raise ServiceError(f"You already have an avatar named {name!r}: choose another name.") from None
-    except BaseException:
-        media.delete(folder)
-        raise
 
 
 def avatar_proceed_anyway(*, avatar: Avatar) -> Avatar:
@@ -198,6 +191,12 @@ def avatar_erasure(avatar: Avatar, erasure: Erasure) -> None:
         for engine in ENGINES.values():
             erasure.add_node_path(node, engine.model_root(avatar.slug, node.workdir))
         erasure.add_node_path(node, PurePosixPath(node.workdir) / "output" / f"{avatar.slug}-config.py")
+
+
+def avatars_collect_erasure(user, erasure: Erasure) -> None:
+    """Deleting an account (accounts/deletion.py): every avatar of the person, as ``avatar_erasure``."""
+    for avatar in user.avatars.all():
+        avatar_erasure(avatar, erasure)
 
 
 def avatar_delete(*, avatar: Avatar) -> None:

@@ -2,12 +2,20 @@
 helpers every upload service shares (avatars, voices, videos, chat turns)."""
 
 import secrets
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, StopUpload
+from django.db import IntegrityError
 from django.utils.text import slugify
+
+from core import media
+from core.errors import ServiceError
 
 
 class SizeLimitedUploadHandler(FileUploadHandler):
@@ -45,6 +53,45 @@ def upload_on_disk(upload: UploadedFile, folder: Path) -> Path:
         for chunk in upload.chunks():
             target.write(chunk)
     return path
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An upload being stored: ``source``, the upload on this machine's disk (None when there is none);
+    ``target``, where its checked, converted file is written; ``scratch``, a folder for anything else."""
+
+    source: Path | None
+    target: Path
+    scratch: Path
+
+
+@contextmanager
+def storing(upload: UploadedFile | None, relative: str) -> Iterator[Incoming]:
+    """Check and convert an upload into the media file ``relative``: the block reads ``source`` and writes
+    ``target``, which is stored once the block ends without an error (nothing is stored otherwise)."""
+    with tempfile.TemporaryDirectory() as scratch, media.writing(relative) as target:
+        source = upload_on_disk(upload, Path(scratch)) if upload is not None else None
+        yield Incoming(source=source, target=target, scratch=Path(scratch))
+
+
+@contextmanager
+def rollback(*folders: str, taken: str | None = None) -> Iterator[list[str]]:
+    """Everything the block stored under ``folders`` of the media store goes again when it fails, so a
+    failed upload leaves nothing behind (a folder chosen inside the block is appended to the list it
+    yields). ``taken``: the message an IntegrityError becomes (a unique name taken meanwhile)."""
+    written = list(folders)
+    try:
+        yield written
+    except IntegrityError:
+        for folder in written:
+            media.delete(folder)
+        if taken is None:
+            raise
+        raise ServiceError(taken) from None
+    except BaseException:
+        for folder in written:
+            media.delete(folder)
+        raise
 
 
 def unique_slug(name: str, fallback: str) -> str:

@@ -11,7 +11,9 @@ from accounts.authentication import login_or_token_required
 from core.errors import ServiceError
 from core.http import delete_confirmation, form_errors, private_file, wants_json
 from gpu_nodes.models import Node
+from jobs.kinds import kind_label
 
+from . import pipeline
 from .forms import AvatarCreateForm
 from .models import Avatar
 from .pipeline import avatar_cancel, avatar_evaluate, avatar_failed_step, avatar_retry, avatar_train
@@ -129,7 +131,11 @@ def _curve_axis(avatar: Avatar, train) -> dict:
 
 def _validation_file(avatar: Avatar, name: str) -> str:
     """The newest successful validation render's collected file ``name`` (a media path), or ""."""
-    render = avatar.jobs.filter(kind="render_validation", status="succeeded").order_by("-finished_at").first()
+    render = (
+        avatar.jobs.filter(kind=pipeline.RENDER_VALIDATION, status="succeeded")
+        .order_by("-finished_at")
+        .first()
+    )
     return render.result.get("files", {}).get(name, "") if render else ""
 
 
@@ -137,7 +143,7 @@ def _training_runs(avatar: Avatar, evaluations: list) -> list[dict]:
     """The avatar's training runs, newest first: the train job that started each, its settings (the
     engine's recipe for them), its newest attempt (status, node) and its best figures."""
     engine, runs = avatar.engine_plugin, {}
-    for job in avatar.jobs.filter(kind="train").select_related("node").order_by("id"):
+    for job in avatar.jobs.filter(kind=pipeline.TRAIN).select_related("node").order_by("id"):
         run = runs.setdefault(run_of(job), {"id": run_of(job), "started": job, "settings": {}})
         run["latest"] = job  # attempts in order: the last one says where the run stands
         try:
@@ -155,9 +161,9 @@ def _training_runs(avatar: Avatar, evaluations: list) -> list[dict]:
 @login_required
 def avatar_detail(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
-    latest_train = avatar.jobs.filter(kind="train").order_by("-created_at").first()
-    preprocess = avatar.jobs.filter(kind="preprocess").order_by("-created_at").first()
-    has_validation = avatar.jobs.filter(kind="render_validation", status="succeeded").exists()
+    latest_train = avatar.jobs.filter(kind=pipeline.TRAIN).order_by("-created_at").first()
+    preprocess = avatar.jobs.filter(kind=pipeline.PREPROCESS).order_by("-created_at").first()
+    has_validation = avatar.jobs.filter(kind=pipeline.RENDER_VALIDATION, status="succeeded").exists()
     evaluations = list(avatar.evaluations.all())
     scored = [e for e in evaluations if e.psnr is not None]
     best = max(scored, key=lambda e: e.psnr) if scored else None
@@ -202,7 +208,7 @@ def avatar_retry_view(request, avatar_id: int):
     except ServiceError as error:
         messages.error(request, str(error))
     else:
-        messages.success(request, f"Retrying: job #{job.pk} ({job.get_kind_display()}).")
+        messages.success(request, f"Retrying: job #{job.pk} ({kind_label(job.kind)}).")
     return redirect("avatar-detail", avatar_id=avatar.pk)
 
 
@@ -248,7 +254,7 @@ def avatar_train_view(request, avatar_id: int):
     except ServiceError as error:
         messages.error(request, str(error))
         return redirect("avatar-detail", avatar_id=avatar.pk)
-    messages.success(request, f"Training started: job #{job.pk} ({job.get_kind_display()}).")
+    messages.success(request, f"Training started: job #{job.pk} ({kind_label(job.kind)}).")
     return redirect("avatar-detail", avatar_id=avatar.pk)
 
 

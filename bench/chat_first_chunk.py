@@ -128,10 +128,11 @@ def train_avatar(bench, owner):
 def job_row(owner, avatar, node, params: dict):
     """A running chat_reply job on the node, as the worker holds one once it claimed it (no slot row: the
     runs follow one another, and the bench's node has no other work)."""
+    from chat.services import CHAT_REPLY
     from jobs.models import Job
 
     return Job.objects.create(
-        owner=owner, kind=Job.Kind.CHAT_REPLY, params=params, node=node, avatar=avatar,
+        owner=owner, kind=CHAT_REPLY, params=params, node=node, avatar=avatar,
         status=Job.Status.RUNNING, attempts=1,
     )  # fmt: skip
 

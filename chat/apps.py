@@ -5,7 +5,19 @@ class ChatConfig(AppConfig):
     name = "chat"
 
     def ready(self) -> None:
-        from . import job_kind, speakers
+        from accounts.deletion import AccountEraser, register_eraser
+        from accounts.quotas import register_storage_counter
+
+        from . import job_kind, selectors, services, speakers
 
         job_kind.register_kind()
         speakers.register()
+        register_storage_counter("chat", selectors.chat_storage_bytes)
+        register_eraser(
+            AccountEraser(
+                name="chat",
+                collect=services.chat_collect_erasure,
+                # The voices name the person as the consent giver (PROTECT): they go before the person.
+                delete=lambda user: user.voices.all().delete(),
+            )
+        )

@@ -10,14 +10,14 @@ from django.urls import reverse
 from avatars.job_kinds import data_nodes
 from avatars.models import Checkpoint
 from avatars.selectors import avatars_visible_to
-from core.errors import ServiceError
-from core.params import object_id, reject_unknown
+from core.params import owned_id, reject_unknown
 from jobs.kinds import KindSpec, register
 from jobs.models import Job
 
 from .events import publisher_for
 from .models import Message
 from .selectors import messages_visible_to
+from .services import CHAT_REPLY
 from .turn import reply_run
 from .video import NodeRenderer, RenderFailed
 
@@ -26,15 +26,18 @@ def clean_reply(params: dict, *, owner) -> dict:
     """A reply job carries its (pending) assistant message, in one of the owner's conversations, and the
     checkpoint of the owner's avatar that renders it, if any; everything else is on the conversation."""
     reject_unknown(params, {"message", "node", "checkpoint"}, "a chat reply")
-    message = object_id(params.get("message"), name="message")
-    replies = messages_visible_to(owner).filter(role=Message.Role.ASSISTANT)
-    if not replies.filter(pk=message).exists():
-        raise ServiceError(f"Message {message} is not a reply in one of your conversations.")
+    message = owned_id(
+        params.get("message"), name="message",
+        among=messages_visible_to(owner).filter(role=Message.Role.ASSISTANT),
+        refusal="Message {id} is not a reply in one of your conversations.",
+    )  # fmt: skip
     if params.get("checkpoint") is None:
         return {"message": message}
-    checkpoint = object_id(params["checkpoint"], name="checkpoint")
-    if not Checkpoint.objects.filter(pk=checkpoint, avatar__in=avatars_visible_to(owner)).exists():
-        raise ServiceError(f"Checkpoint {checkpoint} is not one of your avatars' checkpoints.")
+    checkpoint = owned_id(
+        params["checkpoint"], name="checkpoint",
+        among=Checkpoint.objects.filter(avatar__in=avatars_visible_to(owner)),
+        refusal="Checkpoint {id} is not one of your avatars' checkpoints.",
+    )  # fmt: skip
     return {"message": message, "checkpoint": checkpoint}
 
 
@@ -135,8 +138,8 @@ def reply_subject(job: Job) -> tuple[str, str] | None:
 
 def register_kind() -> None:
     register(
-        Job.Kind.CHAT_REPLY,
-        KindSpec(label="Chat reply", needs_gpu=False, plan=None, clean=clean_reply, after=after_reply,
+        CHAT_REPLY,
+        KindSpec(label="Chat reply", gpu_work="render", plan=None, clean=clean_reply, after=after_reply,
                  prefer=data_nodes, run=run_reply,
                  # A reply without a checkpoint is spoken only (no render): any worker can make it.
                  uses_engine=lambda job: bool(job.params.get("checkpoint")), subject=reply_subject),

@@ -117,10 +117,23 @@ class Message(models.Model):
         FAILED = "failed", "Failed"
         CANCELED = "canceled", "Canceled"
 
-    # Keys of ``timings``, in seconds from the start of the turn.
+    # Keys of ``timings``, in seconds from the start of the turn; first_frame_played is measured by the
+    # browser from the end of the person's speech (or the send of a typed message) to the first frame of
+    # the reply it played (chat.services.reply_played).
     TIMING_KEYS = (
-        "asr", "llm_first_token", "first_sentence", "tts_first_audio", "first_video_chunk", "whole_reply",
+        "asr", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_rendered",
+        "first_video_chunk", "first_frame_played", "whole_reply",
     )  # fmt: skip
+    TIMING_LABELS = {
+        "asr": "speech recognised",
+        "llm_first_token": "first word thought",
+        "first_sentence": "first sentence",
+        "tts_first_audio": "first audio",
+        "first_frame_rendered": "first frame rendered",
+        "first_video_chunk": "first clip",
+        "first_frame_played": "first frame played",
+        "whole_reply": "whole reply",
+    }
 
     conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
     role = models.CharField(max_length=10, choices=Role.choices)
@@ -150,6 +163,18 @@ class Message(models.Model):
     def timing_rows(self) -> list[tuple[str, float]]:
         """The stored stage timings in the order the stages happen."""
         return [(key, self.timings[key]) for key in self.TIMING_KEYS if key in self.timings]
+
+    def all_clips(self) -> bool:
+        """Whether every sentence has its rendered clip (then the reply is shown as one video player)."""
+        chunks = self.chunks.all()
+        return bool(chunks) and all(chunk.video for chunk in chunks)
+
+    def any_audio(self) -> bool:
+        return any(chunk.audio for chunk in self.chunks.all())
+
+    def timing_labels(self) -> list[tuple[str, str, float]]:
+        """(key, words a person reads, seconds) for the page, in the order the stages happen."""
+        return [(key, self.TIMING_LABELS.get(key, key), seconds) for key, seconds in self.timing_rows()]
 
 
 class Chunk(models.Model):

@@ -1,5 +1,7 @@
 from django.db.models import QuerySet
 
+from core import media
+
 from .models import Chunk, Conversation, Message, Voice
 
 
@@ -26,3 +28,13 @@ def chunks_visible_to(user) -> QuerySet[Chunk]:
     if not user.is_authenticated:
         return Chunk.objects.none()
     return Chunk.objects.filter(message__conversation__owner=user)
+
+
+def chat_storage_bytes(user) -> int:
+    """What the person's voices and conversations (recordings, spoken replies, clips) take in the media
+    store (their quota, accounts/quotas.py)."""
+    folders = [f"voices/{slug}" for slug in Voice.objects.filter(owner=user).values_list("slug", flat=True)]
+    folders += [
+        f"conversations/{pk}" for pk in Conversation.objects.filter(owner=user).values_list("pk", flat=True)
+    ]
+    return sum(media.size(folder) for folder in folders)

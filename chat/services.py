@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from accounts.quotas import quota_check_storage
 from avatars.media import probe_audio, to_wav
 from avatars.selectors import avatars_visible_to
-from avatars.uploads import unique_slug, upload_on_disk
+from avatars.uploads import rollback, storing, unique_slug
 from core import media
 from core.errors import ServiceError
 from gpu_nodes import secrets as secret_box
@@ -30,6 +28,8 @@ if TYPE_CHECKING:
     from avatars.models import Checkpoint
 
 logger = logging.getLogger(__name__)
+
+CHAT_REPLY = "chat_reply"  # the kind of job that makes a reply (chat/job_kind.py registers it)
 
 VOICE_CONSENT_STATEMENT = (
     "The person speaking in this recording has agreed that their voice is cloned on Talkforge to speak "
@@ -63,9 +63,9 @@ def voice_create(
 
     slug = unique_slug(name, "voice")
     folder = f"voices/{slug}"
-    try:
-        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{folder}/reference.wav") as target:
-            source = upload_on_disk(recording, Path(scratch))
+    with rollback(folder, taken=f"You already have a voice named {name!r}: choose another name."):
+        with storing(recording, f"{folder}/reference.wav") as incoming:
+            source, target = incoming.source, incoming.target
             info = probe_audio(source)
             low, high = settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS
             if info.duration < low:
@@ -97,12 +97,6 @@ def voice_create(
                 consent_given_by=owner,
                 consent_statement=VOICE_CONSENT_STATEMENT,
             )
-    except IntegrityError:
-        media.delete(folder)
-        raise ServiceError(f"You already have a voice named {name!r}: choose another name.") from None
-    except BaseException:
-        media.delete(folder)
-        raise
 
 
 def voice_latents_saved(*, voice: Voice, relative: str) -> None:
@@ -117,6 +111,14 @@ def voice_erasure(voice: Voice, erasure: Erasure) -> None:
     erasure.add_media(voice.folder)
     erasure.add_media(voice.reference)
     erasure.add_media(voice.latents)
+
+
+def chat_collect_erasure(user, erasure: Erasure) -> None:
+    """Deleting an account (accounts/deletion.py): the person's voices and conversations' folders."""
+    for voice in user.voices.all():
+        voice_erasure(voice, erasure)
+    for conversation in user.conversations.all():
+        erasure.add_media(conversation.folder)
 
 
 def voice_delete(*, voice: Voice) -> None:
@@ -301,20 +303,19 @@ def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None
 def _store_turn_audio(upload: UploadedFile, relative: str) -> None:
     """A spoken turn as 16 kHz mono WAV (what Whisper reads), checked to last at most
     CHAT_TURN_MAX_SECONDS; stored as the media file ``relative``."""
-    with tempfile.TemporaryDirectory() as scratch, media.writing(relative) as target:
-        source = upload_on_disk(upload, Path(scratch))
-        info = probe_audio(source)
+    with storing(upload, relative) as incoming:
+        info = probe_audio(incoming.source)
         limit = settings.CHAT_TURN_MAX_SECONDS
         if info.duration > limit:
             raise ServiceError(f"The recording is {info.duration:.0f} s long; a turn may last {limit:.0f} s.")
-        to_wav(source, target, sample_rate=SPEECH_SAMPLE_RATE)
+        to_wav(incoming.source, incoming.target, sample_rate=SPEECH_SAMPLE_RATE)
 
 
 def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
     """The checkpoint that renders a reply of ``avatar`` (its latest renderable one, as for a video), or
     None and why the reply will only be spoken. A disabled node is an error: the job must run there."""
-    from avatars.models import Avatar, DatasetCopy
-    from videos.services import default_checkpoint
+    from avatars.models import Avatar
+    from avatars.runs import default_checkpoint, render_blocker
 
     if avatar.status != Avatar.Status.TRAINED:
         state = avatar.get_status_display().lower()
@@ -328,13 +329,13 @@ def reply_checkpoint(avatar) -> tuple[Checkpoint | None, str]:
             None,
             f"{avatar.name} has no checkpoint that can render, so replies are only spoken: train it again.",
         )
-    node = checkpoint.node
-    if not node.enabled:
+    node, blocker = checkpoint.node, render_blocker(checkpoint)
+    if blocker == "disabled":
         raise ServiceError(
             f"Node {node.name}, which holds {avatar.name}'s model and renders its replies, is disabled: "
             "ask an administrator to enable it."
         )
-    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+    if blocker == "no dataset":
         return None, (
             f"Node {node.name} holds {avatar.name}'s model but not its preprocessed dataset, which rendering "
             "needs, so replies are only spoken: train the avatar again on that node."
@@ -347,7 +348,6 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
     assistant message made by a chat_reply job, pinned to the node of the checkpoint that renders it (or,
     for an avatar that cannot be rendered, placed anywhere and spoken only: ``video_note`` says why).
     Returns the reply (its ``job`` is set)."""
-    from jobs.models import Job
     from jobs.services import job_submit
 
     text = (text or "").strip()
@@ -361,33 +361,39 @@ def message_send(*, conversation: Conversation, text: str = "", audio: UploadedF
     if busy.exists():
         raise ServiceError("The avatar is still answering: wait for the reply or stop it first.")
     checkpoint, video_note = reply_checkpoint(conversation.avatar)
-    folder = None
-    try:
-        with transaction.atomic():
-            user = Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
-            if audio is not None:
-                folder = f"{conversation.folder}/{user.pk}"
-                _store_turn_audio(audio, f"{folder}/input.wav")
-                user.audio = f"{folder}/input.wav"
-                user.save(update_fields=["audio"])
-            reply = Message.objects.create(
-                conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING,
-                video_note=video_note,
-            )  # fmt: skip
-            params = {"message": reply.pk}
-            if checkpoint is not None:
-                params["checkpoint"] = checkpoint.pk
-            reply.job = job_submit(
-                owner=conversation.owner, kind=Job.Kind.CHAT_REPLY, params=params, avatar=conversation.avatar,
-                node=checkpoint.node if checkpoint is not None else None,
-            )  # fmt: skip
-            reply.save(update_fields=["job"])
-            Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
-            return reply
-    except BaseException:
-        if folder is not None:
-            media.delete(folder)
-        raise
+    with rollback() as written, transaction.atomic():
+        user = Message.objects.create(conversation=conversation, role=Message.Role.USER, text=text)
+        if audio is not None:
+            folder = f"{conversation.folder}/{user.pk}"
+            written.append(folder)
+            _store_turn_audio(audio, f"{folder}/input.wav")
+            user.audio = f"{folder}/input.wav"
+            user.save(update_fields=["audio"])
+        reply = Message.objects.create(
+            conversation=conversation, role=Message.Role.ASSISTANT, status=Message.Status.PENDING,
+            video_note=video_note,
+        )  # fmt: skip
+        params = {"message": reply.pk}
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint.pk
+        reply.job = job_submit(
+            owner=conversation.owner, kind=CHAT_REPLY, params=params, avatar=conversation.avatar,
+            node=checkpoint.node if checkpoint is not None else None,
+        )  # fmt: skip
+        reply.save(update_fields=["job"])
+        Conversation.objects.filter(pk=conversation.pk).update(updated_at=timezone.now())
+        return reply
+
+
+@transaction.atomic
+def reply_played(*, reply: Message, seconds: float) -> None:
+    """The browser played the reply's first frame ``seconds`` after the person's speech ended (or the typed
+    message was sent): stored once as ``first_frame_played``; a later report of the same reply is ignored."""
+    reply = Message.objects.select_for_update().get(pk=reply.pk)
+    if "first_frame_played" in reply.timings:
+        return
+    reply.timings = {**reply.timings, "first_frame_played": round(seconds, 3)}
+    reply.save(update_fields=["timings"])
 
 
 def reply_stop(*, reply: Message) -> Message:

@@ -322,7 +322,9 @@ def reply_run(
         stack.close()
         clock.mark("whole_reply")
         reply.text = " ".join(texts)
-        reply.timings = {**reply.timings, **clock.marks}
+        # What the browser stored meanwhile (first_frame_played, chat.services.reply_played) stays.
+        stored = Message.objects.filter(pk=reply.pk).values_list("timings", flat=True).first() or {}
+        reply.timings = {**reply.timings, **stored, **clock.marks}
         reply.save(
             update_fields=["status", "error", "text", "timings", "language", "voice_engine", "voice_note",
                            "video_note", "video_frames"]

@@ -13,7 +13,6 @@ if this worker dies.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from gpu_nodes.connections import NodeError
 from gpu_nodes.runtime import wrap
 from jobs.kinds import job_folder
 from jobs.models import Job
-from jobs.streams import LineSplitter
+from jobs.streams import follow
 from videos.job_kind import audio_frames, dataset_on, speech_render
 
 logger = logging.getLogger(__name__)
@@ -108,45 +107,28 @@ class NodeRenderer:
 
     def _follow(self, parser, recent: list[str], *, container: str | None, should_stop) -> int:
         """Stream the chain's console into the log until it ends; on a stop, kill its tree and raise."""
-        splitter, process = LineSplitter(4000), self.process
-        exited_at = None
-        while True:
-            if should_stop():
-                self._kill(container)
-                raise RenderStopped()
-            data = process.read(0.1)
-            if data:
-                lines = splitter.feed(data)
-            elif data == b"":
-                break
-            else:
-                lines = []
-                if exited_at is None and process.wait(0) is not None:
-                    exited_at = time.monotonic()
-                elif exited_at is not None and time.monotonic() - exited_at > 2:
-                    break  # a child that outlived the chain holds the pipe open
+        process = self.process
+
+        def lines_read(lines: list[str]) -> None:
             for line in lines:
                 parser.feed(line)
                 self.log(line)
             recent.extend(lines)
             del recent[:-50]
-        for line in splitter.close():
-            parser.feed(line)
-            self.log(line)
-            recent.append(line)
-        returncode = process.wait()
+
+        returncode = follow(
+            process, lines_read, max_line=4000, poll=0.1, drain_seconds=2, should_stop=should_stop
+        )
+        if returncode is None:
+            self._kill(container)
+            raise RenderStopped()
         self.conn.kill_tree(process.pid, marker=self.job.marker, grace=0.5)  # whatever it left behind
         return returncode
 
     def _kill(self, container: str | None) -> None:
         process, self.process = self.process, None
-        if container:
-            try:
-                self.conn.run(["docker", "rm", "-f", container], timeout=60)
-            except NodeError:
-                logger.exception("could not remove container %s", container)
-        if process is not None:
-            self.conn.kill_tree(process.pid, marker=self.job.marker, grace=self.KILL_GRACE)
+        pid = process.pid if process is not None else None
+        self.conn.stop(pid, marker=self.job.marker, grace=self.KILL_GRACE, container=container)
 
     def close(self) -> None:
         """Stop anything still running and remove the job's folder on the node (the clips are back)."""

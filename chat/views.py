@@ -13,7 +13,7 @@ from core.errors import ServiceError
 from core.http import delete_confirmation, private_file
 
 from .forms import ConversationForm, VoiceCreateForm
-from .models import Chunk
+from .models import Chunk, Message
 from .selectors import chunks_visible_to, conversations_visible_to, voices_visible_to
 from .services import (
     UNCHANGED,
@@ -97,7 +97,7 @@ def conversation_detail(request, conversation_id: int):
         request, "chat/conversation_detail.html",
         {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing(),
          "video_note": video_note, "platform_llm": bool(settings.CHAT_LLM_BASE_URL),
-         "platform_llm_key": bool(settings.CHAT_LLM_API_KEY)},
+         "platform_llm_key": bool(settings.CHAT_LLM_API_KEY), "timing_labels": Message.TIMING_LABELS},
     )  # fmt: skip
 
 

@@ -110,6 +110,16 @@ def object_id(value, *, name: str) -> int:
     return value
 
 
+def owned_id(value, *, name: str, among, refusal: str) -> int:
+    """A job parameter naming one of the owner's objects: ``value`` is an id (``object_id``) of a row in
+    ``among`` (a QuerySet already limited to what the owner may use), else ServiceError(``refusal``, its
+    ``{id}`` filled in). Another user's id reads exactly like one that does not exist."""
+    pk = object_id(value, name=name)
+    if not among.filter(pk=pk).exists():
+        raise ServiceError(refusal.format(id=pk))
+    return pk
+
+
 # --- the platform's parameters ------------------------------------------------------------------------
 
 DEMO_SECONDS = Number(

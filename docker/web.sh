@@ -1,7 +1,7 @@
 #!/bin/sh
 # The web tier as production runs it: gunicorn supervising WEB_CONCURRENCY uvicorn workers (default one
 # per core), each serving HTTP and websockets (talkforge/asgi.py) on its own event loop with its own
-# database pool. Used by the Docker image, `make serve`, bench/api_load.py and tests/test_serving.py.
+# database pool. Used by the Docker image, `make serve`, bench/api_load.py and tests/talkforge/test_serving.py.
 #   kill -HUP <master>    graceful restart: new workers start with the new code, old ones stop taking
 #                         connections, finish their requests (up to WEB_GRACEFUL_TIMEOUT seconds) and
 #                         close their websockets (browsers reconnect)

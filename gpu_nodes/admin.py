@@ -3,7 +3,6 @@ from django.contrib import admin, messages
 
 from core.errors import ServiceError
 
-from . import secrets
 from .connections import NodeError
 from .engine_catalog import real_engines
 from .models import Gpu, Node, NodeCleanup, NodeEngine
@@ -14,6 +13,7 @@ from .services import (
     node_probe,
     node_resume,
     node_set_enabled,
+    ssh_credentials_sealed,
 )
 
 
@@ -213,13 +213,14 @@ class NodeAdmin(admin.ModelAdmin):
                 "paste it into 'Confirm fingerprint' to trust it."
             )
             self.message_user(request, notice, messages.WARNING)
-        if data.get("private_key"):
-            obj.private_key_encrypted = secrets.encrypt(data["private_key"])
-            obj.key_passphrase_encrypted = secrets.encrypt(data.get("key_passphrase", ""))
-            obj.password_encrypted = ""
-        elif data.get("password"):
-            obj.password_encrypted = secrets.encrypt(data["password"])
-            obj.private_key_encrypted = obj.key_passphrase_encrypted = ""
+        if data.get("private_key") or data.get("password"):  # the form checked the key (``clean``)
+            sealed = ssh_credentials_sealed(
+                password=data.get("password", ""),
+                private_key=data.get("private_key", ""),
+                key_passphrase=data.get("key_passphrase", ""),
+            )
+            for field, value in sealed.items():
+                setattr(obj, field, value)
         super().save_model(request, obj, form, change)
         if data.get("confirm_fingerprint"):
             try:

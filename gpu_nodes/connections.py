@@ -9,6 +9,7 @@ checking the marker, so a recycled pid can never take an unrelated process down 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import shutil
@@ -24,6 +25,8 @@ from pathlib import Path
 from .models import Node
 
 MARKER_VARIABLE = "TALKFORGE_JOB"
+
+logger = logging.getLogger(__name__)
 
 
 class NodeError(Exception):
@@ -86,6 +89,18 @@ class NodeConnection(ABC):
         """Stop every process of the job's group (SIGTERM, then SIGKILL after ``grace``).
 
         Returns True if anything of the job was still running."""
+
+    def stop(self, pid: int | None, *, marker: str, grace: float, container: str | None = None) -> None:
+        """Stop a job's process on the node, whatever it left running: its container first (``docker rm
+        -f``: what runs in a container is the Docker daemon's child, not in the process tree), then its
+        process tree (``kill_tree``). A container that cannot be removed is logged; the tree goes anyway."""
+        if container:
+            try:
+                self.run(["docker", "rm", "-f", container], timeout=60)
+            except NodeError:
+                logger.exception("could not remove container %s", container)
+        if pid is not None:
+            self.kill_tree(pid, marker=marker, grace=grace)
 
     @abstractmethod
     def is_running(self, pid: int, *, marker: str) -> bool: ...

@@ -223,20 +223,27 @@ def node_update(*, node: Node, **fields) -> Node:
 # --- SSH nodes ---------------------------------------------------------------------------------------
 
 
-def _clean_credentials(*, password: str, private_key: str, key_passphrase: str) -> dict:
-    from .ssh import load_private_key
-
+def ssh_credentials_sealed(*, password: str, private_key: str, key_passphrase: str) -> dict:
+    """The Node fields that store an SSH login, encrypted (gpu_nodes/secrets.py): a private key (with its
+    passphrase) wins over a password, and the other way of logging in is cleared. Nothing is checked."""
     if private_key:
-        load_private_key(private_key, key_passphrase)  # refuses a bad key or passphrase now, not at first use
         return {
             "private_key_encrypted": secrets.encrypt(private_key),
             "key_passphrase_encrypted": secrets.encrypt(key_passphrase),
             "password_encrypted": "",
         }
-    if password:
-        return {"password_encrypted": secrets.encrypt(password), "private_key_encrypted": "",
-                "key_passphrase_encrypted": ""}  # fmt: skip
-    raise ServiceError("Give a password or a private key for the SSH login.")
+    return {"password_encrypted": secrets.encrypt(password), "private_key_encrypted": "",
+            "key_passphrase_encrypted": ""}  # fmt: skip
+
+
+def _clean_credentials(*, password: str, private_key: str, key_passphrase: str) -> dict:
+    from .ssh import load_private_key
+
+    if private_key:
+        load_private_key(private_key, key_passphrase)  # refuses a bad key or passphrase now, not at first use
+    elif not password:
+        raise ServiceError("Give a password or a private key for the SSH login.")
+    return ssh_credentials_sealed(password=password, private_key=private_key, key_passphrase=key_passphrase)
 
 
 def node_register_ssh(

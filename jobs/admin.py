@@ -3,6 +3,7 @@ from django.utils.html import format_html
 
 from core.errors import ServiceError
 
+from .kinds import kind_label
 from .models import Job
 from .selectors import job_log_text, job_subject
 from .services import job_cancel
@@ -10,7 +11,9 @@ from .services import job_cancel
 
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
-    list_display = ("id", "kind", "owner", "status", "stage", "percent", "node", "gpu", "created_at", "took")
+    list_display = (
+        "id", "kind_name", "owner", "status", "stage", "percent", "node", "gpu", "created_at", "took"
+    )  # fmt: skip
     list_filter = ("status", "kind", "node")
     search_fields = ("id", "owner__username")
     list_select_related = ("owner", "node", "gpu__node")
@@ -19,6 +22,10 @@ class JobAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False  # jobs are submitted through the services, never typed in
+
+    @admin.display(description="Kind", ordering="kind")
+    def kind_name(self, job):
+        return kind_label(job.kind)
 
     @admin.display(description="Progress", ordering="progress")
     def percent(self, job):

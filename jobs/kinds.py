@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import Invocation
@@ -45,8 +46,7 @@ class KindSpec:
     (``/api/jobs/``, the jobs page); every other kind is created by its own service, which checked
     ownership and the state of what it works on before submitting."""
 
-    label: str
-    needs_gpu: bool
+    label: str  # what pages, the admin and notices call a job of this kind ("Training")
     plan: Callable[[Job], Plan] | None  # None for kinds that ``run`` in the worker
     # The submitted params → the stored ones, for this owner; ServiceError when invalid or not theirs.
     clean: Callable[..., dict]
@@ -63,6 +63,11 @@ class KindSpec:
     uses_engine: Callable[[Job], bool] | None = None
     # What the job works on, for its pages: (label, URL), e.g. ("Video #5", "/videos/5/"); None when gone.
     subject: Callable[[Job], tuple[str, str] | None] | None = None
+    # How much of the avatar's engine the job runs on a GPU, which sets the GPU memory placement asks for
+    # (``Engine.gpu_mb``): "train" (preprocessing, training: ``Engine.train_gpu_mb``), "render" (a render
+    # of the trained model: ``Engine.render_gpu_mb``), or None (no engine on a GPU: the job may take any
+    # slot, a CPU one included; e.g. the evaluation runs our own numpy/OpenCV script).
+    gpu_work: Literal["train", "render"] | None = None
 
 
 def job_folder(job: Job) -> PurePosixPath:
@@ -79,6 +84,13 @@ def register(kind: str, spec: KindSpec) -> None:
 
 def kind_spec(kind: str) -> KindSpec:
     return KINDS[kind]
+
+
+def kind_label(kind: str) -> str:
+    """What pages call a job of ``kind``: its registered label, or the raw name for a kind no installed app
+    registers (a row left by an app since removed), so such a row still shows."""
+    spec = KINDS.get(kind)
+    return spec.label if spec is not None else kind
 
 
 def public_kinds() -> list[str]:

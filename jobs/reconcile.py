@@ -47,9 +47,9 @@ def _stop_remains(job: Job) -> None:
     try:
         conn = connection_for(job.node)
         try:
-            if job.node.runtime == job.node.Runtime.DOCKER:
-                conn.run(["docker", "rm", "-f", job.container_name], timeout=60)
-            conn.kill_tree(job.pid, marker=job.marker, grace=settings.JOB_KILL_GRACE)
+            docker = job.node.runtime == job.node.Runtime.DOCKER
+            container = job.container_name if docker else None
+            conn.stop(job.pid, marker=job.marker, grace=settings.JOB_KILL_GRACE, container=container)
         finally:
             conn.close()
     except NodeError as error:

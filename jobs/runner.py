@@ -31,7 +31,7 @@ from . import events, services, timeline
 from .kinds import Plan, kind_spec
 from .models import Job, JobLogChunk
 from .selectors import job_log_lines
-from .streams import LineSplitter
+from .streams import follow
 
 logger = logging.getLogger(__name__)
 
@@ -197,13 +197,25 @@ class Watcher(threading.Thread):
         self.join(timeout=10)
 
 
-def _kill_engine(conn: NodeConnection, job: Job, pid: int, container: str | None) -> None:
-    if container:
-        try:
-            conn.run(["docker", "rm", "-f", container], timeout=60)
-        except NodeError:
-            logger.exception("could not remove container %s", container)
-    conn.kill_tree(pid, marker=job.marker, grace=settings.JOB_KILL_GRACE)
+def _settle_stopped(job: Job, watcher: Watcher, result: dict, *, time_limit: str) -> str | None:
+    """The outcome when the watcher stopped the work (past its time limit, or canceled): the job is
+    settled so and the word for RQ's records returned; None when the work's own outcome decides."""
+    if watcher.timed_out:
+        services.job_finish(job=job, status=Job.Status.FAILED, error=time_limit, result=result)
+        return "timed out"
+    if watcher.canceled:
+        services.job_finish(job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result)
+        return "canceled"
+    return None
+
+
+def _settle(job: Job, result: dict, *, error: str = "") -> str:
+    """The work's own outcome: failed with ``error``, else succeeded; the word for RQ's records."""
+    if error:
+        services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
+        return "failed"
+    services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+    return "succeeded"
 
 
 def _tail(lines: list[str], count: int = 8) -> str:
@@ -332,7 +344,12 @@ class Attempt:
             return "failed"
         Job.objects.filter(pk=self.job.pk).update(pid=self.process.pid, stage="running")
         pid, container = self.process.pid, invocation.container
-        self.watcher = Watcher(self.job, on_stop=lambda: _kill_engine(self.conn, self.job, pid, container))
+        self.watcher = Watcher(
+            self.job,
+            on_stop=lambda: self.conn.stop(
+                pid, marker=self.job.marker, grace=settings.JOB_KILL_GRACE, container=container
+            ),
+        )
         self.watcher.start()
         try:
             returncode = self._stream()
@@ -375,23 +392,10 @@ class Attempt:
             self.watcher.stop()
 
     def _stream(self) -> int:
-        splitter = LineSplitter(settings.JOB_MAX_LOG_LINE)
-        exited_at = None
-        while True:
-            data = self.process.read(0.5)
-            if data:
-                self._handle(splitter.feed(data))
-                self.reporter.maybe_flush()
-                continue
-            if data == b"":
-                break
-            self.reporter.maybe_flush()
-            if exited_at is None and self.process.wait(0) is not None:
-                exited_at = time.monotonic()
-            elif exited_at is not None and time.monotonic() - exited_at > self.EXIT_DRAIN_SECONDS:
-                break
-        self._handle(splitter.close())
-        return self.process.wait()
+        return follow(
+            self.process, self._handle, max_line=settings.JOB_MAX_LOG_LINE, poll=0.5,
+            drain_seconds=self.EXIT_DRAIN_SECONDS, on_idle=self.reporter.maybe_flush,
+        )  # fmt: skip
 
     def _handle(self, lines: list[str]) -> None:
         changed = False
@@ -403,6 +407,7 @@ class Attempt:
         self.reporter.lines(lines, progress_changed=changed)
         self.recent.extend(lines)
         del self.recent[:-50]
+        self.reporter.maybe_flush()
 
     def _stop_everything(self, grace: float) -> None:
         """Nothing of this attempt outlives it, whatever the engine left behind."""
@@ -422,37 +427,26 @@ class Attempt:
             "metrics": self.reporter.state["metrics"],
             "series": self.reporter.series,
         }
-        if watcher.timed_out:
-            error = (
-                f"The job ran past its time limit of {job.timeout_seconds} s; its processes were stopped. "
-                "Submit it again with a longer timeout if it needs more time."
-            )
-            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
-            return "timed out"
-        if watcher.canceled:
-            services.job_finish(
-                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
-            )
-            return "canceled"
+        time_limit = (
+            f"The job ran past its time limit of {job.timeout_seconds} s; its processes were stopped. "
+            "Submit it again with a longer timeout if it needs more time."
+        )
+        if stopped := _settle_stopped(job, watcher, result, time_limit=time_limit):
+            return stopped
         error = self.plan.parser.outcome(returncode)
         if error:
-            error = f"{error}\n\n{_tail(self.recent)}".strip()
-            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
-            return "failed"
+            return _settle(job, result, error=f"{error}\n\n{_tail(self.recent)}".strip())
         try:
             if self.plan.verify and (problem := self.plan.verify(self.conn)):
-                services.job_finish(job=job, status=Job.Status.FAILED, error=problem, result=result)
-                return "failed"
+                return _settle(job, result, error=problem)
             if self.plan.finish:
                 result.update(self.plan.finish(self.conn))
             result["files"] = self._collect()
         except NodeError as error:
-            error = f"Could not fetch the results: {error}"
-            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
-            return "failed"
-        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
+            return _settle(job, result, error=f"Could not fetch the results: {error}")
+        outcome = _settle(job, result)
         self._clean_up()
-        return "succeeded"
+        return outcome
 
     def _collect(self) -> dict[str, str]:
         """Bring the job's result files into the media store; their paths there."""
@@ -524,17 +518,7 @@ class InWorker:
         job = self.job
         if watcher.lost:
             return "lost"
-        if watcher.timed_out:
-            error = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
-            services.job_finish(job=job, status=Job.Status.FAILED, error=error, result=result)
-            return "timed out"
-        if watcher.canceled:
-            services.job_finish(
-                job=job, status=Job.Status.CANCELED, error="Canceled by request.", result=result
-            )
-            return "canceled"
-        if result.get("error"):
-            services.job_finish(job=job, status=Job.Status.FAILED, error=result["error"], result=result)
-            return "failed"
-        services.job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
-        return "succeeded"
+        time_limit = f"The job ran past its time limit of {job.timeout_seconds} s and was stopped."
+        if stopped := _settle_stopped(job, watcher, result, time_limit=time_limit):
+            return stopped
+        return _settle(job, result, error=result.get("error") or "")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from django.db.models import F, QuerySet
+from django.db.models import Count, F, Q, QuerySet, Sum
+from django.utils import timezone
 
+from accounts.quotas import JobUsage
+from core import media
 from gpu_nodes.models import Gpu
 
 from .models import Job, JobLogChunk
@@ -21,10 +24,10 @@ def jobs_visible_to(user) -> QuerySet[Job]:
 
 def job_subject(job: Job) -> tuple[str, str] | None:
     """What the job works on, as (label, URL) for its pages, from its kind (jobs.kinds.KindSpec.subject)."""
-    from .kinds import kind_spec  # kinds import the models; the selectors are imported by them too
+    from .kinds import KINDS  # kinds import the models; the selectors are imported by them too
 
-    spec = kind_spec(job.kind)
-    return spec.subject(job) if spec.subject is not None else None
+    spec = KINDS.get(job.kind)  # None: a kind no installed app registers
+    return spec.subject(job) if spec is not None and spec.subject is not None else None
 
 
 # The job list's columns, as ``JobSerializer`` names them; the related names come from the same query.
@@ -70,3 +73,39 @@ def job_log_lines(job: Job, *, after: int = 0, limit: int | None = None) -> list
 
 def job_log_text(job: Job) -> str:
     return "\n".join(job_log_lines(job))
+
+
+def jobs_storage_bytes(user) -> int:
+    """What the files the person's jobs brought back take in the media store (their quota)."""
+    collected = Job.objects.filter(owner=user, result__has_key="files").values_list("pk", flat=True)
+    return sum(media.size(f"jobs/{pk}") for pk in collected)
+
+
+def month_start():
+    now = timezone.now()
+    return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def jobs_usage(user) -> JobUsage:
+    """The person's jobs against their limits (accounts/quotas.py): those holding a slot now, those
+    waiting for one, and the GPU hours this calendar month (UTC), a running job's so far included."""
+    jobs = Job.objects.filter(owner_id=user.pk)
+    counts = jobs.aggregate(
+        running=Count(
+            "id", filter=Q(status=Job.Status.RUNNING) | Q(status=Job.Status.QUEUED, gpu__isnull=False)
+        ),
+        queued=Count("id", filter=Q(status=Job.Status.QUEUED, gpu__isnull=True)),
+    )
+    since = month_start()
+    finished = jobs.filter(finished_at__gte=since).aggregate(total=Sum("gpu_seconds"))["total"] or 0.0
+    now = timezone.now()
+    running = 0.0
+    for started in jobs.filter(
+        status=Job.Status.RUNNING, gpu__index__gte=0, started_at__isnull=False
+    ).values_list("started_at", flat=True):
+        running += (now - max(started, since)).total_seconds()
+    return JobUsage(
+        running_jobs=counts["running"] or 0,
+        queued_jobs=counts["queued"] or 0,
+        gpu_hours_this_month=(finished + running) / 3600,
+    )

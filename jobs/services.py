@@ -16,7 +16,7 @@ from gpu_nodes.models import Gpu, Node
 from gpu_nodes.node_engines import runs_engine_q
 
 from . import events, queue
-from .kinds import KINDS, kind_spec, public_kinds
+from .kinds import KINDS, job_folder, kind_spec, public_kinds
 from .models import Job
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,26 @@ def job_submit_public(
     return job_submit(owner=owner, kind=kind, params=params, node=node, timeout_seconds=timeout_seconds)
 
 
+# --- deleting an account (accounts/deletion.py) -----------------------------------------------------
+
+
+def jobs_refuse_erasure(user) -> str | None:
+    """Why the person's account cannot be deleted now: a job of theirs still runs or waits."""
+    if Job.objects.filter(owner=user, status__in=Job.ACTIVE_STATUSES).exists():
+        return (
+            "Some of your jobs are queued or running: cancel them or wait for them, then delete the account."
+        )
+    return None
+
+
+def jobs_collect_erasure(user, erasure) -> None:
+    """The files of every job of the person: what it brought back, and its scratch folder on its node."""
+    for job in Job.objects.filter(owner=user).select_related("node"):
+        erasure.add_media(f"jobs/{job.pk}")
+        if job.node is not None:
+            erasure.add_node_path(job.node, job_folder(job))
+
+
 # --- placement ------------------------------------------------------------------------------------
 
 
@@ -117,8 +137,6 @@ def _free_slots(job: Job, *, fitting: bool = True):
         .order_by("node__name", "index")
     )
     spec = kind_spec(job.kind)
-    if spec.needs_gpu:
-        slots = slots.exclude(index=Gpu.CPU_INDEX)
     engine = _job_engine(job)
     if fitting and engine is not None:
         slots = slots.filter(id__in=Gpu.objects.filter(runs_engine_q(engine, "node__")).values("id"))
@@ -163,7 +181,10 @@ def _waiting_jobs() -> list[Job]:
     Owners holding fewer slots go first; between equals, the one whose last job was placed longest ago
     (or never); then the oldest job. One person's batch of twenty cannot starve someone else's one."""
     waiting = list(
-        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True).order_by("created_at", "id")[:200]
+        # A kind no installed app registers (a row left by a removed app) cannot run: it waits, shown.
+        Job.objects.filter(status=Job.Status.QUEUED, gpu__isnull=True, kind__in=list(KINDS)).order_by(
+            "created_at", "id"
+        )[:200]
     )
     owners = {job.owner_id for job in waiting}
     holding = _holding(owners)
@@ -277,7 +298,8 @@ def job_finish(*, job: Job, status: str, error: str = "", result: dict | None = 
 
 def _after_on_commit(job: Job) -> None:
     """Run the kind's follow-up (the next pipeline step, records) once the end of the job is committed."""
-    after = kind_spec(job.kind).after
+    spec = KINDS.get(job.kind)  # None: a kind no installed app registers
+    after = spec.after if spec is not None else None
     if after is not None:
         transaction.on_commit(
             lambda: after(Job.objects.select_related("avatar", "node", "owner").get(pk=job.pk))

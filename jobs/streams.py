@@ -10,6 +10,8 @@ ends nothing new.
 """
 
 import re
+import time
+from collections.abc import Callable
 
 _TERMINATOR = re.compile(rb"\r\n|\r|\n")
 # How a tqdm bar ends: "45%|████▌     | 3600/7999 [12:34<15:20,  4.78it/s, Loss=0.01]" (its postfix holds
@@ -87,3 +89,40 @@ class LineSplitter:
             raw = raw[cut:]
         pieces.append(raw.decode("utf-8", "replace"))
         return pieces
+
+
+def follow(
+    process,
+    on_lines: Callable[[list[str]], None],
+    *,
+    max_line: int,
+    poll: float,
+    drain_seconds: float,
+    should_stop: Callable[[], bool] | None = None,
+    on_idle: Callable[[], None] | None = None,
+) -> int | None:
+    """Read a node process's output (``gpu_nodes.connections.RunningProcess``) until it ends, handing its
+    lines to ``on_lines`` as they come; returns its exit code. ``poll``: how long one read waits;
+    ``on_idle()`` runs after a read that brought nothing. A child that outlives the process can hold the
+    pipe open: ``drain_seconds`` after the process exited, reading stops. ``should_stop()`` is asked before
+    every read: when it turns true, reading stops at once and None is returned (the caller stops the
+    process)."""
+    splitter = LineSplitter(max_line)
+    exited_at = None
+    while True:
+        if should_stop is not None and should_stop():
+            return None
+        data = process.read(poll)
+        if data:
+            on_lines(splitter.feed(data))
+            continue
+        if data == b"":
+            break
+        if on_idle is not None:
+            on_idle()
+        if exited_at is None and process.wait(0) is not None:
+            exited_at = time.monotonic()
+        elif exited_at is not None and time.monotonic() - exited_at > drain_seconds:
+            break
+    on_lines(splitter.close())
+    return process.wait()

@@ -39,7 +39,7 @@ def job_new(request):
         params = {key: form.cleaned_data[key] for key in ("seconds", "iterations", "coarse_iterations")}
         try:
             job = job_submit_public(
-                owner=request.user, kind=Job.Kind.DEMO_TRAIN, params=params, node=form.cleaned_data["node"]
+                owner=request.user, kind=form.kind, params=params, node=form.cleaned_data["node"]
             )
         except ServiceError as error:
             form.add_error(None, str(error))

@@ -83,7 +83,8 @@ def alices_things(alice, make_node):
 
 @pytest.fixture
 def redis_db():
-    """This run's Redis database, empty at the start of the test."""
+    """This run's Redis database (claimed for it alone: talkforge/settings/redis_claim.py), empty at the
+    start of the test."""
     from core.queues import redis_connection
 
     client = redis_connection()

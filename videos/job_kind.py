@@ -30,8 +30,7 @@ from avatars.engines.console import STEP, step_marker
 from avatars.engines.shell import shell_and
 from avatars.media import ENGINE_FPS
 from avatars.models import Avatar, DatasetCopy
-from core.errors import ServiceError
-from core.params import object_id, reject_unknown
+from core.params import owned_id, reject_unknown
 from gpu_nodes.connections import NodeConnection
 from gpu_nodes.runtime import wrap
 from jobs.console import ConsoleParser, Update
@@ -41,7 +40,7 @@ from jobs.notify import notify
 
 from .models import Video
 from .selectors import videos_visible_to
-from .services import POSTER, RESULT, video_record_result
+from .services import GENERATE_VIDEO, POSTER, RESULT, video_record_result
 
 
 def audio_frames(seconds: float) -> int:
@@ -240,9 +239,10 @@ def generate_plan(job: Job) -> Plan:
 def clean_generate(params: dict, *, owner) -> dict:
     """A generation job carries its Video's id (one of the owner's); everything else is on the Video."""
     reject_unknown(params, {"video", "node"}, "a video generation")
-    video = object_id(params.get("video"), name="video")
-    if not videos_visible_to(owner).filter(pk=video).exists():
-        raise ServiceError(f"Video {video} is not one of your videos; start one from /videos/new/.")
+    video = owned_id(
+        params.get("video"), name="video", among=videos_visible_to(owner),
+        refusal="Video {id} is not one of your videos; start one from /videos/new/.",
+    )  # fmt: skip
     return {"video": video}
 
 
@@ -268,7 +268,7 @@ def video_subject(job: Job) -> tuple[str, str] | None:
 
 def register_kind() -> None:
     register(
-        Job.Kind.GENERATE_VIDEO,
-        KindSpec(label="Generate a video from audio", needs_gpu=False, plan=generate_plan,
+        GENERATE_VIDEO,
+        KindSpec(label="Video generation", gpu_work="render", plan=generate_plan,
                  clean=clean_generate, after=after_generate, subject=video_subject),
     )  # fmt: skip

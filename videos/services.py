@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import tempfile
 import wave
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from django.db import transaction
 
 from accounts.quotas import quota_check_storage
 from avatars.media import engine_wav, probe, probe_audio
-from avatars.models import Avatar, Checkpoint, DatasetCopy
-from avatars.runs import default_checkpoint
-from avatars.uploads import upload_on_disk
+from avatars.models import Avatar, Checkpoint
+from avatars.runs import default_checkpoint, render_blocker
+from avatars.uploads import rollback, storing
 from core import media
 from core.errors import ServiceError
 from core.params import RENDER_BATCH
@@ -27,6 +26,7 @@ from . import tts
 from .models import Video
 
 RESULT, POSTER = "video.mp4", "poster.jpg"  # the files a generation job collects
+GENERATE_VIDEO = "generate_video"  # the kind of job that renders a video (videos/job_kind.py registers it)
 
 logger = logging.getLogger(__name__)
 
@@ -47,13 +47,13 @@ def _check_checkpoint(avatar: Avatar, checkpoint: Checkpoint | None) -> Checkpoi
         )
     if problem := avatar.engine_plugin.render_refusal(checkpoint):
         raise ServiceError(problem)
-    node = checkpoint.node
-    if not node.enabled:
+    node, blocker = checkpoint.node, render_blocker(checkpoint)
+    if blocker == "disabled":
         raise ServiceError(
             f"Node {node.name}, which holds this avatar's model, is disabled: ask an administrator to enable "
             "it, or train the avatar on another node."
         )
-    if not DatasetCopy.objects.filter(avatar=avatar, node=node, complete=True).exists():
+    if blocker == "no dataset":
         raise ServiceError(
             f"Node {node.name} holds the checkpoint but not the avatar's preprocessed dataset, which "
             "rendering needs: train the avatar again on that node."
@@ -117,14 +117,12 @@ def video_create(
 
     token = secrets.token_hex(8)
     relative = f"videos/{token}"
-    try:
-        with tempfile.TemporaryDirectory() as scratch, media.writing(f"{relative}/audio.wav") as wav:
-            spoken_by = ""
-            if audio is not None:
-                source = upload_on_disk(audio, Path(scratch))
-                what = "The audio"
-            else:
-                source = Path(scratch) / "speech.wav"
+    with rollback(relative):
+        with storing(audio, f"{relative}/audio.wav") as incoming:
+            source, wav = incoming.source, incoming.target
+            what, spoken_by = "The audio", ""
+            if source is None:
+                source = incoming.scratch / "speech.wav"
                 spoken_by = tts.speak(owner=owner, text=text, voice=voice, target=source)
                 what = "The spoken text"
             _check_length(probe_audio(source).duration, what)
@@ -153,16 +151,13 @@ def video_create(
             )
             video.job = job_submit(
                 owner=owner,
-                kind=Job.Kind.GENERATE_VIDEO,
+                kind=GENERATE_VIDEO,
                 params={"video": video.pk},
                 node=checkpoint.node,
                 avatar=avatar,
             )
             video.save(update_fields=["job"])
         return video
-    except BaseException:
-        media.delete(relative)
-        raise
 
 
 def video_record_result(*, job: Job) -> Video | None:
@@ -183,6 +178,12 @@ def video_record_result(*, job: Job) -> Video | None:
         video.error = f"The generated video cannot be read: {error}"
     video.save(update_fields=["result", "poster", "result_duration", "error"])
     return video
+
+
+def videos_collect_erasure(user, erasure) -> None:
+    """Deleting an account (accounts/deletion.py): the person's videos' folders (gpu_nodes Erasure)."""
+    for video in user.videos.all():
+        erasure.add_media(video.folder if video.folder.startswith("videos/") else "")
 
 
 def video_delete(*, video: Video) -> None:

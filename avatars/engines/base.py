@@ -16,6 +16,7 @@ Node-side scripts (standard library, copied to ``<workdir>/engines/<path>`` and 
 from __future__ import annotations
 
 import sys
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from gpu_nodes.models import Node
 from gpu_nodes.node_engines import node_engine_dir
 from jobs.console import ConsoleParser
+from jobs.kinds import KINDS
 
 from .console import PreprocessTask
 from .shell import run_name, validate_name
@@ -32,10 +34,6 @@ if TYPE_CHECKING:
     from gpu_nodes.connections import NodeConnection
 
 ENGINES_DIR = Path(__file__).resolve().parent
-
-# Job kinds (jobs.models.Job.Kind values) whose engine work is training-sized, and rendering-sized.
-TRAINING_KINDS = frozenset({"preprocess", "train"})
-RENDERING_KINDS = frozenset({"render_validation", "generate_video", "chat_reply"})
 
 
 @dataclass(frozen=True)
@@ -120,8 +118,9 @@ def dataset_dir(slug: str, workdir: str) -> PurePosixPath:
     return PurePosixPath(workdir) / "data" / validate_name(slug, "avatar name")
 
 
-class Engine:
-    """An engine plug-in. Subclasses set the class attributes and implement the steps."""
+class Engine(ABC):
+    """An engine plug-in. Subclasses set the class attributes and implement the steps: the abstract methods
+    below (a plug-in missing one cannot be instantiated); the other methods are defaults to override."""
 
     # --- identity ---------------------------------------------------------------------------------------
     name: ClassVar[str]  # the registry key, stored in Avatar.engine
@@ -151,14 +150,13 @@ class Engine:
     # --- facts the platform asks ------------------------------------------------------------------------
 
     def gpu_mb(self, kind: str) -> int:
-        """GPU memory a job of ``kind`` (a jobs.Job.Kind value) needs with this engine: 0 when none."""
-        if not self.needs_gpu:
-            return 0
-        if kind in TRAINING_KINDS:
-            return self.train_gpu_mb
-        if kind in RENDERING_KINDS:
-            return self.render_gpu_mb
-        return 0  # the evaluation runs our numpy/OpenCV script
+        """GPU memory a job of ``kind`` (a registered job kind) needs with this engine: 0 when none. The kind
+        says how much of the engine it runs (``jobs.kinds.KindSpec.gpu_work``); the engine, how much memory
+        that takes."""
+        spec = KINDS.get(kind)
+        if not self.needs_gpu or spec is None or spec.gpu_work is None:
+            return 0  # e.g. the evaluation runs our numpy/OpenCV script
+        return self.train_gpu_mb if spec.gpu_work == "train" else self.render_gpu_mb
 
     def env(self) -> dict[str, str]:
         """Environment for the engine's runs (``wrap(env=...)``): see ``shell.py`` on unbuffered output."""
@@ -208,9 +206,9 @@ class Engine:
         self.recipe({"iterations": iterations})
         return {} if iterations is None else {"iterations": iterations}
 
+    @abstractmethod
     def recipe(self, params: dict) -> dict[str, Any]:
         """The stages a training with ``params`` runs, as settings to show (the avatar page's runs)."""
-        raise NotImplementedError
 
     def training_phases(self, params: dict) -> list[TrainingPhase]:
         """The stages a training with ``params`` runs, in the order its progress counts them (the training's
@@ -223,15 +221,17 @@ class Engine:
         """What a complete preprocessing leaves in the dataset folder (glob patterns)."""
         return [pattern for task in self.preprocess_tasks for pattern in task.produces]
 
+    @abstractmethod
     def preprocess(self, job, *, data: PurePosixPath, estimate_blinks: bool) -> Step:
-        raise NotImplementedError
+        """Preprocess the avatar's uploaded video into the dataset folder ``data`` on the job's node."""
 
+    @abstractmethod
     def train(self, job, *, data: PurePosixPath, run: int) -> Step:
-        raise NotImplementedError
+        """Train on the dataset ``data`` into the folder of training ``run`` (``run_dir``)."""
 
+    @abstractmethod
     def list_checkpoints(self, conn: NodeConnection, model: PurePosixPath) -> dict:
         """``{"checkpoints": [(stage, iteration, path, size), …]}`` for a run's model folder on the node."""
-        raise NotImplementedError
 
     def trained_something(self, conn: NodeConnection, model: PurePosixPath) -> str | None:
         """A training's check after a clean exit: None when the run's folder holds a checkpoint that can
@@ -241,19 +241,19 @@ class Engine:
             return f"The training saved no {self.renderable_stage} checkpoint in {model}: nothing can render."
         return None
 
+    @abstractmethod
     def validation_render(self, job, *, data: PurePosixPath, run: int | None, iteration: int) -> Step:
         """Render the held-out val split with the checkpoint ``iteration`` of ``run``; the result video is
         collected as ``validation<suffix>``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validation_video(self, *, model: PurePosixPath, iteration: int) -> str:
         """Where :meth:`validation_render` leaves its video (the evaluation scores it)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def speech_steps(
         self, job, *, checkpoint, dataset: PurePosixPath, folder: PurePosixPath, wav: PurePosixPath,
         frames: int, batch: int, pose_start: int,
     ) -> SpeechSteps:  # fmt: skip
         """The engine's commands that render ``wav`` (``frames`` 25-fps frames) with ``checkpoint`` in the
         job's ``folder``."""
-        raise NotImplementedError

@@ -2,7 +2,8 @@
 whose ``ENGINE`` subclasses ``base.Engine``, and one line below.
 
 Everything outside ``avatars/engines/`` asks the engine object (``engine_for(avatar.engine)`` or
-``avatar.engine_plugin``) and never compares an avatar's engine to a name (tests/test_engine_registry.py).
+``avatar.engine_plugin``) and never compares an avatar's engine to a name
+(tests/avatars/test_engine_registry.py).
 """
 
 from __future__ import annotations

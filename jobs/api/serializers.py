@@ -49,7 +49,7 @@ def job_row_data(row: dict) -> dict:
     """One row of ``selectors.job_list_rows`` as ``JobSerializer`` writes a job (the API's documented
     shape, same keys in the same order), without a serializer field per column and row: the job list
     builds 50 of these per page, and DRF's field machinery was most of the time the list took.
-    tests/test_api_job_list.py holds the two to the same output."""
+    tests/jobs/test_api_job_list.py holds the two to the same output."""
     data = {name: row[name] for name in JOB_LIST_FIELDS}
     for name in DATETIME_FIELDS:
         data[name] = api_datetime(data[name])

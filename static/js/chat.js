@@ -8,6 +8,16 @@
 // event announces). So the voice is never heard twice. Clips play in two stacked <video> elements: the
 // visible one plays while the hidden one preloads the next clip, and they swap when a clip ends. Audio
 // plays through Web Audio, each sentence scheduled at the instant the one before it ends.
+//
+// A reply rendered by a live session arrives instead as pieces of one stream (binary frames, see
+// live_player.js) and plays through Media Source Extensions; its clips and audio are then not played again.
+// Without MSE, or when the server says the reply is spoken only ({"type": "live", "state":
+// "spoken_only"}), the clip/audio playback above is used.
+//
+// Hands-free (voice_activity.js): the end of the person's speech sends the turn; speech while the avatar
+// talks is a barge-in: the avatar goes silent at once, the server is told ({"action": "barge_in"}), and
+// the new turn is recorded. The first frame (or sound) of each reply tells the server how long it took
+// from the end of the person's speech ({"action": "played"}).
 (function () {
   "use strict";
   const panel = document.getElementById("talk");
@@ -18,16 +28,29 @@
   const input = document.getElementById("talk-text");
   const recordButton = document.getElementById("talk-record");
   const stopButton = document.getElementById("talk-stop");
+  const handsFreeButton = document.getElementById("talk-hands-free");
   const errorLine = document.getElementById("talk-error");
   const csrf = panel.querySelector("input[name=csrfmiddlewaretoken]").value;
   const STAGES = { asr: "Recognising what you said…", llm: "Thinking…" };
+  const LIVE_STATES = {
+    starting: "Waking the avatar up…", waiting: "Waiting for a free renderer", spoken_only: "Spoken only",
+  };  // prettier-ignore
   const view = document.getElementById("avatar-view");
-  const screens = view ? Array.from(view.querySelectorAll("video")) : [];
+  const screens = view ? Array.from(view.querySelectorAll("video.clip")) : [];
   const viewNote = document.getElementById("avatar-note");
+  const livePlayer =
+    view && window.Talkforge && window.Talkforge.LivePlayer && window.Talkforge.LivePlayer.supported()
+      ? new window.Talkforge.LivePlayer(document.getElementById("avatar-live"), { onPlayed: livePlayed })
+      : null;
 
-  // What the page did, for people reading the console and for the browser test: "scheduled" holds the
-  // sentences played as audio, "clips" those played as video.
-  const state = (window.TalkforgeChat = { events: [], scheduled: [], clips: [], replies: [] });
+  // What the page did, for people reading the console and for the browser tests: "scheduled" holds the
+  // sentences played as audio, "clips" those played as video, "sent" what the page said on the socket,
+  // "bargeIns" each barge-in with the time from the start of speech to the avatar silent.
+  const state = (window.TalkforgeChat = {
+    events: [], scheduled: [], clips: [], replies: [], sent: [], bargeIns: [], turns: [], live: livePlayer,
+  });  // prettier-ignore
+  let socket = null;
+  let turnEndedAt = null; // performance.now() at the end of the person's speech or the send of a typed turn
   // The reply being made: its bubble, whether it is rendered (video: true/false, null before it is
   // known, videoFrom: the first sentence played as audio after a failed render), what each sentence
   // resolved to (items: index → {kind: "audio", buffer} or {kind: "video", url}), and the next to play.
@@ -42,18 +65,56 @@
     return audio;
   }
 
+  function say(message) {
+    if (!socket || socket.readyState !== WebSocket.OPEN) return;
+    socket.send(JSON.stringify(message));
+    state.sent.push(Object.assign({ at: performance.now() }, message));
+  }
+
+  // A reply's first frame (or first sound) was played: how long after the person's turn ended.
+  function played(reply, index) {
+    if (!reply || reply.played || reply.id === undefined || reply.turnEndedAt === null) return;
+    reply.played = true;
+    const seconds = (performance.now() - reply.turnEndedAt) / 1000;
+    liveTiming(reply, "first_frame_played", seconds);
+    say({ action: "played", message: reply.id, index: index, speech_end_to_played: seconds });
+  }
+
+  function livePlayed(id, index) {
+    if (live && live.id === id) played(live, index);
+  }
+
+  function label(item, text, kind) {
+    let badge = item.querySelector(".badge");
+    if (!text) {
+      if (badge) badge.remove();
+      return;
+    }
+    if (!badge) {
+      badge = document.createElement("span");
+      item.querySelector(".who").after(badge);
+    }
+    badge.className = "badge badge-" + kind;
+    badge.textContent = text;
+  }
+
   function bubble(role, text) {
     const empty = history.querySelector("li.empty");
     if (empty) empty.remove();
     const item = document.createElement("li");
     item.className = "turn turn-" + role;
-    const who = document.createElement("strong");
+    const box = document.createElement("div");
+    box.className = "bubble";
+    const who = document.createElement("span");
+    who.className = "who";
     who.textContent = role === "user" ? "You" : panel.dataset.name;
-    const body = document.createElement("span");
+    const body = document.createElement("p");
     body.className = "text";
     body.textContent = text;
-    item.append(who, " ", body);
+    box.append(who, body);
+    item.append(box);
     history.append(item);
+    item.scrollIntoView({ block: "nearest" });
     return item;
   }
 
@@ -62,15 +123,18 @@
     if (live) return live;
     live = {
       item: bubble("assistant", ""), video: null, videoFrom: Infinity, next: 0, items: new Map(),
-      spoken: new Map(), timings: {},
-    };
+      spoken: new Map(), timings: {}, id: undefined, streamed: false, played: false, turnEndedAt: turnEndedAt,
+    };  // prettier-ignore
     live.text = live.item.querySelector(".text");
+    live.box = live.item.querySelector(".bubble");
+    label(live.item, "answering", "running");
     stopButton.disabled = false;
     return live;
   }
 
   function playsAsAudio(reply, index) {
-    return reply.video === false || index >= reply.videoFrom;
+    if (reply.streamed || reply.silenced) return false; // the stream carries the voice; or it was cut off
+    return reply.video === false || index >= reply.videoFrom || Boolean(reply.noStream);
   }
 
   // A spoken sentence: fetched and decoded at once when it is to be heard as audio (the fetches run
@@ -86,7 +150,7 @@
   }
 
   function clipReady(reply, event) {
-    if (reply.items.has(event.index)) return;
+    if (reply.streamed || reply.silenced || reply.items.has(event.index)) return;
     reply.items.set(event.index, { kind: "video", url: event.url });
     // The next clip loads while this one plays (once it is on screen: the other element shows the last
     // frame until then).
@@ -142,6 +206,7 @@
     showing = screen;
     screen.onplaying = () => {
       if (record.started === null) record.started = performance.now() / 1000;
+      played(reply, index);
       screens.forEach((s) => s.classList.toggle("on", s === screen)); // swap only once it has a frame
       preload(reply);
     };
@@ -149,6 +214,8 @@
       record.ended = performance.now() / 1000;
       record.duration = screen.duration;
       showing = null;
+      // The still shows until the next clip has a frame (its onplaying swaps it back on).
+      if (!reply.items.has(reply.next)) screen.classList.remove("on");
       pump(reply);
     };
     screen.onerror = () => {
@@ -161,6 +228,8 @@
     if (started) started.catch((error) => (record.error = String(error)));
   }
 
+  let sounding = []; // the sentences scheduled as audio, stopped by a barge-in
+
   function schedule(buffer, index) {
     const context = audioContext();
     const source = context.createBufferSource();
@@ -169,7 +238,59 @@
     const at = Math.max(context.currentTime + 0.05, playAt);
     source.start(at);
     playAt = at + buffer.duration;
+    sounding.push(source);
     state.scheduled.push({ index: index, at: at, duration: buffer.duration });
+    if (live) setTimeout(() => played(live, index), Math.max(0, (at - context.currentTime) * 1000));
+  }
+
+  function audible() {
+    return Boolean(
+      (livePlayer && livePlayer.audible()) || showing || (audio && playAt > audio.currentTime) || live
+    );
+  }
+
+  // The barge-in: everything the avatar says stops now; the server stops making the reply.
+  function silence() {
+    let at = performance.now();
+    if (livePlayer) at = livePlayer.silence();
+    for (const screen of screens) {
+      screen.muted = true;
+      screen.pause();
+      screen.classList.remove("on");
+    }
+    showing = null;
+    sounding.forEach((source) => source.stop());
+    sounding = [];
+    if (audio) playAt = audio.currentTime;
+    if (live) {
+      live.items = new Map(); // nothing more of it is played
+      live.video = false;
+      live.videoFrom = -1;
+      live.spoken = new Map();
+      live.silenced = true;
+    }
+    return at;
+  }
+
+  let lastBargeIn = null;
+
+  function bargeIn(speechStartedAt) {
+    if (!audible()) return;
+    lastBargeIn = performance.now();
+    const reply = live;
+    const wasPlaying = Boolean(livePlayer && livePlayer.audible()) || Boolean(showing);
+    const silentAt = silence();
+    const record = { speech_started: speechStartedAt, silent: silentAt, ms: silentAt - speechStartedAt,
+                     message: reply ? reply.id : null, was_playing: wasPlaying };  // prettier-ignore
+    state.bargeIns.push(record);
+    if (reply && reply.id !== undefined) say({ action: "barge_in", message: reply.id });
+    else if (reply) reply.bargeIn = true; // said once the reply's id is known
+    if (reply) {
+      label(reply.item, "interrupted", "canceled");
+      reply.item.querySelector(".badge").title =
+        "Silent " + Math.round(record.ms) + " ms after you started speaking";
+    }
+    stage.textContent = "Listening…";
   }
 
   function videoState(reply, event) {
@@ -189,7 +310,6 @@
       // Sentences already spoken that will not get a clip now play as audio.
       for (const spoken of reply.spoken.values()) chunkReady(reply, spoken);
     }
-    if (view) view.hidden = reply.video === false;
   }
 
   function liveTiming(reply, name, seconds) {
@@ -198,32 +318,79 @@
     if (!reply.timingLine) {
       reply.timingLine = document.createElement("p");
       reply.timingLine.className = "timings live";
-      reply.item.append(reply.timingLine);
+      reply.box.append(reply.timingLine);
     }
-    reply.timingLine.textContent = Object.entries(reply.timings)
-      .map(([key, value]) => key + " " + value.toFixed(2) + " s")
-      .join(" · ");
+    fillTimings(reply.timingLine, reply.timings);
+  }
+
+  // The words people read for each stage (chat.models.Message.TIMING_LABELS, given by the page).
+  const TIMING_LABELS = JSON.parse(document.getElementById("timing-labels").textContent);
+
+  function fillTimings(line, timings) {
+    line.replaceChildren();
+    const keys = Object.keys(TIMING_LABELS).filter((key) => timings[key] !== undefined);
+    for (const key of Object.keys(timings)) if (!keys.includes(key)) keys.push(key);
+    for (const key of keys) {
+      const part = document.createElement("span");
+      part.dataset.key = key;
+      part.textContent = (TIMING_LABELS[key] || key) + " " + Number(timings[key]).toFixed(2) + " s";
+      line.append(part);
+    }
   }
 
   function finish(event) {
-    stopButton.disabled = true;
-    stage.textContent = "";
     state.replies.push(event);
+    if (livePlayer) livePlayer.finish(event.message);
+    if (live && live.id !== undefined && event.message !== live.id) return; // an interrupted one's end
+    stopButton.disabled = true;
+    if (!listener) stage.textContent = "";
     if (!live) return;
+    const labels = { failed: ["failed", "failed"], canceled: ["stopped", "canceled"] };
+    if (!live.silenced) label(live.item, ...(labels[event.status] || ["", ""]));
     if (event.status === "failed") {
       const error = document.createElement("p");
       error.className = "error";
       error.textContent = event.error;
-      live.item.append(error);
+      live.box.append(error);
     }
+    const timings = Object.assign({}, event.timings);
+    if (live.timings.first_frame_played !== undefined) timings.first_frame_played = live.timings.first_frame_played;
     if (live.timingLine) live.timingLine.remove();
-    const timings = document.createElement("p");
-    timings.className = "timings";
-    timings.textContent = Object.entries(event.timings)
-      .map(([name, seconds]) => name + " " + seconds.toFixed(2) + " s")
-      .join(" · ");
-    live.item.append(timings);
+    const line = document.createElement("p");
+    line.className = "timings";
+    fillTimings(line, timings);
+    live.box.append(line);
     live = null;
+  }
+
+  function liveState(event) {
+    const reply = ensureLive();
+    reply.live = event.state;
+    if (event.state === "spoken_only" || (event.state === "ready" && !livePlayer)) {
+      reply.video = false; // heard as audio: the server sends no stream, or this browser cannot play it
+      for (const spoken of reply.spoken.values()) chunkReady(reply, spoken);
+    }
+    const text = LIVE_STATES[event.state];
+    stage.textContent = text ? text + (event.reason ? ": " + event.reason : "") : stage.textContent;
+  }
+
+  function segment(buffer) {
+    if (!livePlayer) {
+      // No Media Source Extensions here: the reply's spoken sentences play as audio instead.
+      const reply = ensureLive();
+      if (!reply.noStream) {
+        reply.noStream = true;
+        for (const spoken of reply.spoken.values()) chunkReady(reply, spoken);
+      }
+      return;
+    }
+    const header = window.Talkforge.LivePlayer.parseFrame(buffer).header;
+    if (live && live.silenced && (live.id === undefined || live.id === header.message)) return;
+    const reply = ensureLive();
+    if (reply.id === undefined) reply.id = header.message;
+    if (reply.id !== header.message) return; // an older reply's late piece
+    reply.streamed = true;
+    livePlayer.frame(buffer);
   }
 
   const handlers = {
@@ -240,6 +407,7 @@
       stage.textContent = "Speaking…";
     },
     video: (event) => videoState(ensureLive(), event),
+    live: liveState,
     chunk: (event) => {
       const reply = ensureLive();
       if (event.voice_note && !reply.item.querySelector(".voice-note")) {
@@ -261,8 +429,13 @@
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
-    const socket = new WebSocket(scheme + location.host + panel.dataset.socket);
+    socket = new WebSocket(scheme + location.host + panel.dataset.socket);
+    socket.binaryType = "arraybuffer";
     socket.onmessage = (message) => {
+      if (message.data instanceof ArrayBuffer) {
+        segment(message.data);
+        return;
+      }
       const event = JSON.parse(message.data);
       state.events.push(event.type);
       const handle = handlers[event.type];
@@ -273,8 +446,9 @@
   }
   const connected = connect();
 
-  async function send(body, shownText) {
+  async function send(body, shownText, endedAt) {
     errorLine.textContent = "";
+    turnEndedAt = endedAt === undefined ? performance.now() : endedAt;
     audioContext(); // a click started this: the browser lets the page play sound from now on
     await connected;
     const headers = { "X-CSRFToken": csrf };
@@ -282,17 +456,30 @@
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(body);
     }
-    const response = await fetch(panel.dataset.messagesUrl, {
-      method: "POST", headers: headers, body: body, credentials: "same-origin",
-    });
-    const answer = await response.json();
+    let response, answer;
+    for (let attempt = 0; ; attempt += 1) {
+      response = await fetch(panel.dataset.messagesUrl, {
+        method: "POST", headers: headers, body: body, credentials: "same-origin",
+      });
+      answer = await response.json();
+      // Right after a barge-in the server may still be winding the interrupted reply down (it refuses a
+      // turn while one is being answered): try again for a few seconds.
+      const interrupted = lastBargeIn !== null && performance.now() - lastBargeIn < 8000;
+      if (response.status !== 400 || !interrupted || attempt >= 10) break;
+      await new Promise((resolve) => setTimeout(resolve, 400));
+    }
+    state.turns.push({ status: response.status, id: answer.id, at: performance.now() });
     if (!response.ok) {
       errorLine.textContent = answer.detail || Object.values(answer).flat().join(" ");
       return;
     }
+    if (live && live.silenced) live = null; // the interrupted reply's bubble stays as it is
     const mine = bubble("user", shownText);
     if (live) history.insertBefore(mine, live.item); // the reply's first event came before this answer
-    ensureLive();
+    const reply = ensureLive();
+    reply.id = answer.id;
+    reply.turnEndedAt = turnEndedAt;
+    if (reply.bargeIn) say({ action: "barge_in", message: reply.id });
   }
 
   form.addEventListener("submit", (event) => {
@@ -309,6 +496,7 @@
       recorder.stop();
       return;
     }
+    bargeIn(performance.now()); // recording over the avatar: it stops talking
     let stream;
     try {
       stream = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -320,16 +508,86 @@
     recorder = new MediaRecorder(stream);
     recorder.ondataavailable = (event) => parts.push(event.data);
     recorder.onstop = () => {
+      const endedAt = performance.now();
       stream.getTracks().forEach((track) => track.stop());
       recorder = null;
       recordButton.textContent = "Record";
+      recordButton.setAttribute("aria-pressed", "false");
       const body = new FormData();
       body.append("audio", new Blob(parts, { type: parts[0] ? parts[0].type : "audio/webm" }), "turn.webm");
-      send(body, "🎤 …");
+      send(body, "🎤 …", endedAt);
     };
     recorder.start();
     recordButton.textContent = "Send the recording";
+    recordButton.setAttribute("aria-pressed", "true");
   });
+
+  // Hands-free: the microphone stays open; the end of speech sends the turn, speech over the avatar stops
+  // it. Echo cancellation keeps the avatar's own voice from the speakers out of the microphone.
+  let listener = null;
+  async function handsFree(on) {
+    if (!on) {
+      if (listener) listener.stop();
+      listener = null;
+      state.listener = null;
+      handsFreeButton.setAttribute("aria-pressed", "false");
+      handsFreeButton.textContent = "Hands-free: off";
+      recordButton.disabled = false;
+      stage.textContent = "";
+      return;
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      });
+    } catch (error) {
+      errorLine.textContent = "The microphone cannot be used (" + error.message + "): type instead.";
+      return;
+    }
+    audioContext();
+    listener = window.Talkforge.voiceActivity.listen(stream, {
+      onSpeechStart: (at) => {
+        stage.textContent = "Listening…";
+        bargeIn(at);
+      },
+      onTurn: (wav, endedAt) => {
+        const body = new FormData();
+        body.append("audio", wav, "turn.wav");
+        send(body, "🎤 …", endedAt);
+      },
+    });
+    state.listener = listener.state;
+    handsFreeButton.setAttribute("aria-pressed", "true");
+    handsFreeButton.textContent = "Hands-free: on";
+    recordButton.disabled = true;
+    stage.textContent = "Listening…";
+    await connected;
+    say({ action: "warm_up" });
+  }
+  if (handsFreeButton) {
+    if (!window.Talkforge || !window.Talkforge.voiceActivity || !navigator.mediaDevices) {
+      handsFreeButton.disabled = true;
+      handsFreeButton.title = "This browser cannot listen to the microphone.";
+    }
+    handsFreeButton.addEventListener("click", () => handsFree(!listener));
+  }
+
+  // A past reply's player: its sentences one after the other, as one reply.
+  for (const player of history.querySelectorAll(".reply-player[data-clips]")) {
+    const clips = player.dataset.clips.trim().split(/\s+/);
+    let at = 0;
+    player.addEventListener("ended", () => {
+      if (at + 1 >= clips.length) {
+        at = 0;
+        player.src = clips[0]; // ready to play again from the start
+        return;
+      }
+      at += 1;
+      player.src = clips[at];
+      player.play();
+    });
+  }
 
   stopButton.addEventListener("click", async () => {
     stopButton.disabled = true;

@@ -63,6 +63,7 @@ def _cumulative(row: dict, buckets: tuple, prefix: str, count: int) -> list[tupl
 
 
 def jobs_metrics():
+    from jobs.kinds import KINDS
     from jobs.models import Job
 
     counts = {
@@ -70,7 +71,7 @@ def jobs_metrics():
         for row in Job.objects.values("kind", "status").annotate(n=Count("id")).order_by()
     }
     jobs = GaugeMetricFamily("talkforge_jobs", "Jobs by kind and state, now.", labels=["kind", "state"])
-    for kind in Job.Kind.values:
+    for kind in sorted(set(KINDS) | {kind for kind, _ in counts}):
         for status in Job.Status.values:
             jobs.add_metric([kind, status], counts.get((kind, status), 0))
     yield jobs

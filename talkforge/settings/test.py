@@ -1,7 +1,7 @@
 """The pytest suite: real PostgreSQL and Redis, as in production.
 
-Each test session uses its own Redis database number and channel-layer prefix (conftest sets them), so
-runs never touch another's keys.
+Each test session uses its own Redis database (claimed in redis_claim.py, so no other run holds it) and
+channel-layer prefix, so runs never touch another's keys.
 """
 
 import os
@@ -10,8 +10,12 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-use-0123456789")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/talkforge")
 # A Redis database and channel prefix of this run's own; subprocesses (workers, the ASGI server) get the
-# same values passed explicitly by the fixtures.
-os.environ.setdefault("REDIS_URL", f"redis://127.0.0.1:6379/{1 + os.getpid() % 15}")
+# same values passed explicitly by the fixtures. The database is claimed (redis_claim.py), so two runs on
+# one machine never share one.
+if "REDIS_URL" not in os.environ:
+    from .redis_claim import claim
+
+    os.environ["REDIS_URL"] = claim().keep().url
 os.environ.setdefault("CHANNEL_LAYER_PREFIX", f"tftest{os.getpid()}")
 os.environ.setdefault(
     "MEDIA_ROOT", os.path.join(tempfile.gettempdir(), f"talkforge-test-{os.getpid()}", "media")
@@ -28,8 +32,8 @@ os.environ.setdefault("HOUSEKEEPING_INTERVAL", "0.5")
 # The suite submits many jobs at once (fairness, soak); the quota tests set their own limits.
 os.environ.setdefault("QUOTA_CONCURRENT_JOBS", "1000")
 os.environ.setdefault("QUOTA_QUEUED_JOBS", "1000")
-# The throttle counters live in Redis across tests (and across runs that share a database number): the
-# suite's many API calls must not trip them. tests/test_auth_throttling.py sets real rates to test them.
+# The throttle counters live in Redis across tests: the suite's many API calls must not trip them.
+# tests/accounts/test_auth_throttling.py sets real rates to test them.
 os.environ.setdefault("API_ANON_THROTTLE_RATE", "100000/min")
 os.environ.setdefault("API_USER_THROTTLE_RATE", "100000/min")
 

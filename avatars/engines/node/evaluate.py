@@ -13,7 +13,7 @@ frame against the i-th val frame ``gt_imgs/<img_id>.jpg`` (the render resized to
 ``cv2.resize``'s default when they differ); PSNR = scikit-image's ``peak_signal_noise_ratio`` on the full
 colour 8-bit frames, data range 255; SSIM = scikit-image's ``structural_similarity`` on OpenCV's BGR→gray
 frames with its defaults (7×7 uniform window, K1 0.01, K2 0.03, sample covariance, the mean over the windows
-that lie wholly inside the frame). tests/test_evaluation.py proves equality within 1e-6.
+that lie wholly inside the frame). tests/avatars/test_evaluation.py proves equality within 1e-6.
 
 Why it is fast: for 8-bit frames the 7×7 window sums of x, y, xy, x² and y² are integers that fit in
 int32, so they are computed exactly with OpenCV's box filter, and SSIM is rearranged on those integers

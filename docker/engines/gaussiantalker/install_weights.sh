@@ -23,7 +23,7 @@ set -euo pipefail
 #   vgg16-397923af.pth            utils/loss_utils.py:74-77 (built at import by train.py:44)
 #   s3fd-619a316812.pth, 2DFAN4-cd938726ad.zip  face_alignment 1.4.1, built by data_utils/process.py:80-82
 # name|destination (under STAGE)|hash check (algorithm:prefix, or -)|where to get it|where upstream reads it
-# (file:line or file:first-last, comma-separated; tests/test_engine_image.py checks each cited place)
+# (file:line or file:first-last, comma-separated; tests/docker/test_engine_image.py checks each cited place)
 REQUIRED=(
     "79999_iter.pth|gaussiantalker/data_utils/face_parsing|-|BiSeNet face parsing (face-parsing.PyTorch), as linked in GaussianTalker's README|data_utils/face_parsing/test.py:96"
     "01_MorphableModel.mat|gaussiantalker/data_utils/face_tracking/3DMM|-|Basel Face Model 2009 (faces.dmi.unibas.ch, licence required)|data_utils/face_tracking/convert_BFM.py:4"

@@ -18,7 +18,7 @@
 set -euo pipefail
 
 # name|destination (under STAGE)|hash check (algorithm:prefix, or -)|where to get it|where upstream reads it
-# (file:line or file:first-last at d2427a3, comma-separated; tests/test_synctalk_image.py checks that each
+# (file:line or file:first-last at d2427a3, comma-separated; tests/docker/test_synctalk_image.py checks that each
 # cited place names the file, or for files a library fetches, makes the call that fetches it)
 REQUIRED=(
     "79999_iter.pth|synctalk/data_utils/face_parsing|-|BiSeNet face parsing from AD-NeRF (README.md:83)|data_utils/face_parsing/test.py:146"

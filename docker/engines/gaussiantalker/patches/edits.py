@@ -1,7 +1,7 @@
 """GaussianTalker's fixes, applied by apply_patches.py to the clone at 8ec613b (KU-CVLAB/GaussianTalker,
 now cvlab-kaist/GaussianTalker). Each upstream block is quoted line by line exactly as upstream has it, with
-the ``file:line`` it was read at (``git show 8ec613b:<file>``); tests/test_engine_patches.py runs the script
-on those very lines.
+the ``file:line`` it was read at (``git show 8ec613b:<file>``); tests/docker/test_engine_patches.py runs the
+script on those very lines.
 
 PATCHES: (name, file, ((cites, upstream lines, fixed lines), …)), …
 """

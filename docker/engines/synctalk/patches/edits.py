@@ -1,6 +1,6 @@
 """SyncTalk's fixes, applied by apply_patches.py to the clone at d2427a3 (ZiqiaoPeng/SyncTalk). Each
 upstream block is quoted line by line exactly as upstream has it, with the ``file:line`` it was read at
-(``git show d2427a3:<file>``); tests/test_engine_patches.py runs the script on those very lines.
+(``git show d2427a3:<file>``); tests/docker/test_engine_patches.py runs the script on those very lines.
 
 PATCHES: (name, file, ((cites, upstream lines, fixed lines), …)), …
 """
