@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
 from core.errors import ServiceError
-from core.http import form_errors, private_file, wants_json
+from core.http import delete_confirmation, form_errors, private_file, wants_json
 from gpu_nodes.models import Node
 from jobs.kinds import kind_label
 
@@ -18,7 +18,7 @@ from .forms import AvatarCreateForm
 from .models import Avatar
 from .pipeline import avatar_cancel, avatar_evaluate, avatar_failed_step, avatar_retry, avatar_train
 from .runs import newest_run, renderable, run_of
-from .selectors import avatars_visible_to
+from .selectors import avatar_pipeline, avatars_visible_to
 from .services import avatar_create, avatar_delete, avatar_proceed_anyway
 from .uploads import upload_too_large_message
 
@@ -111,9 +111,32 @@ def _preprocessing_stages(avatar: Avatar, job) -> list[dict]:
             state = {"failed": "failed", "canceled": "canceled"}.get(job.status, "running")
         else:
             state = "pending"
-        label = task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
+        label = task.label or task.starts[0].removesuffix(" from").removesuffix(" for").capitalize()
         rows.append({"number": task.number, "stage": task.stage, "label": label, "state": state})
     return rows
+
+
+def _curve_axis(avatar: Avatar, train) -> dict:
+    """The training chart's horizontal axis: its total iterations and its stages in order (the engine's
+    ``training_phases``), so progress becomes iterations and each hand-over is marked."""
+    if train is None:
+        return {"total": 0, "phases": []}
+    try:
+        phases = avatar.engine_plugin.training_phases(train.params)
+    except ValueError:  # settings from before today's rules: the chart falls back to percent
+        phases = []
+    listed = [{"stage": p.stage, "iterations": p.iterations, "note": p.note} for p in phases]
+    return {"total": sum(p.iterations for p in phases), "phases": listed}
+
+
+def _validation_file(avatar: Avatar, name: str) -> str:
+    """The newest successful validation render's collected file ``name`` (a media path), or ""."""
+    render = (
+        avatar.jobs.filter(kind=pipeline.RENDER_VALIDATION, status="succeeded")
+        .order_by("-finished_at")
+        .first()
+    )
+    return render.result.get("files", {}).get(name, "") if render else ""
 
 
 def _training_runs(avatar: Avatar, evaluations: list) -> list[dict]:
@@ -152,8 +175,11 @@ def avatar_detail(request, avatar_id: int):
         "latest_train": latest_train,
         "preprocess": preprocess,
         "stages": _preprocessing_stages(avatar, preprocess),
+        "pipeline": avatar_pipeline(avatar),
         "has_validation": has_validation,
         "series": (latest_train.result.get("series", []) if latest_train else []),
+        "curve_axis": _curve_axis(avatar, latest_train),
+        "has_validation_gt": _validation_file(avatar, "validation_gt.mov") != "",
         "jobs": avatar.jobs.select_related("node", "gpu")[:20],
         "datasets": avatar.datasets.select_related("node"),
         "checkpoints": avatar.checkpoints.select_related("node").order_by(
@@ -248,6 +274,13 @@ def avatar_proceed_view(request, avatar_id: int):
 @require_POST
 def avatar_delete_view(request, avatar_id: int):
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
+    if ask := delete_confirmation(
+        request, title=f"Delete the avatar {avatar.name}?",
+        cancel_url=reverse("avatar-detail", args=[avatar.pk]),
+        consequences="Its video, its datasets and models on the GPU nodes, and its videos and conversations "
+        "are deleted. Its jobs stay in the history.",
+    ):  # fmt: skip
+        return ask
     try:
         avatar_delete(avatar=avatar)
     except ServiceError as error:
@@ -267,9 +300,10 @@ def avatar_media(request, avatar_id: int, what: str):
     In production the proxy sends the bytes (X-Accel-Redirect to an internal location)."""
     avatar = get_object_or_404(avatars_visible_to(request.user), pk=avatar_id)
     if what == "validation":
-        renders = avatar.jobs.filter(kind=pipeline.RENDER_VALIDATION, status="succeeded")
-        render = renders.order_by("-finished_at").first()
-        relative = render.result.get("files", {}).get("validation.mov", "") if render else ""
+        # GaussianTalker's render.py writes .mov, SyncTalk's main.py --test .mp4 (each engine's collect)
+        relative = _validation_file(avatar, "validation.mov") or _validation_file(avatar, "validation.mp4")
+    elif what == "validation_gt":  # the same frames from your video, for side by side
+        relative = _validation_file(avatar, "validation_gt.mov")
     else:
         relative = getattr(avatar, MEDIA_FILES[what], "") if what in MEDIA_FILES else ""
     return private_file(request, relative, attachment=what != "video")

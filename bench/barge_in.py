@@ -137,7 +137,7 @@ def main() -> None:
 
         user = get_user_model().objects.create_user("bench", password="bench-password-1")
         avatar = Avatar.objects.create(
-            owner=user, name="Ada", slug=f"ada-{user.pk}", engine=Avatar.Engine.DEMO,
+            owner=user, name="Ada", slug=f"ada-{user.pk}", engine="demo",
             status=Avatar.Status.TRAINED, video="avatars/x/x.mp4", consent_given_at=timezone.now(),
             consent_given_by=user, consent_statement="bench",
         )  # fmt: skip

@@ -9,10 +9,11 @@ class ChatConfig(AppConfig):
         from accounts.quotas import register_storage_counter
         from jobs.reconcile import register_upkeep
 
-        from . import job_kind, live, selectors, services
+        from . import job_kind, live, selectors, services, speakers
 
         job_kind.register_kind()
         register_upkeep(live.live_sessions_reconcile)
+        speakers.register()
         register_storage_counter("chat", selectors.chat_storage_bytes)
         register_eraser(
             AccountEraser(

@@ -1,5 +1,6 @@
 from django import forms
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 
 from avatars.selectors import avatars_visible_to
 
@@ -11,10 +12,17 @@ from .services import VOICE_CONSENT_STATEMENT
 class VoiceCreateForm(forms.Form):
     name = forms.CharField(max_length=100)
     language = forms.ChoiceField(choices=Language.choices, initial=Language.EN)
-    recording = forms.FileField(
-        help_text="3–60 s of the person speaking clearly, alone (10–30 s clone best). Any audio format."
-    )
+    recording = forms.FileField(widget=forms.ClearableFileInput(attrs={"accept": "audio/*,video/webm"}))
     consent = forms.BooleanField(label=VOICE_CONSENT_STATEMENT)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The limits, stated before the upload: the service checks the same settings (voice_create).
+        low, high = settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS
+        self.fields["recording"].help_text = (
+            f"{low:g}–{high:g} s of the person speaking clearly, alone (10–30 s clone best); WAV, MP3, M4A, "
+            f"OGG, FLAC or WebM, up to {filesizeformat(settings.MAX_UPLOAD_BYTES)}."
+        )
 
 
 class ConversationForm(forms.Form):

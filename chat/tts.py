@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import subprocess
 import threading
 import time
 import wave
@@ -26,6 +25,8 @@ from typing import Any
 
 from django.conf import settings
 
+from core.espeak import EspeakError, espeak_speak
+
 ENGINE_XTTS = "xtts"
 ENGINE_ESPEAK = "espeak-ng"
 XTTS_FILES = ("config.json", "model.pth", "vocab.json")
@@ -33,8 +34,6 @@ XTTS_FILES = ("config.json", "model.pth", "vocab.json")
 XTTS_LANGUAGES = frozenset(
     {"en", "es", "fr", "de", "it", "pt", "pl", "tr", "ru", "nl", "cs", "ar", "zh", "ja", "hu", "ko", "hi"}
 )
-# Our language codes → espeak-ng voices (others are passed as they are: espeak-ng knows most ISO codes).
-ESPEAK_VOICES = {"zh": "cmn", "en": "en-us", "pt": "pt-br"}
 
 
 class TTSError(Exception):
@@ -207,29 +206,14 @@ def _xtts_speak(text: str, *, language: str, reference: Path, voice_folder: Path
 
 def _espeak_speak(text: str, *, language: str, out: Path, note: str) -> Speech:
     started = time.monotonic()
-    voice = ESPEAK_VOICES.get(language, language or "en")
-    partial = out.with_name(f".{out.name}.part")
     try:
-        # "--" ends the options: a sentence starting with "-" is text, not a flag.
-        result = subprocess.run(
-            ["espeak-ng", "-v", voice, "-w", str(partial), "--", text],
-            capture_output=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    except FileNotFoundError:
-        raise TTSError("espeak-ng is not installed on this worker: install it (make install).") from None
-    except subprocess.TimeoutExpired:
-        raise TTSError("espeak-ng took longer than 120 s for one sentence.") from None
-    if result.returncode != 0 or not partial.is_file():
-        partial.unlink(missing_ok=True)
-        reason = result.stderr.decode("utf-8", "replace").strip()[-200:]
-        raise TTSError(f"espeak-ng could not speak in language {language!r} ({reason}).")
-    partial.replace(out)
-    with wave.open(str(out), "rb") as audio:
-        rate, frames = audio.getframerate(), audio.getnframes()
+        spoken = espeak_speak(text, out=out, language=language or "en", timeout=120)
+    except EspeakError as error:
+        raise TTSError(str(error)) from None
     return Speech(
         path=out,
-        sample_rate=rate,
-        seconds=frames / rate,
+        sample_rate=spoken.sample_rate,
+        seconds=spoken.seconds,
         engine=ENGINE_ESPEAK,
         note=note,
         synthesis_seconds=time.monotonic() - started,

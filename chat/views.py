@@ -4,12 +4,13 @@ from django.contrib.auth.decorators import login_required
 from django.db.models import Prefetch
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
 from core.errors import ServiceError
-from core.http import private_file
+from core.http import delete_confirmation, private_file
 
 from .forms import ConversationForm, VoiceCreateForm
 from .models import Chunk, Message
@@ -104,6 +105,12 @@ def conversation_detail(request, conversation_id: int):
 @require_POST
 def conversation_delete_view(request, conversation_id: int):
     conversation = get_object_or_404(conversations_visible_to(request.user), pk=conversation_id)
+    if ask := delete_confirmation(
+        request, title=f"Delete the conversation “{conversation}”?",
+        cancel_url=reverse("chat-conversation", args=[conversation.pk]),
+        consequences="Its messages, their recordings and the avatar's spoken replies are deleted.",
+    ):  # fmt: skip
+        return ask
     conversation_delete(conversation=conversation)
     messages.success(request, "The conversation and its recordings were deleted.")
     return redirect("chat-list")
@@ -138,6 +145,12 @@ def voice_list(request):
 @require_POST
 def voice_delete_view(request, voice_id: int):
     voice = get_object_or_404(voices_visible_to(request.user), pk=voice_id)
+    if ask := delete_confirmation(
+        request, title=f"Delete the voice {voice.name}?", cancel_url=reverse("chat-voices"),
+        consequences="Its recording is deleted; conversations and videos that use it fall back to the "
+        "standard voice.",
+    ):  # fmt: skip
+        return ask
     try:
         voice_delete(voice=voice)
     except ServiceError as error:

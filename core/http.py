@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import render
 
 from core import media
 
@@ -104,3 +105,17 @@ def _partial(path: Path, wanted: tuple[int, int], size: int, content_type: str |
     response["Content-Range"] = f"bytes {first}-{last}/{size}"
     response["Accept-Ranges"] = "bytes"
     return response
+
+
+CONFIRMED = "confirmed"  # the field a delete form sends once the person has confirmed
+
+
+def delete_confirmation(request, *, title: str, consequences: str, cancel_url: str) -> HttpResponse | None:
+    """None when the delete form says the person confirmed; else the page that asks them.
+
+    With script the button's own dialog asks and adds ``confirmed=yes`` (static/js/confirm.js); without
+    it, the post arrives unconfirmed and this page asks, with a form that confirms, and a way back."""
+    if request.POST.get(CONFIRMED) == "yes":
+        return None
+    context = {"title": title, "consequences": consequences, "cancel_url": cancel_url, "action": request.path}
+    return render(request, "confirm_delete.html", context)

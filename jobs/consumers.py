@@ -16,6 +16,8 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from . import events
 from .models import Job
 from .selectors import job_log_lines, jobs_visible_to
+from .stages import stage_label
+from .timeline import job_stage_since, job_timeline
 
 SNAPSHOT_LOG_LINES = 2000
 GAP_WAIT_SECONDS = 5.0
@@ -33,6 +35,8 @@ def _snapshot(job_id: int) -> dict:
     lines = job_log_lines(job, after=first, limit=job.log_line_count - first)
     return {
         **events.job_status_message(job),
+        "stage_since": job_stage_since(job),
+        "log_times": job_timeline(job_id)["lines"],
         "type": "snapshot",
         "kind": job.kind,
         "metrics": job.metrics,
@@ -48,7 +52,21 @@ def _lines_between(job_id: int, after: int, before: int) -> list[str]:
     return job_log_lines(job, after=after, limit=before - after - 1)
 
 
-class JobConsumer(AsyncJsonWebsocketConsumer):
+@database_sync_to_async
+def _timeline(job_id: int) -> dict:
+    return job_timeline(job_id)
+
+
+class LabelledStages:
+    """Every message that names a stage carries its words too (jobs/stages.py)."""
+
+    async def send_json(self, content, close=False):
+        if content.get("stage") is not None:
+            content = {**content, "stage_label": stage_label(content["stage"])}
+        await super().send_json(content, close=close)
+
+
+class JobConsumer(LabelledStages, AsyncJsonWebsocketConsumer):
     async def connect(self):
         self.job_id = int(self.scope["url_route"]["kwargs"]["job_id"])
         user = self.scope.get("user")
@@ -74,7 +92,7 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
         skip = max(0, self.sent_lines + 1 - first)
         if skip < len(lines):
             first, lines = first + skip, lines[skip:]
-            await self.send_json({"type": "log", "first": first, "lines": lines})
+            await self.send_json({"type": "log", "first": first, "lines": lines, "at": event.get("at")})
             self.sent_lines = first + len(lines) - 1
         if event.get("progress"):
             await self.send_json({"type": "progress", "job": event["job"], **event["progress"]})
@@ -87,14 +105,18 @@ class JobConsumer(AsyncJsonWebsocketConsumer):
                 break
             await asyncio.sleep(0.1)  # the runner writes batches every JOB_DB_FLUSH_INTERVAL
         if missing:
-            await self.send_json({"type": "log", "first": self.sent_lines + 1, "lines": missing})
+            # Lines from the database carry no time of their own: the marks stored with them say when.
+            times = (await _timeline(self.job_id))["lines"]
+            await self.send_json(
+                {"type": "log", "first": self.sent_lines + 1, "lines": missing, "log_times": times}
+            )
             self.sent_lines += len(missing)
 
     async def job_status(self, event):
         await self.send_json({**event, "type": "status"})
 
 
-class UserJobsConsumer(AsyncJsonWebsocketConsumer):
+class UserJobsConsumer(LabelledStages, AsyncJsonWebsocketConsumer):
     """Status and progress of every job of the connected user (staff: their own too, not everyone's)."""
 
     async def connect(self):

@@ -6,6 +6,18 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from .stages import stage_label
+
+
+def seconds_text(seconds: float) -> str:
+    """A span of time in words, as the pages show it: "1 h 2 min", "3 min 5 s", "42 s"."""
+    seconds = max(0, round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
 
 class Job(models.Model):
     """One unit of work on a node: the single source of truth for its state.
@@ -109,6 +121,11 @@ class Job(models.Model):
         return self.status in self.TERMINAL_STATUSES
 
     @property
+    def stage_label(self) -> str:
+        """The stage in a person's words (jobs/stages.py)."""
+        return stage_label(self.stage)
+
+    @property
     def duration(self) -> timedelta | None:
         """How long it ran (so far, while it runs); None before it started."""
         if self.started_at is None:
@@ -120,12 +137,12 @@ class Job(models.Model):
         """The duration in words ("1 h 2 min", "3 min 5 s", "42 s"); "" before it started."""
         if self.duration is None:
             return ""
-        seconds = int(self.duration.total_seconds())
-        hours, rest = divmod(seconds, 3600)
-        minutes, seconds = divmod(rest, 60)
-        if hours:
-            return f"{hours} h {minutes} min"
-        return f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+        return seconds_text(self.duration.total_seconds())
+
+    @property
+    def eta_text(self) -> str:
+        """The time the engine (or the runner's estimate) says is left, in words; "" when unknown."""
+        return "" if self.eta_seconds is None else seconds_text(self.eta_seconds)
 
     @property
     def marker(self) -> str:

@@ -27,7 +27,7 @@ from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unr
 from gpu_nodes.services import node_mark_unreachable
 from jobs.console import Update
 
-from . import events, services
+from . import events, services, timeline
 from .kinds import Plan, kind_spec
 from .models import Job, JobLogChunk
 from .selectors import job_log_lines
@@ -48,7 +48,13 @@ class Reporter:
             "progress": job.progress,
             "eta_seconds": None,
             "metrics": dict(job.metrics),
+            "stage_since": None,  # unix seconds when this attempt entered the stage; None: before it
         }
+        known = timeline.job_timeline(job.pk)  # when lines arrived and the stage began (jobs/timeline.py)
+        self.line_marks = timeline.LineMarks(known["lines"])
+        if known["stage"] and known["stage"][0] == job.stage:
+            self.state["stage_since"] = known["stage"][1]
+        self.stage_changed = False
         self.dirty = False
         self.last_flush = time.monotonic()
         self.started = time.monotonic()
@@ -59,7 +65,9 @@ class Reporter:
         """Publish a batch of lines, with the progress they moved (one message per read, not two)."""
         if not lines:
             return
-        message = {"type": "job.log", "job": self.job.pk, "first": self.next_line, "lines": lines}
+        now = time.time()
+        self.line_marks.arrived(self.next_line, now)
+        message = {"type": "job.log", "job": self.job.pk, "first": self.next_line, "lines": lines, "at": now}
         if progress_changed:
             message["progress"] = self.state
         events.publish(self.group, message)
@@ -69,6 +77,9 @@ class Reporter:
     def update(self, update: Update) -> None:
         state = self.state
         if update.stage is not None:
+            if update.stage[:100] != state["stage"] or state["stage_since"] is None:
+                state["stage_since"] = round(time.time(), 1)
+                self.stage_changed = True
             state["stage"] = update.stage[:100]
         if update.progress is not None:
             state["progress"] = max(0.0, min(1.0, update.progress))
@@ -89,6 +100,10 @@ class Reporter:
         if not self.pending and not self.dirty:
             return
         lines, self.pending = self.pending, []
+        if self.line_marks.changed or self.stage_changed:
+            stage = [self.state["stage"], self.state["stage_since"]] if self.state["stage_since"] else None
+            timeline.job_timeline_store(self.job.pk, lines=self.line_marks.marks, stage=stage)
+            self.line_marks.changed = self.stage_changed = False
         with transaction.atomic():
             if lines:
                 first = self.next_line - len(lines)

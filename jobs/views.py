@@ -10,6 +10,7 @@ from .forms import DemoTrainForm
 from .models import Job
 from .selectors import job_subject, jobs_visible_to
 from .services import job_cancel, job_submit_public
+from .timeline import job_stage_since
 
 
 @login_required
@@ -27,7 +28,8 @@ def job_list(request):
 @login_required
 def job_detail(request, job_id: int):
     job = get_object_or_404(jobs_visible_to(request.user), pk=job_id)
-    return render(request, "jobs/job_detail.html", {"job": job, "subject": job_subject(job)})
+    context = {"job": job, "subject": job_subject(job), "stage_since": job_stage_since(job)}
+    return render(request, "jobs/job_detail.html", context)
 
 
 @login_required

@@ -42,7 +42,10 @@ class VideoCreateForm(forms.Form):
     text = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text="Or a text for the voice to say."
     )
-    voice = forms.ChoiceField(choices=list(tts.VOICES.items()), initial=tts.OFFLINE)
+    voice = forms.ChoiceField(
+        choices=[(tts.OFFLINE, tts.OFFLINE_LABEL)], initial=tts.OFFLINE,
+        help_text="For a text: the standard synthetic voice, or one of your cloned voices (Voices page).",
+    )  # fmt: skip
     batch_size = RENDER_BATCH.form_field()
 
     def __init__(self, *args, user, **kwargs):
@@ -52,6 +55,7 @@ class VideoCreateForm(forms.Form):
             Checkpoint.objects.filter(avatar__owner=user)
         ).select_related("avatar", "node")
         self.fields["checkpoint"].label_from_instance = _checkpoint_label
+        self.fields["voice"].choices = tts.voice_choices(user)  # only the person's own voices
 
     def clean(self):
         """The chosen source wins: the other one's field is ignored, so a text typed before switching to an

@@ -24,7 +24,15 @@ class Video(models.Model):
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     source = models.CharField(max_length=10, choices=Source.choices)
     text = models.TextField(blank=True, help_text="What the voice spoke (source text).")
-    voice = models.CharField(max_length=50, blank=True, help_text='"offline" = espeak-ng.')
+    voice = models.CharField(
+        max_length=50, blank=True,
+        help_text='The chosen voice: "offline" (espeak-ng) or a cloned voice "voice:<id>" (videos/tts.py).',
+    )  # fmt: skip
+    spoken_by = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="Who spoke the text, in words (and why espeak-ng did, if it did).",
+    )
     original_name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name.")
     folder = models.CharField(max_length=100, help_text="This video's folder, relative to MEDIA_ROOT.")
     audio = models.CharField(

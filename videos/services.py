@@ -106,8 +106,7 @@ def video_create(
                 f"The text has {len(text)} characters; the limit is {settings.VIDEO_MAX_TEXT_CHARS}. "
                 "Shorten it or make several videos."
             )
-        if voice not in tts.VOICES:
-            raise ServiceError(f"Unknown voice {voice!r}: choose one of {', '.join(tts.VOICES)}.")
+        tts.voice_check(owner=owner, voice=voice)
     if avatar.status != Avatar.Status.TRAINED:
         raise ServiceError(
             f"Avatar {avatar.name} is not trained yet ({avatar.get_status_display().lower()}): train it, "
@@ -121,10 +120,10 @@ def video_create(
     with rollback(relative):
         with storing(audio, f"{relative}/audio.wav") as incoming:
             source, wav = incoming.source, incoming.target
-            what = "The audio"
+            what, spoken_by = "The audio", ""
             if source is None:
                 source = incoming.scratch / "speech.wav"
-                tts.speak(text=text, voice=voice, target=source)
+                spoken_by = tts.speak(owner=owner, text=text, voice=voice, target=source)
                 what = "The spoken text"
             _check_length(probe_audio(source).duration, what)
             engine_wav(source, wav)
@@ -138,6 +137,7 @@ def video_create(
                 source=Video.Source.AUDIO if audio is not None else Video.Source.TEXT,
                 text=text if audio is None else "",
                 voice=voice if audio is None else "",
+                spoken_by=spoken_by if audio is None else "",
                 original_name=(audio.name or "")[:255] if audio is not None else "",
                 folder=relative,
                 audio=f"{relative}/audio.wav",

@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from accounts.authentication import login_or_token_required
 from avatars.uploads import upload_too_large_message
 from core.errors import ServiceError
-from core.http import form_errors, private_file, wants_json
+from core.http import delete_confirmation, form_errors, private_file, wants_json
 
 from .forms import VideoCreateForm
 from .selectors import videos_visible_to
@@ -68,6 +68,12 @@ def video_detail(request, video_id: int):
 @require_POST
 def video_delete_view(request, video_id: int):
     video = get_object_or_404(videos_visible_to(request.user), pk=video_id)
+    if ask := delete_confirmation(
+        request, title=f"Delete video #{video.pk}?", cancel_url=reverse("video-detail", args=[video.pk]),
+        consequences="The video, its audio and its poster are deleted; if it is still being made, that "
+        "stops.",
+    ):  # fmt: skip
+        return ask
     try:
         video_delete(video=video)
     except ServiceError as error:

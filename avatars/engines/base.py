@@ -54,6 +54,16 @@ class Weight:
 
 
 @dataclass(frozen=True)
+class TrainingPhase:
+    """One stage of a training, in order: its stage key (the parser's), how many iterations it runs and what
+    it does, in a person's words (the avatar page's chart marks where one hands over to the next)."""
+
+    stage: str
+    iterations: int
+    note: str
+
+
+@dataclass(frozen=True)
 class Step:
     """One run of an engine on a node: the command (in ``cwd``, with ``env``), the parser that reads its
     console, and what goes with it. The job kind wraps ``argv`` for the node's runtime."""
@@ -213,6 +223,11 @@ class Engine(ABC):
     @abstractmethod
     def recipe(self, params: dict) -> dict[str, Any]:
         """The stages a training with ``params`` runs, as settings to show (the avatar page's runs)."""
+
+    def training_phases(self, params: dict) -> list[TrainingPhase]:
+        """The stages a training with ``params`` runs, in the order its progress counts them (the training's
+        progress 0..1 spans their iterations end to end); [] when the engine does not say."""
+        return []
 
     # --- the steps --------------------------------------------------------------------------------------
 

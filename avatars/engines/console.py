@@ -188,6 +188,7 @@ class PreprocessTask:
     end: str | None  # the banner text that closes it; None: it ends when the next task opens
     produces: tuple[str, ...]  # glob patterns, relative to the dataset folder, that must each match
     end_line: str | None = None  # a plain line that closes a task without an end banner
+    label: str = ""  # what a person reads for it (jobs/stages.py)
 
 
 # face_tracker.py's last phase: "<k> of <M> done", k counting from 0 (GaussianTalker
@@ -374,6 +375,29 @@ class EvaluateParser(ConsoleParser):
 
 
 # --- chains of steps in one job ------------------------------------------------------------------------
+
+# What a person reads for the stages the parsers in this package report (training, rendering, evaluating)
+# and for the steps of the speech chains (avatars/engines/*/engine.py ``speech_steps``, ChainStep names).
+# Preprocessing's come with each PreprocessTask. Registered by avatars/apps.py (jobs/stages.py).
+STAGE_LABELS = {
+    "setup": "Setting up",
+    "loading": "Loading the model",
+    "coarse": "Training, coarse stage: the head's shape",
+    "fine": "Training, fine stage: lips and expressions",
+    "train": "Training",
+    "head": "Training the head",
+    "lips": "Training the lips",
+    "test": "Rendering the validation frames",
+    "evaluate": "Scoring against the real frames",
+    "complete": "Finished",
+    "poses": "Preparing head poses",
+    "audio features": "Reading speech features from the audio",
+    "workspace": "Preparing the workspace",
+    "render": "Rendering the frames",
+    "encode": "Encoding the video",
+    "done": "Finished",
+}
+
 
 # The marker the platform echoes before each step of a ``sh -c 'a && b && …'`` chain (ours, not upstream).
 STEP = re.compile(r"^\[talkforge\] step (?P<n>\d+)/(?P<total>\d+): (?P<name>.+)$")

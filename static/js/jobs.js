@@ -2,6 +2,8 @@
 (function () {
   "use strict";
 
+  var TERMINAL = { succeeded: 1, failed: 1, canceled: 1 };
+
   function socketUrl(path) {
     var scheme = location.protocol === "https:" ? "wss://" : "ws://";
     return scheme + location.host + path;
@@ -22,20 +24,46 @@
     open();
   }
 
-  function formatEta(seconds) {
-    if (seconds === null || seconds === undefined || seconds === "") return "—";
-    seconds = Math.round(seconds);
-    var m = Math.floor(seconds / 60), s = seconds % 60;
+  // "1 h 2 min", "3 min 5 s", "42 s" (as Job.duration_text on the server); "—" when unknown.
+  function formatSeconds(seconds) {
+    if (seconds === null || seconds === undefined || seconds === "" || !isFinite(seconds)) return "—";
+    seconds = Math.max(0, Math.round(seconds));
+    var h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+    if (h) return h + " h " + m + " min";
     return (m ? m + " min " : "") + s + " s";
   }
+  var formatEta = formatSeconds;
 
-  function setProgress(root, jobId, progress) {
+  function clock(unixSeconds) {
+    var d = new Date(unixSeconds * 1000);
+    return [d.getHours(), d.getMinutes(), d.getSeconds()].map(function (n) { return (n < 10 ? "0" : "") + n; }).join(":");
+  }
+
+  // Elements with data-since (unix seconds) show the time elapsed since then, every second, until their
+  // data-until is set (the job ended).
+  function tickElapsed() {
+    document.querySelectorAll("[data-since]").forEach(function (el) {
+      var since = Number(el.dataset.since);
+      if (!el.dataset.since || !since) return;
+      var until = el.dataset.until ? Number(el.dataset.until) : Date.now() / 1000;
+      el.textContent = formatSeconds(until - since);
+    });
+  }
+  setInterval(tickElapsed, 1000);
+
+  // A running job that has reported no percentage yet (an upload check, a render before its first frame)
+  // shows an indeterminate bar: moving, no number. The first percentage, or the end, makes it determinate.
+  function setProgress(root, jobId, progress, status) {
     var el = root.querySelector('[data-progress-for="' + jobId + '"]');
-    if (!el || progress === undefined || progress === null) return;
+    if (!el) return;
+    if (status && status !== "running") el.classList.remove("indeterminate");
+    if (progress === undefined || progress === null) return;
     var pct = Math.round(progress * 100);
+    if (pct > 0 || (status && status !== "running")) el.classList.remove("indeterminate");
     el.setAttribute("aria-valuenow", pct);
+    el.removeAttribute("aria-valuetext");
     el.querySelector(".bar").style.width = pct + "%";
-    el.querySelector(".pct").textContent = pct + "%";
+    el.querySelector(".pct").textContent = el.classList.contains("indeterminate") ? "" : pct + "%";
   }
 
   function setField(root, name, value) {
@@ -49,35 +77,103 @@
       var st = setField(root, "status", msg.status);
       if (st) st.className = "status status-" + msg.status;
     }
-    if (msg.stage !== undefined) setField(root, "stage", msg.stage);
-    if (msg.progress !== undefined) setProgress(root, jobId, msg.progress);
-    if (msg.eta_seconds !== undefined) setField(root, "eta", formatEta(msg.eta_seconds));
+    if (msg.stage !== undefined) setField(root, "stage", msg.stage_label || msg.stage);
+    if (msg.stage_since !== undefined) {
+      var since = root.querySelector('[data-field="stage-elapsed"]');
+      if (since) since.dataset.since = msg.stage_since || "";
+      if (since && !msg.stage_since) since.textContent = "—";
+    }
+    if (msg.progress !== undefined || msg.status) setProgress(root, jobId, msg.progress, msg.status);
+    if (msg.eta_seconds !== undefined) {
+      var eta = setField(root, "eta", msg.status && TERMINAL[msg.status] ? "—" : formatEta(msg.eta_seconds));
+      if (eta) eta.dataset.seconds = msg.eta_seconds === null ? "" : msg.eta_seconds;
+    }
+    if (msg.status) {
+      var elapsed = root.querySelector('[data-field="elapsed"]');
+      if (elapsed && msg.started_at) elapsed.dataset.since = Date.parse(msg.started_at) / 1000;
+      if (elapsed && msg.finished_at) elapsed.dataset.until = Date.parse(msg.finished_at) / 1000;
+      var stageElapsed = root.querySelector('[data-field="stage-elapsed"]');
+      if (stageElapsed && TERMINAL[msg.status]) stageElapsed.dataset.until = (msg.finished_at ? Date.parse(msg.finished_at) : Date.now()) / 1000;
+      tickElapsed();
+    }
     if (msg.node) setField(root, "node", msg.node + (msg.gpu ? ":" + msg.gpu : ""));
     if (msg.metrics) {
       setField(root, "metrics", Object.keys(msg.metrics).map(function (k) { return k + "=" + msg.metrics[k]; }).join(" "));
     }
   }
 
-  var TERMINAL = { succeeded: 1, failed: 1, canceled: 1 };
+  // A progress bar's redraw: "Training progress:  45%|████▌     | 3600/7999 [12:34<15:20, …]" or without
+  // the |…| body ("100% 550/550 [00:20<00:00, …]"): what comes before the percentage, n and total.
+  var BAR = /^(.*?)\s*\d{1,3}%(?:\|[^|]*\|)?\s*(\d+)\/(\d+)/;
+
+  // The log as a person reads it: each line with the time it arrived (when known), and a progress bar's
+  // redraws collapsed into one line at its last state, kept below the lines printed while it ran (as a
+  // terminal shows tqdm). A bar that reached its total is closed: the next one gets a line of its own.
+  // The raw log is the download link's.
+  function LogView(el) {
+    this.el = el; this.shown = 0; this.marks = []; this.open = {};
+  }
+  LogView.prototype.reset = function (first, marks) {
+    this.el.textContent = ""; this.shown = first - 1; this.marks = marks || []; this.open = {};
+  };
+  LogView.prototype.timeOf = function (number) {
+    var at = null;
+    for (var i = 0; i < this.marks.length && this.marks[i][0] <= number; i++) at = this.marks[i][1];
+    return at;
+  };
+  LogView.prototype.row = function (text, when) {
+    var line = document.createElement("div"), time = document.createElement("time"), span = document.createElement("span");
+    line.className = "line";
+    time.textContent = when ? clock(when) : "";
+    if (when) time.dateTime = new Date(when * 1000).toISOString();
+    span.className = "text"; span.textContent = text;
+    line.appendChild(time); line.appendChild(span);
+    return line;
+  };
+  LogView.prototype.append = function (first, lines, at, marks) {
+    if (first <= this.shown) { lines = lines.slice(this.shown + 1 - first); first = this.shown + 1; }
+    if (!lines.length) return;
+    if (marks && marks.length) {  // the stored marks (lines fetched from the database), then the live ones after them
+      var last = marks[marks.length - 1][0];
+      this.marks = marks.concat(this.marks.filter(function (m) { return m[0] > last; }));
+    }
+    if (at) this.marks.push([first, at]);
+    var el = this.el, stick = el.scrollTop + el.clientHeight >= el.scrollHeight - 20, self = this;
+    lines.forEach(function (text, index) {
+      var when = self.timeOf(first + index), bar = BAR.exec(text), key = bar && bar[1] + "|" + bar[3];
+      var row = bar && self.open[key];
+      if (row) {
+        row.querySelector(".text").textContent = text;
+        row.dataset.redraws = Number(row.dataset.redraws) + 1;
+        row.title = row.dataset.redraws + " redraws of this progress bar, shown at their last state";
+        if (when) row.querySelector("time").textContent = clock(when);
+      } else {
+        row = self.row(text, when);
+        if (bar) { row.dataset.redraws = 1; self.open[key] = row; }
+      }
+      el.appendChild(row);  // a redrawn bar moves below what was printed meanwhile
+      if (bar && Number(bar[2]) >= Number(bar[3])) delete self.open[key];
+    });
+    this.shown += lines.length;
+    if (stick) el.scrollTop = el.scrollHeight;
+  };
 
   // onStatus(status), if given, hears every status change (a page can reload when the job ends).
   function watchJob(root, logEl, onStatus) {
-    var jobId = root.dataset.job, shown = 0, count = document.getElementById("log-count");
-    function appendLines(first, lines) {
-      if (first !== shown + 1) { if (first <= shown) { lines = lines.slice(shown + 1 - first); } }
-      if (!lines.length) return;
-      var stick = logEl.scrollTop + logEl.clientHeight >= logEl.scrollHeight - 20;
-      logEl.appendChild(document.createTextNode(lines.join("\n") + "\n"));
-      shown += lines.length;
-      if (count) count.textContent = "(" + shown + " lines)";
-      if (stick) logEl.scrollTop = logEl.scrollHeight;
+    var jobId = root.dataset.job, count = document.getElementById("log-count"), log = new LogView(logEl);
+    function counted() {
+      if (!count) return;
+      var rows = logEl.querySelectorAll(".line").length;
+      count.textContent = "(" + log.shown + " lines" + (rows < log.shown ? ", " + rows + " shown: progress bars at their last state" : "") + ")";
     }
     connect("/ws/jobs/" + jobId + "/", function (msg) {
       if (msg.type === "snapshot") {
-        logEl.textContent = ""; shown = msg.log_first - 1;
-        appendLines(msg.log_first, msg.log);
+        log.reset(msg.log_first, msg.log_times);
+        log.append(msg.log_first, msg.log);
+        counted();
       } else if (msg.type === "log") {
-        appendLines(msg.first, msg.lines);
+        log.append(msg.first, msg.lines, msg.at, msg.log_times);
+        counted();
       }
       applyState(root, jobId, msg);
       if (msg.status) {
@@ -128,9 +224,15 @@
       timer = setTimeout(function () { refreshLive(options.refreshed); }, 250);
     }
     connect("/ws/jobs/", function (msg) {
-      var row = root() && root().querySelector('tr[data-job="' + msg.job + '"]');
-      if (row) {
-        applyState(row, msg.job, msg);
+      // The job's rows: in this table, and in any other table of the page marked data-job-rows.
+      var selector = 'tr[data-job="' + msg.job + '"]', rows = [];
+      if (root()) rows = Array.prototype.slice.call(root().querySelectorAll(selector));
+      document.querySelectorAll("table[data-job-rows] " + selector).forEach(function (row) {
+        if (rows.indexOf(row) < 0) rows.push(row);
+      });
+      rows.forEach(function (row) { applyState(row, msg.job, msg); });
+      if (rows.length) {
+        if (options.progressed) options.progressed(msg);
         if (msg.type === "status" && TERMINAL[msg.status]) schedule();
       } else if (msg.type === "status" && (!options.match || options.match(msg))) {
         schedule();
@@ -140,5 +242,6 @@
 
   window.Talkforge = Object.assign(window.Talkforge || {}, {
     watchJob: watchJob, watchDashboard: watchDashboard, refreshLive: refreshLive,
+    formatSeconds: formatSeconds, tickElapsed: tickElapsed,
   });
 })();

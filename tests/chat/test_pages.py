@@ -128,9 +128,9 @@ def test_deleting_on_the_pages_removes_files(logged_in, alice, alices):
     client = logged_in(alice)
     voice_folder = Path(settings.MEDIA_ROOT) / alices["voice"].folder
     conversation_folder = Path(settings.MEDIA_ROOT) / alices["conversation"].folder
-    assert client.post(f"/chat/voices/{alices['voice'].pk}/delete/").status_code == 302
+    assert client.post(f"/chat/voices/{alices['voice'].pk}/delete/", {"confirmed": "yes"}).status_code == 302
     assert not voice_folder.exists()
-    assert client.post(f"/chat/{alices['conversation'].pk}/delete/").status_code == 302
+    assert client.post(f"/chat/{alices['conversation'].pk}/delete/", {"confirmed": "yes"}).status_code == 302
     assert not conversation_folder.exists()
     assert not Chunk.objects.exists()
 

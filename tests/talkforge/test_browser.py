@@ -128,14 +128,25 @@ def test_demo_job_runs_live_in_the_browser_without_reloading(
         assert page.locator(".progress .pct").inner_text() == "100%"
         assert page.locator("#cancel-form").is_hidden()
 
-        log = page.locator("#log").inner_text().splitlines()
+        # The log as a person reads it: every line once, each with the time it arrived, a bar's redraws
+        # collapsed into one line at its last state (one line per stage's bar here).
+        log = page.locator("#log .line .text").all_inner_texts()
+        times = page.locator("#log .line time").all_inner_texts()
         assert log[0].startswith("Optimizing ")
-        # Every line exactly once: each bar redraw (one every 10 iterations of each stage), one ending.
+        assert all(re.fullmatch(r"\d\d:\d\d:\d\d", when) for when in times), times
         bars = [parse_bar(line) for line in log if line.startswith("Training progress")]
-        redraws = sorted((bar.total, bar.n) for bar in bars if bar.n > 0)
-        assert redraws == [(30, n) for n in (10, 20, 30)] + [(60, n) for n in range(10, 61, 10)]
+        assert sorted((bar.total, bar.n) for bar in bars) == [(30, 30), (60, 60)]
+        redraws = page.locator("#log .line[data-redraws]").evaluate_all(
+            "rows => rows.map(r => Number(r.dataset.redraws))"
+        )
+        assert sorted(redraws) == [4, 7]  # 0, 10, 20, 30 and 0, 10, …, 60
         assert len([line for line in log if line.startswith("Training complete.")]) == 1
-        assert page.locator("#log-count").inner_text() == f"({len(log)} lines)"
+        shown_count = page.locator("#log-count").inner_text()
+        raw_count = int(re.match(r"\((\d+) lines", shown_count)[1])
+        assert raw_count == len(log) + sum(redraws) - len(redraws), shown_count
+        assert page.locator('[data-field="stage"]').inner_text() == "Finished"  # the stage in words
+        took = page.locator('[data-field="elapsed"]').inner_text()
+        assert re.fullmatch(r"(\d+ min )?\d+ s", took), took
         metrics = page.locator('[data-field="metrics"]').inner_text()
         assert "loss=" in metrics and "psnr=" in metrics
         page.screenshot(path=str(tmp_path / "job-succeeded.png"), full_page=True)
@@ -149,7 +160,7 @@ def test_demo_job_runs_live_in_the_browser_without_reloading(
     job = Job.objects.get(pk=job_id)
     assert (job.status, job.progress, job.owner.username) == (Job.Status.SUCCEEDED, 1.0, "alice")
     assert (job.params["seconds"], job.params["iterations"], job.params["coarse_iterations"]) == (4, 60, 30)
-    assert job.log_line_count == len(log)
+    assert job.log_line_count == raw_count
 
 
 def test_starting_a_demo_job_lands_on_its_page_even_when_its_first_event_is_quicker(
@@ -217,13 +228,18 @@ def test_an_avatar_upload_shows_its_progress_and_lands_on_the_checked_avatar(
             """() => {
                 sessionStorage.setItem('maxUpload', '0');
                 const bar = document.getElementById('upload-progress');
-                const keep = () => sessionStorage.setItem('maxUpload', bar.getAttribute('aria-valuenow'));
+                const keep = () => {
+                    sessionStorage.setItem('maxUpload', bar.getAttribute('aria-valuenow'));
+                    if (bar.classList.contains('indeterminate')) sessionStorage.setItem('sawChecking', '1');
+                };
                 new MutationObserver(keep).observe(bar, {attributes: true});
             }"""
         )
         page.click("#avatar-form button[type=submit]")
         page.wait_for_url(re.compile(r"/avatars/\d+/$"), timeout=60_000)
         assert page.evaluate("sessionStorage.getItem('maxUpload')") == "100"
+        # Once sent, the check (no percentage) showed a moving bar rather than a bar standing at 100 %.
+        assert page.evaluate("sessionStorage.getItem('sawChecking')") == "1"
         assert "Anna" in page.locator("h1").inner_text()
         assert "passed" in page.locator("#quality h2").inner_text()
         assert page.locator("video").count() == 1
@@ -286,6 +302,20 @@ def test_avatar_page_follows_preprocessing_live_and_charts_the_quality_figures(
                 "lines => lines.map(l => l.dataset.series)"
             )
             assert drawn == ["psnr", "ssim"], chart
+            # Each on its own axis, in its own unit; the horizontal axis says what it counts.
+            labels = page.locator(f"{chart} .axis-label").evaluate_all(
+                "texts => Object.fromEntries(texts.map(t => [t.dataset.axis, t.textContent]))"
+            )
+            assert (labels["left"], labels["right"]) == ("PSNR (dB)", "SSIM (0–1)"), labels
+            ssim_ticks = [
+                float(t) for t in page.locator(f'{chart} .tick[data-axis="right"]').all_text_contents()
+            ]
+            assert 0.7 <= min(ssim_ticks) <= 0.81 and 0.86 <= max(ssim_ticks) <= 1.0, ssim_ticks
+        x_ticks = page.locator('#quality-chart .tick[data-axis="x"]').all_text_contents()
+        assert x_ticks[0] == "500" and x_ticks[-1] == "1000", x_ticks  # the checkpoints' iterations
+        assert (
+            "training iteration" in page.locator('#quality-chart .axis-label[data-axis="x"]').text_content()
+        )
         page.wait_for_timeout(500)  # the page's socket is connected and has its snapshot
         events.publisher.publish(events.job_group(job.pk), {**message, "stage": "landmarks"})
         page.wait_for_function(

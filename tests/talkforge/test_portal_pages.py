@@ -39,7 +39,7 @@ def test_deleting_a_conversation_or_a_voice_asks_first_and_takes_a_post(client_o
     page = client.get(reverse("chat-conversation", args=[conversation.pk])).content.decode()
     assert f'action="/chat/{conversation.pk}/delete/" class="inline" onsubmit="return confirm(' in page
     page = client.get(reverse("chat-voices")).content.decode()
-    assert f'action="/chat/voices/{voice.pk}/delete/" class="inline" onsubmit="return confirm(' in page
+    assert f'action="/chat/voices/{voice.pk}/delete/" class="inline" data-confirm="Delete the voice' in page
     assert client.get(reverse("chat-delete", args=[conversation.pk])).status_code == 405
     assert client.get(reverse("chat-voice-delete", args=[voice.pk])).status_code == 405
     assert (
@@ -127,3 +127,23 @@ def test_the_dashboard_is_built_around_the_persons_avatars_and_their_next_step(c
     assert "Train it" in bea and "No quality figures yet" in bea
     form = client.get(f"/chat/new/?avatar={trained.pk}").context["form"]
     assert str(form["avatar"].value()) == str(trained.pk)
+
+
+def test_every_upload_form_states_its_limits_before_the_upload(client_of, alice, settings):
+    settings.CHAT_VOICE_MIN_SECONDS, settings.CHAT_VOICE_MAX_SECONDS = 5.0, 45.0
+    settings.MAX_UPLOAD_BYTES = 300 * 1024**2
+    client = client_of(alice)
+
+    def page(name: str) -> str:  # sizes are written with a no-break space (filesizeformat)
+        return " ".join(client.get(reverse(name)).content.decode().replace("\xa0", " ").split())
+
+    voices = page("chat-voices")
+    assert (
+        "5–45 s of the person speaking" in voices
+        and "WAV, MP3, M4A, OGG, FLAC or WebM, up to 300.0 MB" in voices
+    )
+    assert 'accept="audio/*,video/webm"' in voices
+    video = page("video-new")
+    assert "WAV, MP3, M4A, OGG, FLAC or WebM, up to 300.0 MB" in video and "characters" in video
+    avatar = page("avatar-new")
+    assert "300.0 MB" in avatar and "minutes" in avatar

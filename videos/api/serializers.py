@@ -18,8 +18,8 @@ class VideoSerializer(serializers.ModelSerializer):
         model = Video
         fields = [
             "id", "avatar", "checkpoint", "job", "status", "stage", "progress", "error", "source", "text",
-            "voice", "original_name", "audio_duration", "batch_size", "pose_mode", "result_duration",
-            "created_at", "urls",
+            "voice", "spoken_by", "original_name", "audio_duration", "batch_size", "pose_mode",
+            "result_duration", "created_at", "urls",
         ]  # fmt: skip
         read_only_fields = fields
 
@@ -50,7 +50,11 @@ class VideoCreateSerializer(serializers.Serializer):
         required=False, allow_null=True, allow_blank=True, trim_whitespace=False,
         help_text="Spoken by the voice; or upload audio instead.",
     )  # fmt: skip
-    voice = serializers.ChoiceField(choices=list(tts.VOICES), default=tts.OFFLINE)
+    voice = serializers.CharField(
+        default=tts.OFFLINE, max_length=50,
+        help_text=f'"{tts.OFFLINE}" (the standard synthetic voice, espeak-ng) or one of your cloned '
+        'voices as "voice:<id>" (the ids of GET /api/voices/).',
+    )  # fmt: skip
     checkpoint = serializers.IntegerField(
         required=False, allow_null=True, help_text="Default: the avatar's latest renderable checkpoint."
     )

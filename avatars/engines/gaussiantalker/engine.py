@@ -16,7 +16,7 @@ from gpu_nodes.connections import NodeConnection, NodeError
 from gpu_nodes.models import Node
 from gpu_nodes.node_engines import node_engine_image
 
-from ..base import Checkpoints, Engine, SpeechSteps, Step, Weight, scripts_on_node
+from ..base import Checkpoints, Engine, SpeechSteps, Step, TrainingPhase, Weight, scripts_on_node
 from ..shell import shell_and
 from . import commands, parsers
 
@@ -106,6 +106,21 @@ class GaussianTalker(Engine):
 
     def recipe(self, params: dict) -> dict:
         return commands.recipe(params.get("iterations"))
+
+    def training_phases(self, params: dict) -> list[TrainingPhase]:
+        """train.py runs the coarse stage, then the fine one (train.py:276–284); the parser counts both."""
+        recipe = self.recipe(params)
+        return [
+            TrainingPhase(
+                "coarse", recipe["coarse_iterations"],
+                "Coarse: the 3D Gaussians of the head are fitted to your frames, its shape and colour.",
+            ),
+            TrainingPhase(
+                "fine", recipe["iterations"],
+                "Fine: from the coarse head on, the deformation network learns how the face moves with the "
+                "audio (lips, expressions).",
+            ),
+        ]  # fmt: skip
 
     # --- preprocessing ----------------------------------------------------------------------------------
 
@@ -214,14 +229,21 @@ class GaussianTalker(Engine):
         model = self.run_dir(data.name, job.node.workdir, run)
         argv, cwd, env, scripts = self.validation_render_argv(job, data=data, run=run, iteration=iteration)
         video = self.validation_video(model=model, iteration=iteration)
-        missing = f"render.py left no validation video at {video}."
+        real = parsers.render_gt_path(str(model), "test", iteration)  # shown beside the render
+
+        def verify(conn) -> str | None:
+            for path, what in ((video, "validation video"), (real, "ground-truth video")):
+                if not conn.exists(path):
+                    return f"render.py left no {what} at {path}."
+            return None
+
         return Step(
             argv=argv, cwd=cwd, env=env,
             parser=parsers.RenderParser(sets=("test",)),
             outputs={"video": video},
             uploads=scripts,
-            verify=lambda conn: None if conn.exists(video) else missing,
-            collect=((video, "validation.mov"),),
+            verify=verify,
+            collect=((video, "validation.mov"), (real, "validation_gt.mov")),
         )  # fmt: skip
 
     def validation_video(self, *, model: PurePosixPath, iteration: int) -> str:

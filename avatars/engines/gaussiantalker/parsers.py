@@ -81,14 +81,39 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("extract audio from",),
         "extracted audio",
         ("aud.wav", "aud_train.wav", "aud_novel.wav"),
+        label="Extracting the audio",
     ),
     PreprocessTask(
-        2, "audio_features", ("extract audio labels for",), "extracted audio labels", ("aud_ds.npy",)
+        2,
+        "audio_features",
+        ("extract audio labels for",),
+        "extracted audio labels",
+        ("aud_ds.npy",),
+        label="Reading speech features from the audio",
     ),
-    PreprocessTask(3, "images", ("extract images from",), "extracted images", ("ori_imgs/*.jpg",)),
-    PreprocessTask(4, "semantics", ("extract semantics from",), "extracted semantics", ("parsing/*.png",)),
     PreprocessTask(
-        5, "background", ("extract background image from",), "extracted background image", ("bc.jpg",)
+        3,
+        "images",
+        ("extract images from",),
+        "extracted images",
+        ("ori_imgs/*.jpg",),
+        label="Splitting the video into frames",
+    ),
+    PreprocessTask(
+        4,
+        "semantics",
+        ("extract semantics from",),
+        "extracted semantics",
+        ("parsing/*.png",),
+        label="Segmenting face, hair, torso and background",
+    ),
+    PreprocessTask(
+        5,
+        "background",
+        ("extract background image from",),
+        "extracted background image",
+        ("bc.jpg",),
+        label="Estimating the background",
     ),
     PreprocessTask(
         6,
@@ -96,12 +121,23 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("extract torso and gt images for",),
         "extracted torso and gt images",
         ("gt_imgs/*.jpg", "torso_imgs/*.png"),
+        label="Separating the torso from the real frames",
     ),
     PreprocessTask(
-        7, "landmarks", ("extract face landmarks from",), "extracted face landmarks", ("ori_imgs/*.lms",)
+        7,
+        "landmarks",
+        ("extract face landmarks from",),
+        "extracted face landmarks",
+        ("ori_imgs/*.lms",),
+        label="Finding face landmarks",
     ),
     PreprocessTask(
-        8, "face_tracking", ("perform face tracking",), "finished face tracking", ("track_params.pt",)
+        8,
+        "face_tracking",
+        ("perform face tracking",),
+        "finished face tracking",
+        ("track_params.pt",),
+        label="Tracking the face in 3D",
     ),
     PreprocessTask(
         9,
@@ -109,6 +145,7 @@ GAUSSIANTALKER_TASKS: tuple[PreprocessTask, ...] = (
         ("save transforms",),
         "finished saving transforms",
         ("transforms_train.json", "transforms_val.json"),
+        label="Saving the camera poses",
     ),
 )
 
@@ -325,6 +362,16 @@ class RenderParser(ConsoleParser):
                 "why. No result video was written for it."
             )
         return None
+
+
+def render_gt_path(model_path: str, set_name: str, iteration: int) -> str:
+    """Where render.py leaves the real frames of a ``test`` or ``train`` set as a video, audio muxed in
+    (render.py:50, :128–137): ``<model_path>/<set>/ours_<iter>/gt/<P>_<set>_<iter>iter_gt.mov``."""
+    if set_name == "custom":
+        raise ValueError("render.py writes no ground-truth video for custom audio (render.py:128).")
+    renders = render_output_path(model_path, set_name, iteration)
+    folder, name = posixpath.split(posixpath.dirname(renders))[0], posixpath.basename(renders)
+    return f"{folder}/gt/{name.removesuffix('_renders.mov')}_gt.mov"
 
 
 def render_output_path(model_path: str, set_name: str, iteration: int) -> str:

@@ -26,7 +26,7 @@ from pathlib import PurePosixPath
 
 from gpu_nodes.connections import NodeConnection
 
-from ..base import Checkpoints, Engine, SpeechSteps, Step, Weight, scripts_on_node
+from ..base import Checkpoints, Engine, SpeechSteps, Step, TrainingPhase, Weight, scripts_on_node
 from ..console import ChainParser, ChainStep, step_marker
 from ..shell import run_name, shell_and
 from . import commands, parsers
@@ -135,6 +135,18 @@ class SyncTalk(Engine):
 
     def recipe(self, params: dict) -> dict:
         return {**commands.recipe(params.get("iterations")), "portrait renders": "yes"}
+
+    def training_phases(self, params: dict) -> list[TrainingPhase]:
+        """Head up to ``head_iters``, then lips up to ``lips_iters`` (--iters is cumulative: main.py)."""
+        recipe = commands.recipe(params.get("iterations"))
+        return [
+            TrainingPhase("head", recipe["head_iters"], "Head: the whole face and head are trained."),
+            TrainingPhase(
+                "lips", recipe["lips_iters"] - recipe["head_iters"],
+                "Lips: training goes on with LPIPS and landmark losses on the mouth (--finetune_lips, "
+                "main.py:73).",
+            ),
+        ]  # fmt: skip
 
     # --- preprocessing ----------------------------------------------------------------------------------
 

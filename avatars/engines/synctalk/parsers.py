@@ -45,12 +45,36 @@ TRAINER_NAME = "ngp"  # main.py:183 and :237, Trainer('ngp', …): checkpoints a
 SYNCTALK_TASKS: tuple[PreprocessTask, ...] = (
     # Task 1 prints two banner pairs: the audio, then its features ("AVE has been integrated …" for ave).
     PreprocessTask(
-        1, "audio", ("extract audio from", "extract audio labels for"), "extracted audio labels", ("aud.wav",)
+        1,
+        "audio",
+        ("extract audio from", "extract audio labels for"),
+        "extracted audio labels",
+        ("aud.wav",),
+        label="Extracting the audio",
     ),
-    PreprocessTask(2, "images", ("extract images from",), "extracted images", ("ori_imgs/*.jpg",)),
-    PreprocessTask(3, "semantics", ("extract semantics from",), "extracted semantics", ("parsing/*.png",)),
     PreprocessTask(
-        4, "background", ("extract background image from",), "extracted background image", ("bc.jpg",)
+        2,
+        "images",
+        ("extract images from",),
+        "extracted images",
+        ("ori_imgs/*.jpg",),
+        label="Splitting the video into frames",
+    ),
+    PreprocessTask(
+        3,
+        "semantics",
+        ("extract semantics from",),
+        "extracted semantics",
+        ("parsing/*.png",),
+        label="Segmenting face, hair, torso and background",
+    ),
+    PreprocessTask(
+        4,
+        "background",
+        ("extract background image from",),
+        "extracted background image",
+        ("bc.jpg",),
+        label="Estimating the background",
     ),
     PreprocessTask(
         5,
@@ -58,12 +82,23 @@ SYNCTALK_TASKS: tuple[PreprocessTask, ...] = (
         ("extract torso and gt images for",),
         "extracted torso and gt images",
         ("gt_imgs/*.jpg", "torso_imgs/*.png", "face_mask/*.png"),
+        label="Separating the torso from the real frames",
     ),
     PreprocessTask(
-        6, "landmarks", ("extract face landmarks from",), "extracted face landmarks", ("ori_imgs/*.lms",)
+        6,
+        "landmarks",
+        ("extract face landmarks from",),
+        "extracted face landmarks",
+        ("ori_imgs/*.lms",),
+        label="Finding face landmarks",
     ),
     PreprocessTask(
-        7, "face_tracking", ("perform face tracking",), "finished face tracking", ("track_params.pt",)
+        7,
+        "face_tracking",
+        ("perform face tracking",),
+        "finished face tracking",
+        ("track_params.pt",),
+        label="Tracking the face in 3D",
     ),
     # Flow and blendshapes have a start banner only; flow's bundle adjustment ends with a plain line.
     PreprocessTask(
@@ -73,14 +108,23 @@ SYNCTALK_TASKS: tuple[PreprocessTask, ...] = (
         None,
         ("flow_result/*.npy", "keypoints.txt", "track_xys.npy", "bundle_adjustment.pt"),
         end_line="bundle adjustment params saved",
+        label="Following the head's motion (optical flow)",
     ),
-    PreprocessTask(9, "blendshape", ("extract blendshape",), None, ("bs.npy",)),
+    PreprocessTask(
+        9,
+        "blendshape",
+        ("extract blendshape",),
+        None,
+        ("bs.npy",),
+        label="Reading facial expressions (blendshapes)",
+    ),
     PreprocessTask(
         10,
         "transforms",
         ("save transforms",),
         "finished saving transforms",
         ("transforms_train.json", "transforms_val.json"),
+        label="Saving the camera poses",
     ),
 )
 
