@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -292,6 +293,43 @@ def conversation_llm_config(conversation: Conversation) -> llm.LLMConfig:
         )
     except llm.LLMError as error:  # an own endpoint no longer allowed (the settings changed since)
         raise ServiceError(str(error)) from None
+
+
+def llm_connection_test(
+    *, base_url: str = "", model: str = "", api_key: str = "", conversation: Conversation | None = None
+) -> dict:
+    """Ask the endpoint, model and key a conversation would use (the form's values; blank ones are the
+    platform's) for one short answer, before anyone types a message. ``conversation``: the person's own
+    conversation being edited, whose stored key is used when no new key is typed for its own endpoint.
+    Returns what answered and how fast; raises ServiceError saying what is wrong and what to do."""
+    fields = _clean_llm_fields(llm_base_url=base_url, llm_model=model, system_prompt="")
+    base_url, model = fields["llm_base_url"], fields["llm_model"]
+    if not api_key and conversation is not None and base_url and base_url == conversation.llm_base_url:
+        api_key = conversation_llm_config(conversation).api_key if conversation.has_own_api_key else ""
+    if not base_url and not settings.CHAT_LLM_BASE_URL:
+        raise ServiceError(
+            "This platform has no language model set up: enter an OpenAI-compatible base URL, model and API "
+            "key of your own, or ask the administrator."
+        )
+    _check_own_endpoint(base_url=base_url, has_own_key=bool(api_key))
+    try:
+        config = llm.config_for(base_url=base_url, model=model, api_key=api_key)
+        started = time.monotonic()
+        stream = llm.stream_chat(
+            [{"role": "user", "content": "Answer with one word: ready?"}], config=config, temperature=0
+        )
+        try:
+            first = next(stream, None)
+        finally:
+            stream.close()
+    except llm.LLMError as error:
+        raise ServiceError(str(error)) from None
+    if first is None:
+        raise ServiceError(f"The endpoint answered, but model {config.model!r} said nothing: check its name.")
+    return {
+        "ok": True, "model": config.model, "own_endpoint": bool(base_url),
+        "first_token_seconds": round(time.monotonic() - started, 3), "answer": first.strip()[:80],
+    }  # fmt: skip
 
 
 def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None = None) -> list[dict]:

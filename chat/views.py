@@ -54,7 +54,9 @@ def conversation_new(request):
             form.add_error(None, str(error))
         else:
             return redirect("chat-conversation", conversation_id=conversation.pk)
-    return render(request, "chat/conversation_new.html", {"form": form})
+    # Set up when its endpoint and key are (services.llm_connection_test says the same in its errors).
+    platform_llm = bool(settings.CHAT_LLM_BASE_URL and settings.CHAT_LLM_API_KEY)
+    return render(request, "chat/conversation_new.html", {"form": form, "platform_llm": platform_llm})
 
 
 def _settings_form(request, conversation, data=None) -> ConversationForm:

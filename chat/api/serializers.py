@@ -94,3 +94,26 @@ class MessageSerializer(serializers.ModelSerializer):
 class MessageSendSerializer(serializers.Serializer):
     text = serializers.CharField(required=False, allow_blank=True, max_length=4000)
     audio = serializers.FileField(required=False, help_text="A spoken turn (any format ffmpeg reads).")
+
+
+class LLMTestSerializer(serializers.Serializer):
+    """The LLM fields of a conversation's form, to try before saving; blank ones are the platform's."""
+
+    llm_base_url = serializers.CharField(required=False, allow_blank=True, max_length=300, default="")
+    llm_model = serializers.CharField(required=False, allow_blank=True, max_length=100, default="")
+    llm_api_key = serializers.CharField(
+        required=False, allow_blank=True, max_length=500, default="", write_only=True,
+        style={"input_type": "password"},
+    )  # fmt: skip
+    conversation = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, default=None,
+        help_text="One of your conversations being edited: its saved API key is used when none is typed.",
+    )  # fmt: skip
+
+
+class LLMTestResultSerializer(serializers.Serializer):
+    ok = serializers.BooleanField()
+    model = serializers.CharField()
+    own_endpoint = serializers.BooleanField()
+    first_token_seconds = serializers.FloatField()
+    answer = serializers.CharField()

@@ -15,6 +15,7 @@ from ..services import (
     conversation_create,
     conversation_delete,
     conversation_update,
+    llm_connection_test,
     message_send,
     reply_stop,
     voice_create,
@@ -22,6 +23,8 @@ from ..services import (
 )
 from .serializers import (
     ConversationSerializer,
+    LLMTestResultSerializer,
+    LLMTestSerializer,
     MessageSendSerializer,
     MessageSerializer,
     VoiceCreateSerializer,
@@ -89,6 +92,28 @@ class ConversationViewSet(viewsets.ModelViewSet):
 
     def perform_destroy(self, instance):
         conversation_delete(conversation=instance)
+
+    @extend_schema(
+        request=LLMTestSerializer, responses=LLMTestResultSerializer,
+        description="Try the LLM endpoint, model and key a conversation would use (blank: the platform's) "
+        "with one short question; 400 says what is wrong and what to do.",
+    )  # fmt: skip
+    @action(detail=False, methods=["post"], url_path="llm-test")
+    def llm_test(self, request):
+        body = LLMTestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        conversation = None
+        if data["conversation"] is not None:
+            conversation = self.get_queryset().filter(pk=data["conversation"]).first()
+            if conversation is None:  # someone else's, or none: the same answer
+                raise ValidationError({"conversation": ["No such conversation."]})
+        return Response(
+            llm_connection_test(
+                base_url=data["llm_base_url"], model=data["llm_model"], api_key=data["llm_api_key"],
+                conversation=conversation,
+            )
+        )  # fmt: skip
 
     @extend_schema(
         methods=["get"],
