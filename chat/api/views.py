@@ -100,6 +100,7 @@ class ConversationViewSet(viewsets.ModelViewSet):
     )  # fmt: skip
     @action(detail=False, methods=["post"], url_path="llm-test")
     def llm_test(self, request):
+        """Try an LLM endpoint, model and key before saving a conversation."""
         body = LLMTestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
