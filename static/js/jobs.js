@@ -214,7 +214,9 @@
   // Rows of jobs (tr[data-job]) follow their job's progress; when a job ends, or one this page does not
   // show yet starts (a pipeline's next step), the page's live parts are refreshed. options.match(msg):
   // whether a job the page does not show concerns it (default: every job of the person);
-  // options.refreshed(): run after each refresh (charts, sockets of the new parts).
+  // options.refreshed(): run after each refresh (charts, sockets of the new parts); options.progressed(msg):
+  // sees every message of the person's jobs, and returns "refresh" when the page's live parts must be
+  // drawn again by the server (e.g. a stage table whose job moved on).
   function watchDashboard(table, options) {
     options = options || {};
     var rootId = table && table.id, timer = null;
@@ -231,8 +233,8 @@
         if (rows.indexOf(row) < 0) rows.push(row);
       });
       rows.forEach(function (row) { applyState(row, msg.job, msg); });
+      if (options.progressed && options.progressed(msg) === "refresh") schedule();
       if (rows.length) {
-        if (options.progressed) options.progressed(msg);
         if (msg.type === "status" && TERMINAL[msg.status]) schedule();
       } else if (msg.type === "status" && (!options.match || options.match(msg))) {
         schedule();
