@@ -38,6 +38,7 @@ from jobs.console import ConsoleParser, Update
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from jobs.notify import notify
+from jobs.stages import register_stage_labels
 
 from .models import Video
 from .selectors import videos_visible_to
@@ -202,6 +203,9 @@ def speech_render(
     )  # fmt: skip
 
 
+SPEAKING = "speaking_the_text"  # the stage of the first step (its words: register_kind)
+
+
 def speak_text(job: Job, context) -> None:
     """The job's first step, in the worker before the plan (KindSpec ``before_plan``, jobs/runner.py): a
     video from text is spoken here, not in the request that made it, so the web tier never loads a TTS
@@ -211,7 +215,11 @@ def speak_text(job: Job, context) -> None:
     video = videos_visible_to(job.owner).get(pk=job.params["video"])
     if video.source != Video.Source.TEXT or video.audio:
         return
-    context.log(f"Speaking the text ({len(video.text)} characters) in voice {video.voice}", stage="speech")
+    context.log(
+        f"Speaking the text ({len(video.text)} characters) in voice {video.voice}",
+        stage=SPEAKING,
+        progress=0.0,
+    )
     video = video_speak(video=video)
     context.log(f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio")
 
@@ -282,6 +290,7 @@ def video_subject(job: Job) -> tuple[str, str] | None:
 
 
 def register_kind() -> None:
+    register_stage_labels({SPEAKING: "Speaking the text (in the worker)"})
     register(
         GENERATE_VIDEO,
         KindSpec(label="Video generation", gpu_work="render", plan=generate_plan, before_plan=speak_text,

@@ -24,7 +24,9 @@ from core.espeak import EspeakError, espeak_speak
 from jobs.models import Job
 from jobs.runner import run_job
 from jobs.selectors import job_log_text
+from jobs.stages import stage_label
 from videos import tts
+from videos.job_kind import SPEAKING
 from videos.models import Video
 from videos.services import video_create
 
@@ -154,7 +156,7 @@ def test_the_request_speaks_nothing_and_the_worker_speaks_in_the_persons_cloned_
         "",
         None,
     )
-    assert created["status"] == "queued"
+    assert created["status"] == "queued" and "audio" not in created["urls"]
     video = Video.objects.get(pk=created["id"])
     assert video.audio == "" and not (Path(settings.MEDIA_ROOT) / video.folder / "audio.wav").exists()
 
@@ -179,7 +181,11 @@ def test_the_request_speaks_nothing_and_the_worker_speaks_in_the_persons_cloned_
     assert video.job.status == Job.Status.FAILED and "poses step" in video.job.error
 
     # The API and the page show who spoke.
-    assert api.get(f"/api/videos/{video.pk}/").json()["spoken_by"] == video.spoken_by
+    shown = api.get(f"/api/videos/{video.pk}/").json()
+    assert (
+        shown["spoken_by"] == video.spoken_by and shown["urls"]["audio"] == f"/videos/{video.pk}/media/audio/"
+    )
+    assert stage_label(SPEAKING) == "Speaking the text (in the worker)"  # the job page's words for the step
     page = Client()
     page.force_login(alice)
     html = page.get(reverse("video-detail", args=[video.pk])).content.decode()
