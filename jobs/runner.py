@@ -253,7 +253,8 @@ def _run_claimed(job: Job) -> str:
         return InWorker(job).run(spec.run)
     if spec.before_plan is not None:
         # The kind's in-worker step (jobs/kinds.py ``before_plan``) runs first, with the job's heartbeat,
-        # cancel and log; the attempt then goes on from the log line and stage it left.
+        # cancel and log; the attempt then goes on from the log line and stage it left. Each has the job's
+        # time limit on its own (the step is short next to a render: a text's speech).
         if (outcome := InWorker(job).run_before_plan(spec.before_plan)) is not None:
             return outcome
         job.refresh_from_db()

@@ -22,6 +22,7 @@ The chain is :func:`speech_render`, shared with the chat, which runs it once per
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -220,8 +221,12 @@ def speak_text(job: Job, context) -> None:
         stage=SPEAKING,
         progress=0.0,
     )
+    started = time.monotonic()
     video = video_speak(video=video)
-    context.log(f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio")
+    context.log(
+        f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio "
+        f"in {time.monotonic() - started:.1f} s"
+    )
 
 
 def generate_plan(job: Job) -> Plan:

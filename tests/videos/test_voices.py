@@ -175,7 +175,7 @@ def test_the_request_speaks_nothing_and_the_worker_speaks_in_the_persons_cloned_
         assert video.audio_duration == audio.getnframes() / 16000 > 1
     log = job_log_text(video.job)
     assert f"Speaking the text (34 characters) in voice voice:{voice.pk}" in log
-    assert f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio" in log
+    assert f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio in " in log
     # Then the node's chain ran with that audio (and failed on the fake checkpoint, not on the speech).
     assert log.index("Spoken by") < log.index("step 1/4: poses")
     assert video.job.status == Job.Status.FAILED and "poses step" in video.job.error
