@@ -181,8 +181,12 @@ def video_speak(*, video: Video) -> Video:
         engine_wav(source, incoming.target)
         seconds = wav_seconds(incoming.target)
         _check_length(seconds, "The spoken text")
-    video.audio, video.audio_duration, video.spoken_by = relative, seconds, spoken_by[:300]
-    video.save(update_fields=["audio", "audio_duration", "spoken_by"])
+    spoken = {"audio": relative, "audio_duration": seconds, "spoken_by": spoken_by[:300]}
+    if not Video.objects.filter(pk=video.pk).update(**spoken):
+        media.delete(relative)  # deleted while it was spoken (its folder went then): keep nothing
+        raise Video.DoesNotExist(f"Video {video.pk} was deleted while its text was spoken.")
+    for field, value in spoken.items():
+        setattr(video, field, value)
     return video
 
 

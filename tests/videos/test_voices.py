@@ -28,7 +28,7 @@ from jobs.stages import stage_label
 from videos import tts
 from videos.job_kind import SPEAKING
 from videos.models import Video
-from videos.services import video_create
+from videos.services import video_create, video_delete
 
 pytestmark = pytest.mark.django_db
 
@@ -254,3 +254,23 @@ def test_a_text_video_is_spoken_in_the_persons_cloned_voice_by_xtts_in_the_worke
     client.force_login(alice)
     page = client.get(reverse("video-detail", args=[video.pk])).content.decode()
     assert f"spoken by {voice.name} (cloned voice)" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_video_deleted_while_its_text_is_spoken_leaves_nothing(
+    alices_things, settings, redis_db, monkeypatch
+):
+    alice, avatar = alices_things["avatar"].owner, alices_things["avatar"]
+    video = video_create(owner=alice, avatar=avatar, text="Hello there, this is a test.")
+    real_espeak = tts.espeak_speak
+
+    def deleted_meanwhile(text, **kwargs):
+        spoken = real_espeak(text, **kwargs)
+        video_delete(video=Video.objects.get(pk=video.pk))  # the person deletes it from the page
+        return spoken
+
+    monkeypatch.setattr(tts, "espeak_speak", deleted_meanwhile)
+    assert run_job(video.job_id) == "canceled"
+    assert Job.objects.get(pk=video.job_id).status == Job.Status.CANCELED
+    assert not Video.objects.filter(pk=video.pk).exists()
+    assert not (Path(settings.MEDIA_ROOT) / video.folder).exists()
