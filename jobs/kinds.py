@@ -58,6 +58,12 @@ class KindSpec:
     # models the worker loaded once). Called with the claimed job and its context (jobs.runner.InWorker:
     # should_stop(), log()); returns the job's result, with "error" when it failed.
     run: Callable[[Job, object], dict] | None = None
+    # In-worker work a plan's kind needs done before its plan is built: called in the worker's own process
+    # with the claimed job and the same context as ``run`` (should_stop(), log()), under the job's
+    # heartbeat, cancel and time limit; before the plan because the plan reads what it makes (a video
+    # from text: the speech, made next to the TTS model the worker loaded once, whose length sets the
+    # render's frames: videos/job_kind.py). Returns nothing; a ServiceError fails the job with its message.
+    before_plan: Callable[[Job, object], None] | None = None
     # Whether the job runs its avatar's engine, so placement must find a node that has the engine and a
     # GPU with the memory it needs (jobs/services.py). None: every job with an avatar does.
     uses_engine: Callable[[Job], bool] | None = None

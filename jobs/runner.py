@@ -22,6 +22,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from core import media
+from core.errors import ServiceError
 from gpu_nodes.connect import connection_for
 from gpu_nodes.connections import ConnectionLost, NodeConnection, NodeError, Unreachable
 from gpu_nodes.services import node_mark_unreachable
@@ -250,6 +251,13 @@ def _run_claimed(job: Job) -> str:
     spec = kind_spec(job.kind)
     if spec.run is not None:
         return InWorker(job).run(spec.run)
+    if spec.before_plan is not None:
+        # The kind's in-worker step (jobs/kinds.py ``before_plan``) runs first, with the job's heartbeat,
+        # cancel and log; the attempt then goes on from the log line and stage it left. Each has the job's
+        # time limit on its own (the step is short next to a render: a text's speech).
+        if (outcome := InWorker(job).run_before_plan(spec.before_plan)) is not None:
+            return outcome
+        job.refresh_from_db()
     try:
         plan = spec.plan(job)
         conn = connection_for(job.node)
@@ -517,7 +525,8 @@ class InWorker:
         with self.lock:
             self.reporter.maybe_flush()
 
-    def run(self, work) -> str:
+    def _watched(self, work) -> tuple[Watcher, dict]:
+        """``work(job, self)`` under the watcher; its result, or ``{"error": …}`` when it raised."""
         Job.objects.filter(pk=self.job.pk).update(stage="running")
         watcher = Watcher(self.job, on_stop=self.stop.set, on_tick=self._flush_due)
         watcher.start()
@@ -530,6 +539,37 @@ class InWorker:
             watcher.stop()
             with self.lock:
                 self.reporter.flush()
+        return watcher, result
+
+    def run_before_plan(self, work) -> str | None:
+        """A plan kind's in-worker step (KindSpec ``before_plan``): None when it went well and the plan
+        may follow; otherwise the job is settled (failed with the step's message, canceled, timed out) and
+        the word for RQ's records returned."""
+
+        def step(job: Job, context: InWorker) -> dict:
+            try:
+                work(job, context)
+            except ServiceError as error:  # what cannot be done, in the person's words
+                return {"error": str(error)}
+            except ObjectDoesNotExist:  # deleted while the job waited, or not the owner's
+                return {"error": "What the job works on no longer exists."}
+            return {}
+
+        watcher, result = self._watched(step)
+        if stopped := self._stopped(watcher, result):
+            return stopped
+        if error := result.get("error"):
+            return _settle(self.job, result, error=error)
+        return None
+
+    def run(self, work) -> str:
+        watcher, result = self._watched(work)
+        if stopped := self._stopped(watcher, result):
+            return stopped
+        return _settle(self.job, result, error=result.get("error") or "")
+
+    def _stopped(self, watcher: Watcher, result: dict) -> str | None:
+        """The outcome when the watcher stopped the work (or lost the job); None when the work decides."""
         job = self.job
         if watcher.lost:
             return "lost"
@@ -539,6 +579,4 @@ class InWorker:
         canceled = (
             watcher.canceled or Job.objects.filter(pk=job.pk, cancel_requested_at__isnull=False).exists()
         )
-        if stopped := _settle_stopped(job, watcher, result, time_limit=time_limit, canceled=canceled):
-            return stopped
-        return _settle(job, result, error=result.get("error") or "")
+        return _settle_stopped(job, watcher, result, time_limit=time_limit, canceled=canceled)

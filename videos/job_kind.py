@@ -1,6 +1,7 @@
 """The generate_video job: a trained avatar speaks a driving audio, on the node that holds its model.
 
-One command, a chain of steps run one after the other while they succeed, so every step's console goes to
+A video from text is spoken first, in the worker, before the node's command (:func:`speak_text`).
+Then one command, a chain of steps run one after the other while they succeed, so every step's console goes to
 the job's log. The avatar's engine plug-in gives its steps (``Engine.speech_steps``):
 
 GaussianTalker and demo
@@ -21,6 +22,7 @@ The chain is :func:`speech_render`, shared with the chat, which runs it once per
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -37,10 +39,11 @@ from jobs.console import ConsoleParser, Update
 from jobs.kinds import KindSpec, Plan, job_folder, register
 from jobs.models import Job
 from jobs.notify import notify
+from jobs.stages import register_stage_labels
 
 from .models import Video
 from .selectors import videos_visible_to
-from .services import GENERATE_VIDEO, POSTER, RESULT, video_record_result
+from .services import GENERATE_VIDEO, POSTER, RESULT, video_record_result, video_speak
 
 
 def audio_frames(seconds: float) -> int:
@@ -201,6 +204,31 @@ def speech_render(
     )  # fmt: skip
 
 
+SPEAKING = "speaking_the_text"  # the stage of the first step (its words: register_kind)
+
+
+def speak_text(job: Job, context) -> None:
+    """The job's first step, in the worker before the plan (KindSpec ``before_plan``, jobs/runner.py): a
+    video from text is spoken here, not in the request that made it, so the web tier never loads a TTS
+    model and the person's cloned voice speaks through the XTTS this worker process loaded once (chat
+    registers its voices with videos/tts.py). The plan needs the speech's length for its frames, hence
+    before it. A video from uploaded audio, or one already spoken (a retry), has nothing to do."""
+    video = videos_visible_to(job.owner).get(pk=job.params["video"])
+    if video.source != Video.Source.TEXT or video.audio:
+        return
+    context.log(
+        f"Speaking the text ({len(video.text)} characters) in voice {video.voice}",
+        stage=SPEAKING,
+        progress=0.0,
+    )
+    started = time.monotonic()
+    video = video_speak(video=video)
+    context.log(
+        f"Spoken by {video.spoken_by}: {video.audio_duration:.2f} s of audio "
+        f"in {time.monotonic() - started:.1f} s"
+    )
+
+
 def generate_plan(job: Job) -> Plan:
     # Re-checked at run time: the video (and so its avatar and audio) is the job owner's.
     video = videos_visible_to(job.owner).get(pk=job.params["video"])
@@ -267,8 +295,9 @@ def video_subject(job: Job) -> tuple[str, str] | None:
 
 
 def register_kind() -> None:
+    register_stage_labels({SPEAKING: "Speaking the text (in the worker)"})
     register(
         GENERATE_VIDEO,
-        KindSpec(label="Video generation", gpu_work="render", plan=generate_plan,
+        KindSpec(label="Video generation", gpu_work="render", plan=generate_plan, before_plan=speak_text,
                  clean=clean_generate, after=after_generate, subject=video_subject),
     )  # fmt: skip

@@ -36,9 +36,13 @@ class Video(models.Model):
     original_name = models.CharField(max_length=255, blank=True, help_text="The uploaded file's name.")
     folder = models.CharField(max_length=100, help_text="This video's folder, relative to MEDIA_ROOT.")
     audio = models.CharField(
-        max_length=300, help_text="The driving audio as mono 16 kHz 16-bit PCM WAV, relative to MEDIA_ROOT."
+        max_length=300, blank=True,
+        help_text="The driving audio as mono 16 kHz 16-bit PCM WAV, relative to MEDIA_ROOT (a text's, once "
+        "the job's worker has spoken it: empty before).",
+    )  # fmt: skip
+    audio_duration = models.FloatField(
+        null=True, blank=True, help_text="Seconds (empty until a text has been spoken)."
     )
-    audio_duration = models.FloatField(help_text="Seconds.")
     batch_size = models.PositiveSmallIntegerField(
         default=128, validators=[MinValueValidator(1), MaxValueValidator(1024)]
     )

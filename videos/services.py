@@ -87,8 +87,9 @@ def video_create(
     checkpoint: Checkpoint | None = None,
     batch_size: int | str | None = None,
 ) -> Video:
-    """Check and convert the driving audio (or speak the text), record the video and submit its job on the
-    node that holds the model. On any error nothing is left behind: no row, no job, no files."""
+    """Check and convert the driving audio (or check the text and its voice: the job speaks it, see
+    :func:`video_speak`), record the video and submit its job on the node that holds the model. On any
+    error nothing is left behind: no row, no job, no files."""
     if avatar.owner_id != owner.pk:
         raise ServiceError("No such avatar.")  # the views answer 404 before this
     has_text = text is not None and text != ""
@@ -118,17 +119,15 @@ def video_create(
     token = secrets.token_hex(8)
     relative = f"videos/{token}"
     with rollback(relative):
-        with storing(audio, f"{relative}/audio.wav") as incoming:
-            source, wav = incoming.source, incoming.target
-            what, spoken_by = "The audio", ""
-            if source is None:
-                source = incoming.scratch / "speech.wav"
-                spoken_by = tts.speak(owner=owner, text=text, voice=voice, target=source)
-                what = "The spoken text"
-            _check_length(probe_audio(source).duration, what)
-            engine_wav(source, wav)
-            seconds = wav_seconds(wav)
-            _check_length(seconds, what)  # the exact length, from the converted file
+        seconds = None
+        if audio is not None:
+            with storing(audio, f"{relative}/audio.wav") as incoming:
+                _check_length(probe_audio(incoming.source).duration, "The audio")
+                engine_wav(incoming.source, incoming.target)
+                seconds = wav_seconds(incoming.target)
+                _check_length(seconds, "The audio")  # the exact length, from the converted file
+        # A text is not spoken here: the web tier loads no TTS model and a request does not wait for
+        # synthesis. The job's worker speaks it first (video_speak), where chat's XTTS is already loaded.
         with transaction.atomic():
             video = Video.objects.create(
                 owner=owner,
@@ -137,10 +136,9 @@ def video_create(
                 source=Video.Source.AUDIO if audio is not None else Video.Source.TEXT,
                 text=text if audio is None else "",
                 voice=voice if audio is None else "",
-                spoken_by=spoken_by if audio is None else "",
                 original_name=(audio.name or "")[:255] if audio is not None else "",
                 folder=relative,
-                audio=f"{relative}/audio.wav",
+                audio=f"{relative}/audio.wav" if audio is not None else "",
                 audio_duration=seconds,
                 batch_size=batch,
                 pose_mode=(
@@ -158,6 +156,38 @@ def video_create(
             )
             video.save(update_fields=["job"])
         return video
+
+
+def video_speak(*, video: Video) -> Video:
+    """Speak a video's text in its chosen voice (videos/tts.py ``speak``: a cloned voice through the
+    speakers registry, i.e. XTTS in the worker that runs the video's job), convert it to the engine's WAV
+    and store it in the video's folder; fill its audio, length and who spoke. Already spoken (a job run
+    again after a retry): nothing to do. ServiceError when the voice is no longer the owner's, when nothing
+    could speak, or when the speech breaks the length limits.
+
+    The length limits (VIDEO_MIN/MAX_AUDIO_SECONDS) are checked here, after synthesis, on the real
+    audio, not estimated from the text in the request: how long a text takes to say depends on the voice,
+    its language and the speaker's pace, so an estimate would refuse texts that fit or admit ones that do
+    not. The request still bounds the text (VIDEO_MAX_TEXT_CHARS); speech that breaks a limit fails the
+    job with the message the request gives for an uploaded file. The storage quota stays the request's
+    check, as before this moved here (a text's WAV was not counted then either)."""
+    if video.source != Video.Source.TEXT or video.audio:
+        return video
+    relative = f"{video.folder}/audio.wav"
+    with rollback(relative), storing(None, relative) as incoming:
+        source = incoming.scratch / "speech.wav"
+        spoken_by = tts.speak(owner=video.owner, text=video.text, voice=video.voice, target=source)
+        _check_length(probe_audio(source).duration, "The spoken text")
+        engine_wav(source, incoming.target)
+        seconds = wav_seconds(incoming.target)
+        _check_length(seconds, "The spoken text")
+    spoken = {"audio": relative, "audio_duration": seconds, "spoken_by": spoken_by[:300]}
+    if not Video.objects.filter(pk=video.pk).update(**spoken):
+        media.delete(relative)  # deleted while it was spoken (its folder went then): keep nothing
+        raise Video.DoesNotExist(f"Video {video.pk} was deleted while its text was spoken.")
+    for field, value in spoken.items():
+        setattr(video, field, value)
+    return video
 
 
 def video_record_result(*, job: Job) -> Video | None:

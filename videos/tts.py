@@ -5,6 +5,10 @@ apps offer more voices through a registry: chat owns people's cloned voices and 
 registers them from ``ChatConfig.ready()`` (chat/speakers.py) — videos sits below chat and never imports
 it (tests/test_layers.py). A choice is stored on the video as ``<prefix>:<id>`` (``voice:12``); every use
 resolves it through the owner's own voices, so another person's voice is "no such voice", never used.
+
+Where each runs: ``voice_check`` in the web request that creates the video; ``speak`` in the worker that
+runs the video's job, as its first step (videos/job_kind.py ``speak_text``), so a cloned voice is spoken
+by the XTTS model that worker process loaded once and the web tier never loads one.
 """
 
 from __future__ import annotations

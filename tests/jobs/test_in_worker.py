@@ -1,6 +1,7 @@
-"""Kinds that run in the worker's own process (``KindSpec.run``, chat replies) get what a node command gets:
-the claim, heartbeats, log and progress, cancel, the time limit, and one settled outcome. Run here through
-the runner's own entry point (``run_job``) on a placed job."""
+"""Kinds that run in the worker's own process (``KindSpec.run``, chat replies; ``before_plan``, a plan
+kind's first step) get what a node command gets: the claim, heartbeats, log and progress, cancel, the time
+limit, and one settled outcome. Run here through the runner's own entry point (``run_job``) on a placed
+job."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 
 from jobs.kinds import KINDS, KindSpec, register
 from jobs.models import Job, JobLogChunk
@@ -126,3 +128,107 @@ def test_the_time_limit_stops_the_work(in_worker_kind, placed):
     assert run_job(job.pk) == "timed out"
     job.refresh_from_db()
     assert job.status == Job.Status.FAILED and "time limit of 1 s" in job.error
+
+
+# --- a plan kind's in-worker first step (KindSpec.before_plan: a video from text's speech) --------------
+
+PLAN_KIND = "before_plan_test"
+
+
+@pytest.fixture
+def plan_kind_with_a_first_step(settings, alice, make_node, django_capture_on_commit_callbacks, monkeypatch):
+    """A plan kind (the node echoes a line) whose first step is ``box["first"](job, context)``, in the
+    worker; ``box["plans"]`` counts the plans built. Returns (box, submit)."""
+    from gpu_nodes.runtime import Invocation
+    from jobs.console import ConsoleParser
+    from jobs.kinds import Plan
+
+    settings.JOB_HEARTBEAT_INTERVAL = 0.1
+    box = {"plans": 0}
+
+    def plan(job):
+        box["plans"] += 1
+        done = Job.objects.get(pk=job.pk).result.get("first")  # what the first step left, read by the plan
+        return Plan(invocation=Invocation(argv=["echo", f"node step after {done}"]), parser=ConsoleParser(),
+                    outputs={})  # fmt: skip
+
+    register(PLAN_KIND, KindSpec(label="test", plan=plan, clean=lambda params, owner: params,
+                                 before_plan=lambda job, context: box["first"](job, context)))  # fmt: skip
+    make_node()
+    monkeypatch.setattr("jobs.queue.enqueue", lambda job: None)
+
+    def submit() -> Job:
+        with django_capture_on_commit_callbacks(execute=True):
+            job = job_submit(owner=alice, kind=PLAN_KIND, params={})
+        job.refresh_from_db()
+        return job
+
+    yield box, submit
+    KINDS.pop(PLAN_KIND)
+
+
+def test_the_first_step_runs_in_the_worker_then_the_plan_on_the_node(plan_kind_with_a_first_step):
+    box, submit = plan_kind_with_a_first_step
+    beats = []
+
+    def first(job, context):
+        context.log("speaking", stage="speech", progress=0.0)
+        time.sleep(0.3)
+        beats.append(Job.objects.get(pk=job.pk).heartbeat_at)
+        Job.objects.filter(pk=job.pk).update(result={"first": "the speech"})
+        context.log("spoken")
+
+    box["first"] = first
+    job = submit()
+    assert run_job(job.pk) == "succeeded"
+    job.refresh_from_db()
+    assert job.status == Job.Status.SUCCEEDED and box["plans"] == 1
+    # One log: the first step's lines, then the node's, numbered on.
+    assert log_of(job).splitlines() == ["speaking", "spoken", "node step after the speech"]
+    assert job.log_line_count == 3 and beats[0] is not None
+
+
+def test_a_first_step_that_cannot_be_done_fails_the_job_with_its_message_and_builds_no_plan(
+    plan_kind_with_a_first_step,
+):
+    from core.errors import ServiceError
+
+    box, submit = plan_kind_with_a_first_step
+
+    def first(job, context):
+        raise ServiceError("The spoken text is 12.00 s long; the limit is 0.2 minutes.")
+
+    box["first"] = first
+    job = submit()
+    assert run_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error == "The spoken text is 12.00 s long; the limit is 0.2 minutes." and box["plans"] == 0
+
+    box["first"] = lambda job, context: 1 / 0  # a bug: an internal error, with its kind
+    job = submit()
+    assert run_job(job.pk) == "failed"
+    job.refresh_from_db()
+    assert job.error == "Internal error while running the job: ZeroDivisionError: division by zero"
+
+
+def test_a_cancel_during_the_first_step_stops_it_and_the_plan_never_runs(plan_kind_with_a_first_step):
+    box, submit = plan_kind_with_a_first_step
+
+    def first(job, context):
+        def cancel():  # the person's cancel, from another process's connection
+            job_cancel(job=Job.objects.get(pk=job.pk))
+            connection.close()
+
+        canceler = threading.Timer(0.2, cancel)
+        canceler.start()
+        deadline = time.monotonic() + 10
+        while not context.should_stop() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        canceler.join()
+        context.log("stopped" if context.should_stop() else "never told")
+
+    box["first"] = first
+    job = submit()
+    assert run_job(job.pk) == "canceled"
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELED and box["plans"] == 0 and log_of(job) == "stopped"

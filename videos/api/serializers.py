@@ -32,7 +32,9 @@ class VideoSerializer(serializers.ModelSerializer):
 
     def get_urls(self, video) -> dict:
         base = f"/videos/{video.pk}"
-        urls = {"page": f"{base}/", "audio": f"{base}/media/audio/"}
+        urls = {"page": f"{base}/"}
+        if video.audio:  # a text has audio once the job's worker has spoken it
+            urls["audio"] = f"{base}/media/audio/"
         if video.job_id is not None:
             urls["job"] = f"/api/jobs/{video.job_id}/"
         if video.is_done:
