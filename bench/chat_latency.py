@@ -113,8 +113,9 @@ def microphone(folder: Path, lead: float, tail: float) -> Path:
     return wav
 
 
-def trained_avatar(bench: Bench, owner, name: str):
-    """A local node and a trained demo avatar's rows and dataset on it (bench/live_session.py's setup)."""
+def trained_avatar(bench: Bench, owner, name: str, node=None):
+    """A trained demo avatar's rows and dataset (bench/live_session.py's setup) on ``node``, or on a new
+    local node of its own."""
     from django.utils import timezone
     from live_session import dataset
 
@@ -122,12 +123,14 @@ def trained_avatar(bench: Bench, owner, name: str):
     from gpu_nodes.models import Node
     from gpu_nodes.services import node_probe
 
-    workdir = bench.tmp / f"node-{name}"
-    workdir.mkdir()
-    node = Node.objects.create(name=f"bench-{name}", kind=Node.Kind.LOCAL, workdir=str(workdir))
-    node = node_probe(node=node)
-    if node.status != Node.Status.ONLINE:
-        raise RuntimeError(f"node {node.name} is not online: {node.last_error}")
+    if node is None:
+        workdir = bench.tmp / f"node-{name}"
+        workdir.mkdir()
+        node = Node.objects.create(name=f"bench-{name}", kind=Node.Kind.LOCAL, workdir=str(workdir))
+        node = node_probe(node=node)
+        if node.status != Node.Status.ONLINE:
+            raise RuntimeError(f"node {node.name} is not online: {node.last_error}")
+    workdir = Path(node.workdir)
     avatar = Avatar.objects.create(
         owner=owner, name=f"Ada {name}", slug=f"ada-{name}", engine="demo", status=Avatar.Status.TRAINED,
         video="x.mp4", consent_given_at=timezone.now(), consent_given_by=owner, consent_statement="bench",
