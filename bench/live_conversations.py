@@ -6,9 +6,9 @@ Setup (bench/chat_latency.py's): one local node of the bench's own with ``max(--
 (a live session each: a session is per checkpoint, so N conversations of one avatar would share one),
 ``max(--n)`` real workers on the node (one turn each at a time), daphne, the loopback LLM at a hosted
 model's pace, espeak-ng speech, ``LIVE_SESSIONS`` on. Every conversation's page is opened in Chromium
-first and sends one untimed typed turn (it starts its avatar's session: a page warms up only in hands-free),
-then for each N the first N pages send a typed turn
-at once and each plays its streamed reply (three sentences).
+first and sends one untimed typed turn (it starts its avatar's session: a page warms up only in
+hands-free), then for each N the first N pages send a typed turn at once and each plays its streamed
+reply (three sentences).
 
 Measured in each page (each in a browser context of its own) on the live ``<video>``, sampled every
 10 ms once playback began: the longest stretch in which the video's time stood still while it was neither
