@@ -187,8 +187,11 @@ def trial(context, conversation_pk: int, bench: Bench, timeout_ms: int) -> dict:
         )
         result = page.evaluate(
             """(() => { const chat = window.TalkforgeChat;
+                const reply = chat.live.log.replies[0] || {};
                 return {played: chat.sent.find((m) => m.action === 'played'), turns: chat.turns,
-                        clips: chat.clips.length, streamed: chat.live.log.replies.length}; })()"""
+                        clips: chat.clips.length, streamed: chat.live.log.replies.length,
+                        scheduled: chat.scheduled.length,
+                        origin: performance.timeOrigin, firstPieceAt: reply.firstPieceAt || null}; })()"""
         )
     finally:
         page.close()
@@ -206,9 +209,18 @@ def trial(context, conversation_pk: int, bench: Bench, timeout_ms: int) -> dict:
     # from the worker taking the job: chat/turn.py Clock).
     steps = {"queue": (job.started_at - job.created_at).total_seconds()}
     steps.update({key: reply.timings[key] for key in STEP_KEYS if key in reply.timings})
+    # The page's side, from the end of the speech: the turn's POST answered (the recording uploaded, the
+    # job submitted) and, streamed, the first fMP4 piece arriving (live_player.js, epoch ms).
+    played = result["played"]
+    speech_end = played["at"] - played["speech_end_to_played"] * 1000  # performance.now() ms
+    steps["page_turn_answered"] = (turn["at"] - speech_end) / 1000
+    if result["firstPieceAt"] is not None:
+        steps["page_first_piece"] = (result["firstPieceAt"] - result["origin"] - speech_end) / 1000
     return {
         "s": result["played"]["speech_end_to_played"], "reply": turn["id"], "status": status,
-        "how": "stream" if result["streamed"] else ("clip" if result["clips"] else "audio"),
+        # What played first: the stream, a clip, or a sentence as audio (then the figure is a sound's).
+        "how": "stream" if result["streamed"] else ("clip" if result["clips"] and not result["scheduled"]
+                                                    else f"audio ({result['scheduled']} scheduled)"),
         "steps": steps,
     }  # fmt: skip
 
@@ -337,7 +349,8 @@ def main() -> None:
         warm, clip = sides["warm"]["times"], sides["clip"]["times"]
 
         def step_medians(rows: list[dict]) -> dict:
-            keys = [key for key in ("queue", *STEP_KEYS) if all(key in row for row in rows)]
+            names = ("page_turn_answered", "queue", *STEP_KEYS, "page_first_piece")
+            keys = [key for key in names if all(key in row for row in rows)]
             return {key: round(statistics.median(row[key] for row in rows), 3) for key in keys}
 
         value, baseline = statistics.median(warm), statistics.median(clip)
