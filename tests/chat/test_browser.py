@@ -29,6 +29,13 @@ pytestmark = pytest.mark.skipif(
 REPLY = ["Hello there, I am Ada", ". Nice to meet", " you! What shall we", " talk about today?"]
 
 
+@pytest.fixture(autouse=True)
+def clip_path(monkeypatch):
+    """These pages follow the per-sentence clip path: the server and the worker start with
+    LIVE_SESSIONS=false (the live stream is tests/chat/test_live_browser.py's)."""
+    monkeypatch.setenv("LIVE_SESSIONS", "false")
+
+
 @pytest.fixture
 def talking_page(asgi_server, make_node, processes, llm_server, tiny_whisper, speech_wav, tmp_path):
     node = make_node()
