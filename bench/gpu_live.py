@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give both --dataset and --model (or GPU_LIVE_DATASET and GPU_LIVE_MODEL)")
     if args.iteration is None:
         match = re.search(r"iteration_(\d+)", str(args.model))
-        if args.engine == "gaussiantalker" and not match:
+        if args.model.is_dir() and not match:  # GaussianTalker's model is a point_cloud/iteration_N folder
             parser.error("--model must be a point_cloud/iteration_N folder, or give --iteration")
         args.iteration = int(match.group(1)) if match else 0
     if args.runs < 1:
@@ -93,9 +93,7 @@ def problems(args: argparse.Namespace) -> list[str]:
         found.append(f"--dataset {args.dataset} is not a folder")
     elif not (args.dataset / "transforms_val.json").is_file():
         found.append(f"--dataset {args.dataset} has no transforms_val.json: is it a preprocessed dataset?")
-    if args.engine == "gaussiantalker" and not args.model.is_dir():
-        found.append(f"--model {args.model} is not a folder (GaussianTalker's point_cloud/iteration_N)")
-    elif not args.model.exists():
+    if not args.model.exists():
         found.append(f"--model {args.model} does not exist")
     if args.runtime == "bare":
         if args.install_dir is None or not args.install_dir.is_dir():

@@ -126,7 +126,10 @@ def test_latents_of_other_weights_are_not_reused(xtts_settings, reference_wav, t
     assert tts.latents_path(voice_folder, tts.get_xtts()) != next(voice_folder.glob("xtts-latents-*.pt"))
 
 
-def test_espeak_speaks_without_xtts_weights_and_says_why(settings, reference_wav, tmp_path, caplog):
+def test_espeak_speaks_without_xtts_weights_and_says_why(
+    settings, reference_wav, tmp_path, caplog, monkeypatch
+):
+    monkeypatch.setattr(tts, "_logged_missing", set())  # each reason is logged once per process
     settings.CHAT_XTTS_DIR = ""
     speech = tts.synthesize("Hello there.", language="en", out=tmp_path / "e.wav", reference=reference_wav)
     assert speech.engine == tts.ENGINE_ESPEAK
