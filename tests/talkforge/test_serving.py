@@ -138,35 +138,24 @@ def test_websockets_work_through_the_production_server(production_server, alice)
     assert (snapshot["job"], snapshot["status"]) == (job.pk, "queued")
 
 
-def test_a_graceful_restart_drops_no_request(production_server, monkeypatch):
-    """Every request the old workers read is answered. What a restart can do (uvicorn closes, on shutdown,
-    a connection it accepted but whose request it has not read yet) is reset a connection before the
-    request reached Django: the client sees ConnectionResetError and nothing ran, so a GET is sent again,
-    as HTTP clients do for idempotent requests. Such resets stay rare and every request ends in a 200."""
+def test_a_graceful_restart_drops_no_request(production_server):
+    """Every request sent during a restart is answered, even one whose connection an old worker had
+    accepted but not read yet when it was told to stop (talkforge/serving.py GracefulHttpToolsProtocol:
+    before it, such a client got a reset about once per restart under load). Two restarts under 50
+    clients."""
     base, master = production_server
     keys = users_with_jobs(10, 3)
-    workers_before = set(_children(master))
-    resets: list[str] = []
-    first_try = job_list
+    for _ in range(2):
+        workers_before = set(_children(master))
 
-    def once_more_after_a_reset(base: str, key: str):
-        outcome = first_try(base, key)
-        if outcome == "ConnectionResetError":
-            resets.append(outcome)
-            outcome = first_try(base, key)
-        return outcome
+        def restart():
+            time.sleep(0.3)
+            os.kill(_gunicorn_master(master), signal.SIGHUP)
 
-    monkeypatch.setitem(globals(), "job_list", once_more_after_a_reset)
-
-    def restart():
-        time.sleep(0.3)
-        os.kill(_gunicorn_master(master), signal.SIGHUP)
-
-    outcomes = hammer(base, keys, requests_each=8, during=restart)
-    assert [o for o in outcomes if o != 200] == []
-    assert len(resets) <= len(outcomes) // 50, f"{len(resets)} resets in {len(outcomes)} requests"
-    # New workers replaced the old ones.
-    wait_for(lambda: set(_children(master)) and not (set(_children(master)) & workers_before), timeout=30)
+        outcomes = hammer(base, keys, requests_each=8, during=restart)
+        assert [o for o in outcomes if o != 200] == []
+        # New workers replaced the old ones.
+        wait_for(lambda: set(_children(master)) and not (set(_children(master)) & workers_before), timeout=30)
 
 
 def _gunicorn_master(master: subprocess.Popen) -> int:
