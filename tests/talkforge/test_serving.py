@@ -4,6 +4,7 @@ and a graceful restart (SIGHUP) drops no request."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -233,3 +234,63 @@ def test_an_api_request_crosses_to_its_thread_once(transactional_db, client):
     assert django_hops > 10  # Django's own: each middleware method hands off on its own
     assert (django_status, django_body) == (status, body)
     assert set(django_headers) == set(response_headers)
+
+
+def test_keep_alive_connections_spread_evenly_over_the_workers(production_server):
+    """Keep-alive clients that connect in a burst end up split evenly over the two workers
+    (talkforge/serving.py BalancedServer and the rebalancing close): without it one worker could hold all
+    of them while the other idled."""
+    import http.client
+
+    base, master = production_server
+    keys = users_with_jobs(4, 2)
+    port = int(base.rsplit(":", 1)[1])
+    count, seconds = 40, 3.0
+    start, snapshot_taken = threading.Barrier(count + 1), threading.Event()
+    done = threading.Barrier(count + 1)
+
+    def client(number: int) -> list[int]:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Authorization": f"Token {keys[number % len(keys)]}"}
+        statuses = []
+        start.wait()
+        stop_at = time.monotonic() + seconds
+        while time.monotonic() < stop_at:
+            connection.request("GET", "/api/jobs/", headers=headers)  # reconnects after "Connection: close"
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+        if connection.sock is None:  # the last answer closed it: be counted where the next one lands
+            connection.connect()
+        done.wait()
+        snapshot_taken.wait(30)
+        connection.close()
+        return statuses
+
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(client, number) for number in range(count)]
+        start.wait()
+        done.wait()
+        held = {pid: _established(pid, port) for pid in _children(master)}
+        snapshot_taken.set()
+        statuses = [status for future in futures for status in future.result()]
+    assert set(statuses) == {200}
+    assert len(held) == 2 and sum(held.values()) == count, held
+    assert max(held.values()) - min(held.values()) <= 4, held
+
+
+def _established(pid: int, port: int) -> int:
+    """How many established TCP connections to ``port`` process ``pid`` holds (from /proc)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    held = 0
+    with open(f"/proc/{pid}/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            fields = line.split()
+            local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], fields[9]
+            held += local_port == port and state == "01" and inode in inodes
+    return held
