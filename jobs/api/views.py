@@ -1,8 +1,12 @@
+from django.core.paginator import EmptyPage, PageNotAnInteger
+from django.core.paginator import Paginator as DjangoPaginator
+from django.db.models import Count, Window
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.pagination import PageNumberPagination
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
@@ -31,12 +35,13 @@ class PlainTextRenderer(BaseRenderer):
 
 
 class CountedRows:
-    """What the job list pages through: the rows, counted on the jobs they come from. The same number (the
-    rows only join in the owner, who is never missing, and the optional node and GPU), without the count
-    joining three tables it does not need."""
+    """What the job list pages through: its rows, each carrying the whole list's count (``total``, a window
+    count in the page's own query), and the count on the jobs alone for a page with no rows (past the end,
+    or no jobs at all), where no row carries it. The same number either way: the rows only join in the
+    owner, who is never missing, and the optional node and GPU."""
 
     def __init__(self, rows, *, count):
-        self.rows, self.count = rows, count
+        self.rows, self.count = rows.annotate(total=Window(Count("id"))), count
         self.ordered = rows.ordered
 
     def __getitem__(self, index):
@@ -46,12 +51,41 @@ class CountedRows:
         return len(self.rows)
 
 
+class WindowCountPaginator(DjangoPaginator):
+    """Django's paginator, with the count taken from the page's rows: one query per page where
+    ``Paginator.page`` takes two (the count to check the number, then the page). A page with no rows asks
+    ``CountedRows.count`` and ends as Django's does (``EmptyPage`` past the end, an empty first page)."""
+
+    def page(self, number):
+        number = self._int(number)
+        bottom = (number - 1) * self.per_page
+        rows = list(self.object_list[bottom : bottom + self.per_page])
+        if rows:
+            self.__dict__["count"] = rows[0]["total"]  # Paginator.count is a cached_property
+        number = self.validate_number(number)
+        return self._get_page(rows, number, self)
+
+    def _int(self, number) -> int:
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
+        if number < 1:
+            raise EmptyPage(self.error_messages["min_page"])
+        return number
+
+
+class JobListPagination(PageNumberPagination):
+    django_paginator_class = WindowCountPaginator
+
+
 class JobViewSet(
     mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, viewsets.GenericViewSet
 ):
     """Jobs: yours (staff: everyone's). Filter with ``?status=``, ``?kind=``, ``?node=``."""
 
     serializer_class = JobSerializer
+    pagination_class = JobListPagination
 
     def get_queryset(self):
         jobs = jobs_visible_to(self.request.user)
@@ -67,7 +101,7 @@ class JobViewSet(
 
     @extend_schema(parameters=[JobFilterSerializer])
     def list(self, request, *args, **kwargs):
-        """A page of ``JobSerializer``'s shape built from plain rows: a count and one query for the page."""
+        """A page of ``JobSerializer``'s shape from plain rows, in one query (``WindowCountPaginator``)."""
         jobs = self.get_queryset()
         page = self.paginate_queryset(CountedRows(job_list_rows(jobs), count=jobs.count))
         return self.get_paginated_response([job_row_data(row) for row in page])

@@ -92,15 +92,39 @@ def test_the_list_takes_the_same_queries_for_2_jobs_or_a_full_page(client, alice
 
     assert (few_body["count"], len(few_body["results"])) == (2, 2)
     assert (many_body["count"], len(many_body["results"])) == (82, 50)
-    assert len(few) == len(many) == 3  # the token, the count, the page
-    page_queries = [sql for sql in many if 'FROM "jobs_job"' in sql and "COUNT(" not in sql]
-    assert len(page_queries) == 1
+    assert len(few) == len(many) == 2  # the token, the page with the list's count in it
+    [page_query] = [sql for sql in many if 'FROM "jobs_job"' in sql]
+    assert "COUNT(" in page_query and "OVER ()" in page_query
     # Owner, node and GPU names come joined into that one query.
-    assert 'JOIN "accounts_user"' in page_queries[0] and 'JOIN "gpu_nodes_gpu"' in page_queries[0]
-    # The count needs none of those tables: it counts the jobs alone.
-    [count_query] = [sql for sql in many if "COUNT(" in sql]
-    assert 'FROM "jobs_job"' in count_query and "JOIN" not in count_query
+    assert 'JOIN "accounts_user"' in page_query and 'JOIN "gpu_nodes_gpu"' in page_query
     assert all(row["owner"] == "alice" for row in many_body["results"])
+
+
+def test_pages_past_the_end_and_empty_lists_end_as_before(client, alice, bob, slots):
+    """A page with no rows has no row to carry the count: the count is asked of the jobs alone (no join),
+    and the answers are DRF's (an empty first page, 404 past the end or for a page that is no number)."""
+    node, gpus, _ = slots
+    make_jobs(alice, 53, node=node, gpus=gpus)
+    alice_key, bob_key = api_token_rotate(user=alice), api_token_rotate(user=bob)
+
+    second = get_list(client, alice_key, "/api/jobs/?page=2")
+    assert (second["count"], len(second["results"]), second["next"]) == (53, 3, None)
+    assert second["previous"].endswith("/api/jobs/")
+    first = get_list(client, alice_key)
+    assert first["next"].endswith("/api/jobs/?page=2")
+    assert {row["id"] for row in first["results"]}.isdisjoint(row["id"] for row in second["results"])
+
+    get_list(client, bob_key)
+    with CaptureQueriesContext(connection) as captured:
+        empty = get_list(client, bob_key)
+    assert empty == {"count": 0, "next": None, "previous": None, "results": []}
+    [count_query] = [query["sql"] for query in captured.captured_queries if "COUNT(*)" in query["sql"]]
+    assert 'FROM "jobs_job"' in count_query and "JOIN" not in count_query
+
+    for page in ("3", "0", "-1", "two"):
+        response = client.get(f"/api/jobs/?page={page}", HTTP_AUTHORIZATION=f"Token {alice_key}")
+        assert response.status_code == 404, page
+        assert "Invalid page" in response.json()["detail"]
 
 
 def test_filters_still_apply_to_the_rows(client, alice, slots):
