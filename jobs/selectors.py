@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accounts.quotas import JobUsage
@@ -38,14 +39,20 @@ JOB_LIST_FIELDS = (
 )  # fmt: skip
 
 
+# The job list's JSON columns come as the database writes them, to go into the answer as they are.
+JOB_LIST_JSON_FIELDS = ("metrics", "params", "result")
+
+
 def job_list_rows(jobs: QuerySet[Job]) -> QuerySet:
     """``jobs`` (already filtered through ``jobs_visible_to``) as plain rows for the job list: one query
-    with the owner's, node's and GPU's names joined in, no model instances, only the listed columns."""
+    with the owner's, node's and GPU's names joined in, no model instances, only the listed columns; the
+    JSON columns as JSON text (``<name>_json``), not decoded."""
     return jobs.values(
-        *JOB_LIST_FIELDS,
+        *(name for name in JOB_LIST_FIELDS if name not in JOB_LIST_JSON_FIELDS),
         owner_name=F("owner__username"),
         node_name=F("node__name"),
         gpu_index=F("gpu__index"),
+        **{f"{name}_json": Cast(name, TextField()) for name in JOB_LIST_JSON_FIELDS},
     )
 
 

@@ -3,11 +3,12 @@ from datetime import UTC, datetime
 from rest_framework import serializers
 
 from core.params import JOB_TIMEOUT
+from core.renderers import RawJSON
 from gpu_nodes.models import Node
 
 from ..kinds import public_kinds
 from ..models import Job
-from ..selectors import JOB_LIST_FIELDS, gpu_label
+from ..selectors import JOB_LIST_FIELDS, JOB_LIST_JSON_FIELDS, gpu_label
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -48,9 +49,13 @@ def api_datetime(value: datetime | None) -> str | None:
 def job_row_data(row: dict) -> dict:
     """One row of ``selectors.job_list_rows`` as ``JobSerializer`` writes a job (the API's documented
     shape, same keys in the same order), without a serializer field per column and row: the job list
-    builds 50 of these per page, and DRF's field machinery was most of the time the list took.
+    builds 50 of these per page, and DRF's field machinery was most of the time the list took. The JSON
+    columns go in as the database wrote them (``RawJSON``, core/renderers.py).
     tests/jobs/test_api_job_list.py holds the two to the same output."""
-    data = {name: row[name] for name in JOB_LIST_FIELDS}
+    data = {name: row[name] for name in JOB_LIST_FIELDS if name not in JOB_LIST_JSON_FIELDS}
+    for name in JOB_LIST_JSON_FIELDS:
+        text = row[f"{name}_json"]
+        data[name] = None if text is None else RawJSON(text)
     for name in DATETIME_FIELDS:
         data[name] = api_datetime(data[name])
     data["owner"] = row["owner_name"]
