@@ -18,9 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,9 @@ REDIS_HOST = "redis://127.0.0.1:6379"
 # find engines that left their worker's process group without touching anything else.
 RUN_TAG_VARIABLE = "TALKFORGE_BENCH_RUN"
 OWNER_KEY = "talkforge-bench:owner"
+# Chromium as tests/talkforge/test_browser.py launches it (same path, same flags).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def log(message: str) -> None:
@@ -309,6 +314,103 @@ def sshd_sessions(listener_pid: int) -> list[int]:
 def report(**fields) -> None:
     """The benchmark's last line: one JSON object."""
     print(json.dumps(fields), flush=True)
+
+
+# --- a loopback LLM ---------------------------------------------------------------------------------------
+
+
+def tokens(text: str, size: int = 4) -> list[str]:
+    """``text`` cut into the pieces the loopback LLM streams (``size`` characters each)."""
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+class _StreamingLLM(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat-completions endpoint streaming its ``LoopbackLLM``'s ``reply`` at a hosted
+    model's pace: the first token after ``ttft`` seconds, then one token every ``1 / tps`` seconds."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        llm = self.server.llm
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        time.sleep(llm.ttft)
+        try:
+            for piece in tokens(llm.reply):
+                event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
+                self.wfile.flush()
+                time.sleep(1 / llm.tps)
+            self.wfile.write(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+class LoopbackLLM:
+    """The loopback LLM the chat benchmarks talk to: ``with LoopbackLLM(reply, ttft=0.3, tps=30) as llm:``
+    serves on a free 127.0.0.1 port from a daemon thread (a thread per request) until the block ends.
+    Every request gets the same ``reply``, streamed as ``_StreamingLLM`` does; ``url`` is the base URL
+    the chat settings take (``CHAT_LLM_BASE_URL``)."""
+
+    def __init__(self, reply: str, *, ttft: float, tps: float):
+        self.reply, self.ttft, self.tps = reply, ttft, tps
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _StreamingLLM)
+        self.server.daemon_threads = True
+        self.server.llm = self  # what the handler reads reply, ttft and tps from
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/"
+
+    def __enter__(self) -> LoopbackLLM:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# --- Chromium -----------------------------------------------------------------------------------------
+
+
+def chromium(playwright, *args: str):
+    """Headless Chromium (``CHROMIUM_ARGS``) that plays media without a click first, plus ``args``."""
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required", *args]
+    )
+
+
+def chromium_with_microphone(playwright, wav_path):
+    """``chromium`` whose pages get a fake microphone, allowed without asking, that plays ``wav_path``
+    from the moment a page starts recording."""
+    return chromium(
+        playwright, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={wav_path}",
+    )  # fmt: skip
+
+
+def log_in(page, username: str = "bench", password: str = "bench-password-1") -> None:
+    """Sign in on the login page (the session cookie then stays in the page's browser context)."""
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("form.card button[type=submit]")
+    page.wait_for_url("**/")
+
+
+def open_chat(page, conversation_pk: int) -> None:
+    """The conversation's page, once its script is ready (static/js/chat.js sets
+    ``window.TalkforgeChat``, whose ``live`` is the live player)."""
+    page.goto(f"/chat/{conversation_pk}/")
+    page.wait_for_function("window.TalkforgeChat && window.TalkforgeChat.live")
 
 
 class LoopbackSSHD:

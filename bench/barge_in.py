@@ -28,10 +28,8 @@ import threading
 import time
 from pathlib import Path
 
-from _harness import Bench, log, percentile, report
+from _harness import Bench, chromium_with_microphone, log, log_in, open_chat, percentile, report
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 FFMPEG_FMP4 = [
     "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
     "-level", "3.0", "-pix_fmt", "yuv420p", "-g", "5", "-c:a", "aac",
@@ -152,24 +150,14 @@ def main() -> None:
         group = conversation_group(conversation.pk)
         trials: list[dict] = []
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required",
-                      "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                      f"--use-file-for-fake-audio-capture={wav}"],
-            )  # fmt: skip
+            browser = chromium_with_microphone(playwright, wav)
             context = browser.new_context(base_url=f"http://{address}")
             page = context.new_page()
-            page.goto("/accounts/login/")
-            page.fill("#id_username", "bench")
-            page.fill("#id_password", "bench-password-1")
-            page.click("form.card button[type=submit]")
-            page.wait_for_url("**/")
+            log_in(page)
             page.close()
             for trial, message_id in enumerate(replies):
                 page = context.new_page()
-                page.goto(f"/chat/{conversation.pk}/")
-                page.wait_for_function("window.TalkforgeChat && window.TalkforgeChat.live")
+                open_chat(page, conversation.pk)
                 page.evaluate(TAP)
                 page.click("#talk-hands-free")  # the microphone's file starts: silence, then speech
                 stop = threading.Event()

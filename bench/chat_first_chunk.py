@@ -8,10 +8,11 @@ sides below render on that node from this process, with the same connection code
 (``videos.job_kind.speech_render``: pose view, audio features, the demo render.py, web encode) and the
 same checkpoint.
 
-Both sides get the same five-sentence reply from the same loopback OpenAI-compatible server, which streams
-it like a hosted model: a first token after ``--ttft`` seconds, then ~4-character tokens at ``--tps`` per
-second (glm-4-flash-like defaults). Speech is espeak-ng on both sides (real, and fast enough that the
-LLM's pace and the render decide: XTTS, slower per character, would favour the streamed side further).
+Both sides get the same five-sentence reply from the same loopback OpenAI-compatible server
+(``_harness.LoopbackLLM``), which streams it like a hosted model: a first token after ``--ttft`` seconds,
+then ~4-character tokens at ``--tps`` per second (glm-4-flash-like defaults). Speech is espeak-ng on both
+sides (real, and fast enough that the LLM's pace and the render decide: XTTS, slower per character, would
+favour the streamed side further).
 
 - **Ours**: ``chat.turn.reply_run`` with a ``chat.video.NodeRenderer`` on a real conversation (a
   chat_reply job row pinned to the node stands for the worker's claimed job): the LLM stream is cut into
@@ -28,18 +29,15 @@ target: ≤ 0.4). The extra keys say where the time goes on each side (medians).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from _harness import Bench, log, report
+from _harness import Bench, LoopbackLLM, log, report, tokens
 
 REPLY = (
     "Hello, I am Ada, and I am glad you came to talk with me today. "
@@ -48,33 +46,6 @@ REPLY = (
     "Did you know that the first mechanical clocks had no minute hand at all? "
     "Tell me what you would like to talk about, and we can begin."
 )
-
-
-def tokens(text: str, size: int = 4) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-class StreamingLLM(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat-completions endpoint that streams REPLY at a hosted model's pace."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        time.sleep(self.server.ttft)
-        try:
-            for piece in tokens(REPLY):
-                event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                self.wfile.flush()
-                time.sleep(1 / self.server.tps)
-            self.wfile.write(b"data: [DONE]\n\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
 
 def train_avatar(bench, owner):
@@ -212,12 +183,8 @@ def main() -> None:
 
     media = Path(tempfile.mkdtemp(prefix="talkforge-bench-chat-media-"))
     os.environ["MEDIA_ROOT"] = str(media)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), StreamingLLM)
-    server.daemon_threads = True
-    server.ttft, server.tps = args.ttft, args.tps
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with Bench("chat_first_chunk") as bench:
+        with LoopbackLLM(REPLY, ttft=args.ttft, tps=args.tps) as server, Bench("chat_first_chunk") as bench:
             from django.conf import settings
 
             from accounts.models import User
@@ -225,7 +192,7 @@ def main() -> None:
             from chat.video import NodeRenderer
             from videos.services import default_checkpoint
 
-            settings.CHAT_LLM_BASE_URL = f"http://127.0.0.1:{server.server_port}/v1/"
+            settings.CHAT_LLM_BASE_URL = server.url
             settings.CHAT_XTTS_DIR = ""
             owner = User.objects.create_user("bench")
             avatar, node = train_avatar(bench, owner)
@@ -285,7 +252,6 @@ def main() -> None:
                 load_at_start=bench.load_at_start,
             )
     finally:
-        server.shutdown()
         shutil.rmtree(media, ignore_errors=True)
 
 

@@ -9,8 +9,9 @@ it). Side **warm**: worker and daphne with ``LIVE_SESSIONS=true``; the conversat
 by an untimed first turn. Side **clip**: ``LIVE_SESSIONS=false``, every sentence rendered as a clip
 (chat/video.py NodeRenderer) and played when its MP4 is back. Both workers: Whisper (a tiny random
 checkpoint, as tests/chat/test_asr.py makes it: the transcript is noise, the LLM's answer is fixed),
-espeak-ng speech (no XTTS weights here), the same loopback OpenAI-compatible LLM streaming the same reply at
-a hosted model's pace (``--ttft`` to the first token, then 4-character tokens at ``--tps``).
+espeak-ng speech (no XTTS weights here), the same loopback OpenAI-compatible LLM (``_harness.LoopbackLLM``)
+streaming the same reply at a hosted model's pace (``--ttft`` to the first token, then 4-character tokens at
+``--tps``).
 
 Each trial opens the conversation's page in Chromium (fake microphone: ``--lead`` s of silence, an
 espeak-ng utterance, then silence), turns hands-free on, and the page's voice activity detection sends the
@@ -30,20 +31,26 @@ the first clip's ``playing``) is read from what the page said on its socket. Tri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from _harness import Bench, free_port, log, percentile, report
+from _harness import (
+    Bench,
+    LoopbackLLM,
+    chromium_with_microphone,
+    free_port,
+    log,
+    log_in,
+    open_chat,
+    percentile,
+    report,
+    tokens,
+)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 END_MS = 700  # static/js/voice_activity.js END_MS
 REPLY = (
     "Hello there, I am Ada. It is lovely to meet you today, and I hope you are well. "
@@ -52,33 +59,6 @@ REPLY = (
 UTTERANCE = "Hello Ada, how are you today?"
 STEP_KEYS = ("asr", "llm_first_token", "first_sentence", "tts_first_audio", "first_frame_rendered",
              "first_video_chunk")  # fmt: skip
-
-
-def tokens(text: str, size: int = 4) -> list[str]:
-    return [text[i : i + size] for i in range(0, len(text), size)]
-
-
-class StreamingLLM(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat-completions endpoint streaming REPLY at a hosted model's pace."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_POST(self):
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.end_headers()
-        time.sleep(self.server.ttft)
-        try:
-            for piece in tokens(REPLY):
-                event = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-                self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
-                self.wfile.flush()
-                time.sleep(1 / self.server.tps)
-            self.wfile.write(b"data: [DONE]\n\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass
 
 
 def ffmpeg(*args: str) -> None:
@@ -179,8 +159,7 @@ def trial(context, conversation_pk: int, bench: Bench, timeout_ms: int) -> dict:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     try:
-        page.goto(f"/chat/{conversation_pk}/")
-        page.wait_for_function("window.TalkforgeChat && window.TalkforgeChat.live")
+        open_chat(page, conversation_pk)
         page.click("#talk-hands-free")  # the fake microphone's file starts: silence, the utterance
         page.wait_for_function(
             "window.TalkforgeChat.sent.some((m) => m.action === 'played')", timeout=timeout_ms
@@ -277,13 +256,9 @@ def main() -> None:
     parser.add_argument("--session-runs", type=int, default=3, help="cold session starts in the session part")
     args = parser.parse_args()
 
-    llm = ThreadingHTTPServer(("127.0.0.1", 0), StreamingLLM)
-    llm.daemon_threads = True
-    llm.ttft, llm.tps = args.ttft, args.tps
-    threading.Thread(target=llm.serve_forever, daemon=True).start()
-    bench = Bench("chat_latency")
-    os.environ.update(MEDIA_ROOT=str(bench.tmp / "media"), CHAT_XTTS_DIR="")
-    try:
+    with LoopbackLLM(REPLY, ttft=args.ttft, tps=args.tps) as llm:
+        bench = Bench("chat_latency")
+        os.environ.update(MEDIA_ROOT=str(bench.tmp / "media"), CHAT_XTTS_DIR="")
         with bench:
             from django.contrib.auth import get_user_model
             from playwright.sync_api import sync_playwright
@@ -292,7 +267,7 @@ def main() -> None:
 
             user = get_user_model().objects.create_user("bench", password="bench-password-1")
             os.environ.update(
-                CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm.server_port}/v1/", CHAT_LLM_API_KEY="sk-bench",
+                CHAT_LLM_BASE_URL=llm.url, CHAT_LLM_API_KEY="sk-bench",
                 CHAT_WHISPER_MODEL=str(tiny_whisper(bench.tmp)), CHAT_WHISPER_DEVICE="cpu",
             )  # fmt: skip
             sides = {}
@@ -312,20 +287,11 @@ def main() -> None:
             # plain blocking ones (set after every subprocess started: none of them inherits it).
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required",
-                          "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                          f"--use-file-for-fake-audio-capture={wav}"],
-                )  # fmt: skip
+                browser = chromium_with_microphone(playwright, wav)
                 for side in sides.values():
                     side["context"] = browser.new_context(base_url=side["url"])
                     page = side["context"].new_page()
-                    page.goto("/accounts/login/")
-                    page.fill("#id_username", "bench")
-                    page.fill("#id_password", "bench-password-1")
-                    page.click("form.card button[type=submit]")
-                    page.wait_for_url("**/")
+                    log_in(page)
                     page.close()
                 for round_ in range(args.trials + 1):  # round 0 warms up (the session, imports, caches)
                     for name, side in sides.items():
@@ -372,8 +338,6 @@ def main() -> None:
             engine="demo, local node",
             trials=args.trials, load_at_start=bench.load_at_start,
         )  # fmt: skip
-    finally:
-        llm.shutdown()
 
 
 if __name__ == "__main__":

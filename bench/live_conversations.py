@@ -30,8 +30,8 @@ import threading
 import time
 from pathlib import Path
 
-from _harness import Bench, log, report
-from chat_latency import CHROMIUM, CHROMIUM_ARGS, REPLY, StreamingLLM, daphne, settle, tokens, trained_avatar
+from _harness import Bench, LoopbackLLM, chromium, log, log_in, open_chat, report, tokens
+from chat_latency import REPLY, daphne, settle, trained_avatar
 
 # N pages play at once, as N people's browsers would, each in the foreground: without these, Chromium
 # throttles every page but the front one (timers and video frame callbacks at ~1 Hz).
@@ -134,15 +134,9 @@ def main() -> None:
     args = parser.parse_args()
     most = max(args.n)
 
-    from http.server import ThreadingHTTPServer
-
-    llm = ThreadingHTTPServer(("127.0.0.1", 0), StreamingLLM)
-    llm.daemon_threads = True
-    llm.ttft, llm.tps = args.ttft, args.tps
-    threading.Thread(target=llm.serve_forever, daemon=True).start()
-    bench = Bench("live_conversations")
-    os.environ.update(MEDIA_ROOT=str(bench.tmp / "media"), CHAT_XTTS_DIR="")
-    try:
+    with LoopbackLLM(REPLY, ttft=args.ttft, tps=args.tps) as llm:
+        bench = Bench("live_conversations")
+        os.environ.update(MEDIA_ROOT=str(bench.tmp / "media"), CHAT_XTTS_DIR="")
         with bench:
             from django.contrib.auth import get_user_model
             from playwright.sync_api import sync_playwright
@@ -157,7 +151,7 @@ def main() -> None:
                 node = node_i
                 avatars.append(avatar)
             os.environ.update(
-                CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm.server_port}/v1/", CHAT_LLM_API_KEY="sk-bench",
+                CHAT_LLM_BASE_URL=llm.url, CHAT_LLM_API_KEY="sk-bench",
                 LIVE_SESSIONS="true", LIVE_DEMO_FPS=str(args.fps), LIVE_SESSIONS_PER_CPU_SLOT=str(most),
             )  # fmt: skip
             for index in range(most):
@@ -170,17 +164,9 @@ def main() -> None:
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"  # ORM reads between Playwright's sync calls
             results = []
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM,
-                    args=[*CHROMIUM_ARGS, "--autoplay-policy=no-user-gesture-required", *FOREGROUND],
-                )
+                browser = chromium(playwright, *FOREGROUND)
                 login = browser.new_context(base_url=url)
-                page = login.new_page()
-                page.goto("/accounts/login/")
-                page.fill("#id_username", "bench")
-                page.fill("#id_password", "bench-password-1")
-                page.click("form.card button[type=submit]")
-                page.wait_for_url("**/")
+                log_in(login.new_page())
                 state = login.storage_state()  # the session cookie: each page gets a context of its own
                 login.close()
                 pages = []
@@ -189,8 +175,7 @@ def main() -> None:
                     page.set_default_timeout(120_000)
                     page.errors = []
                     page.on("pageerror", lambda error, page=page: page.errors.append(str(error)))
-                    page.goto(f"/chat/{pk}/")  # its warm-up starts the avatar's session
-                    page.wait_for_function("window.TalkforgeChat && window.TalkforgeChat.live")
+                    open_chat(page, pk)  # its warm-up starts the avatar's session
                     pages.append(page)
                 turn(pages, bench)  # warm-up: each conversation's first turn starts its avatar's session
                 sessions = list(LiveSession.objects.filter(state=LiveSession.State.READY))
@@ -225,8 +210,6 @@ def main() -> None:
             llm=f"ttft {args.ttft} s, {args.tps:g} tokens/s, {len(tokens(REPLY))} tokens (3 sentences)",
             demo_fps=args.fps, load_at_start=bench.load_at_start,
         )  # fmt: skip
-    finally:
-        llm.shutdown()
 
 
 if __name__ == "__main__":
