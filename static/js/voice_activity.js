@@ -1,8 +1,8 @@
 // Hands-free listening: voice activity detection on the microphone, in the browser. An AnalyserNode's
 // level (RMS in dB full scale) is read every POLL_MS; a run of loud frames longer than START_MS is speech
 // (onSpeechStart, with the time the run began), and END_MS of quiet after speech ends the turn (onTurn,
-// with the turn's audio as a WAV, the short pre-roll before the start included so the first syllable is
-// not lost, and the time the last loud frame was heard).
+// with the turn's audio as a 16 kHz mono WAV, the short pre-roll before the start included so the first
+// syllable is not lost, and the time the last loud frame was heard).
 (function () {
   "use strict";
   // A frame is voice above this level. Speech at arm's length from a laptop or phone microphone reads
@@ -12,8 +12,10 @@
   // short because the barge-in (avatar silent within 300 ms of the person speaking) waits for it.
   const START_MS = 100;
   // Quiet this long after speech ends the turn: pauses between words and for breath are mostly 200-500 ms;
-  // a longer hangover makes every reply feel slow.
-  const END_MS = 700;
+  // a longer hangover makes every reply feel slow. 500 ms is also OpenAI's Realtime API default for its
+  // server VAD (turn_detection.silence_duration_ms, whose prefix_padding_ms of 300 is PRE_ROLL_MS here);
+  // every millisecond of it is in the time to the avatar's answer (bench/chat_latency.py).
+  const END_MS = 500;
   // A "turn" shorter than this (loud part) is noise or a fragment, and is not sent.
   const MIN_SPEECH_MS = 300;
   // Audio kept from before the start was confirmed (the START_MS run and a little before it).
@@ -22,8 +24,36 @@
   // 21 ms at 48 kHz) covers it.
   const POLL_MS = 20;
 
-  function encodeWav(chunks, sampleRate) {
+  // The turn is sent at the rate Whisper reads (and the server stores a turn at): a third of a 48 kHz
+  // recording to upload, and the server keeps the file as it is instead of converting it.
+  const WAV_RATE = 16000;
+
+  // ``chunks`` at ``rate`` as WAV_RATE samples: each output sample the mean of the input samples it
+  // covers (a box filter against aliasing; speech keeps its words, which is what the transcript needs).
+  function downsample(chunks, rate) {
     const length = chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+    const input = new Float32Array(length);
+    let at = 0;
+    for (const chunk of chunks) {
+      input.set(chunk, at);
+      at += chunk.length;
+    }
+    if (rate <= WAV_RATE) return { samples: input, rate: rate };
+    const step = rate / WAV_RATE;
+    const output = new Float32Array(Math.floor(length / step));
+    for (let i = 0; i < output.length; i += 1) {
+      const from = Math.floor(i * step);
+      const to = Math.min(length, Math.floor((i + 1) * step));
+      let sum = 0;
+      for (let j = from; j < to; j += 1) sum += input[j];
+      output[i] = sum / Math.max(1, to - from);
+    }
+    return { samples: output, rate: WAV_RATE };
+  }
+
+  function encodeWav(chunks, recordedRate) {
+    const { samples, rate: sampleRate } = downsample(chunks, recordedRate);
+    const length = samples.length;
     const view = new DataView(new ArrayBuffer(44 + length * 2));
     const text = (offset, value) => [...value].forEach((c, i) => view.setUint8(offset + i, c.charCodeAt(0)));
     text(0, "RIFF");
@@ -39,12 +69,9 @@
     view.setUint16(34, 16, true);
     text(36, "data");
     view.setUint32(40, length * 2, true);
-    let offset = 44;
-    for (const chunk of chunks) {
-      for (let i = 0; i < chunk.length; i += 1, offset += 2) {
-        const sample = Math.max(-1, Math.min(1, chunk[i]));
-        view.setInt16(offset, sample < 0 ? sample * 0x8000 : sample * 0x7fff, true);
-      }
+    for (let i = 0, offset = 44; i < length; i += 1, offset += 2) {
+      const sample = Math.max(-1, Math.min(1, samples[i]));
+      view.setInt16(offset, sample < 0 ? sample * 0x8000 : sample * 0x7fff, true);
     }
     return new Blob([view], { type: "audio/wav" });
   }

@@ -10,11 +10,13 @@ the chat page fits a phone."""
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import subprocess
 import threading
 import time
+import wave
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -334,6 +336,8 @@ def test_hands_free_sends_a_turn_when_the_person_stops_speaking(
     with live_page(microphone) as page:
         log_in(page, "alice", "alice-password-1")
         page.goto(f"/chat/{conversation.pk}/")
+        posted = []
+        page.on("request", lambda request: posted.append(request.post_data_buffer or b""))
         page.click("#talk-hands-free")  # the mode is chosen once; no click sends the turn
         page.wait_for_function("window.TalkforgeChat.turns.length >= 1", timeout=30_000)
         chat = page.evaluate("({turns: window.TalkforgeChat.turns, sent: window.TalkforgeChat.sent})")
@@ -351,6 +355,11 @@ def test_hands_free_sends_a_turn_when_the_person_stops_speaking(
     speech = duration(speech_wav)
     # The turn holds the speech (with the pre-roll and the hangover), not the whole looping recording.
     assert speech * 0.8 < seconds < speech + 1.5
+    # The page sent 16 kHz mono WAV, which the server stored as it came (no conversion).
+    stored = (Path(settings.MEDIA_ROOT) / spoken.audio).read_bytes()
+    with wave.open(io.BytesIO(stored)) as audio:
+        assert (audio.getframerate(), audio.getnchannels(), audio.getsampwidth()) == (16000, 1, 2)
+    assert any(stored in body for body in posted)
 
 
 def test_speaking_over_the_avatar_silences_it_and_stops_the_reply(
