@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -296,22 +295,6 @@ class LiveRenderer:
         self.link: wire.SessionLink | None = None
         self.folder = PurePosixPath(session.node.workdir) / "live" / f"reply-{reply.pk}"
         self.restarted = False
-        # The link and the node connection are used by prepare()'s thread and the render's, one at a time.
-        self._node_use = threading.Lock()
-        self.finished = False
-
-    def prepare(self) -> None:
-        """Opens the link to the session while the turn's speech is transcribed and the LLM thinks
-        (chat.turn.reply_run starts this in a thread): starting the relay process and the session's answer
-        to a ping took ~0.1-0.2 s of every reply's first sentence. A failure is left to the first render,
-        which opens the link again and says what went wrong."""
-        with self._node_use:
-            if self.finished:
-                return
-            try:
-                self._link()
-            except (NodeError, _SessionFailed) as error:
-                logger.info("the live link of reply %s opens at its first sentence: %s", self.reply.pk, error)
 
     def frames(self, seconds: float) -> int:
         return audio_frames(seconds)
@@ -347,8 +330,7 @@ class LiveRenderer:
     ) -> None:
         remote = str(self.folder / f"chunk-{index:03d}.wav")
         try:
-            with self._node_use:
-                self.conn.put(wav, remote)
+            self.conn.put(wav, remote)
         except NodeError as error:
             raise RenderFailed(f"The sentence's audio could not be put on the node: {error}") from None
         try:
@@ -386,8 +368,7 @@ class LiveRenderer:
         self.publish({"type": "chat.live", "state": "ready", "reason": "The live session was started again."})
 
     def _render(self, index, remote, pose_start, target: Path, should_stop) -> None:
-        with self._node_use:
-            link = self._link()
+        link = self._link()
         pieces = 0
         asked = time.monotonic()
         with open(target, "wb") as out:
@@ -431,8 +412,6 @@ class LiveRenderer:
             self.link = None
 
     def close(self) -> None:
-        with self._node_use:
-            self.finished = True
         self.close_link()
         try:
             self.conn.run(["rm", "-rf", "--", str(self.folder)], timeout=60)

@@ -249,9 +249,6 @@ def reply_run(
     stack = ExitStack()  # the reply's local folder (core/media.py workspace), closed when the turn ends
     publish({"type": "chat.video", "message": reply.pk, "on": renderer is not None, "from": 0,
              "note": reply.video_note})  # fmt: skip
-    prepare = getattr(renderer, "prepare", None)  # a live session's link, opened while ASR and the LLM run
-    if prepare is not None:
-        threading.Thread(target=prepare, name=f"chat-live-link-{reply.pk}", daemon=True).start()
     try:
         if user is None:
             raise TurnFailed("There is nothing to reply to: send a message first.")
