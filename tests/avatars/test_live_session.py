@@ -17,6 +17,7 @@ from avatars.engines.node.pose_view import mirror_index
 from avatars.engines.registry import engine_for
 from gpu_nodes.connections import LocalConnection, NodeError
 from gpu_nodes.models import Node
+from tests.conftest import wait_for
 
 VAL_FRAMES = 7
 
@@ -110,6 +111,9 @@ def test_demo_session_streams_sentences_as_fragmented_mp4(node, tmp_path):
         assert audio["codec_name"] == "aac" and float(probe["format"]["duration"]) == pytest.approx(
             1.0, abs=0.1
         )
+        # Between sentences the next one's ffmpeg already runs (StandbyEncoder), waiting for its input.
+        wait_for(lambda: len(encoders(facts["pid"])) == 1, timeout=10, message="a standby encoder")
+        [standby] = encoders(facts["pid"])
         # The second sentence's poses go on at frame 25 of the ping-pong order (node/pose_view.py): its first
         # frame is val pose mirror_index(25, 7) = 2 (forward 0-6, back 6-0, forward 0-6, back 6, 5, 4, 3, 2…;
         # shade 60), not pose 0 (shade 0).
@@ -124,6 +128,10 @@ def test_demo_session_streams_sentences_as_fragmented_mp4(node, tmp_path):
         ).stdout  # fmt: skip
         assert mirror_index(25, VAL_FRAMES) == 2
         assert abs(sum(pixel) / len(pixel) - 60) < 10
+        # The second sentence was encoded by that standby, and a new one waits for the third.
+        wait_for(lambda: encoders(facts["pid"]) not in ([], [standby]), timeout=10, message="a new standby")
+        assert not Path(f"/proc/{standby}").exists()
+        [standby] = encoders(facts["pid"])
         assert link.ask({"op": "ping"}, answer="pong")["renders"] == 2
     finally:
         link.close()
@@ -138,11 +146,30 @@ def test_demo_session_streams_sentences_as_fragmented_mp4(node, tmp_path):
         assert end.get("stopped") and end["frames"] < 150, end
         assert arrivals[-1] - asked < 2.0  # 6 s of frames at 25 fps would take 6 s
         assert link.ask({"op": "ping"}, answer="pong")["renders"] == 3
+        wait_for(lambda: len(encoders(facts["pid"])) == 1, timeout=10, message="a standby after the stop")
+        [standby] = encoders(facts["pid"])
         link.send({"op": "close"})
         assert process.wait(10) == 0
     finally:
         link.close()
     assert not Path(command.socket).exists()
+    assert not Path(f"/proc/{standby}").exists()  # the session took its standby encoder with it
+
+
+def encoders(pid: int) -> list[int]:
+    """The ffmpeg processes the session ``pid`` has started and not yet reaped."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        try:
+            if Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")[0].endswith(b"ffmpeg"):
+                found.append(int(child))
+        except OSError:
+            continue
+    return found
 
 
 def test_session_ends_after_its_idle_timeout(node, tmp_path):
