@@ -1,5 +1,5 @@
 """avatars/media.py reads plain 16-bit PCM WAV itself (no ffprobe, no ffmpeg when it is already the format
-asked for) and leaves everything else to ffprobe and ffmpeg, as before."""
+asked for, and converting a short one itself) and leaves everything else to ffprobe and ffmpeg."""
 
 import math
 import struct
@@ -7,6 +7,7 @@ import subprocess
 import wave
 from pathlib import Path
 
+import numpy
 import pytest
 
 from avatars import media
@@ -41,14 +42,39 @@ def test_a_16_khz_mono_wav_is_read_and_kept_as_it_is(tmp_path, no_processes):
     assert not list(tmp_path.glob(".*part*"))
 
 
-def test_another_rate_is_read_here_and_converted_by_ffmpeg(tmp_path):
-    source = write_wav(tmp_path / "turn.wav", rate=48000, seconds=0.5, channels=2)
-    info = media.pcm_wav_info(source)
-    assert (info.duration, info.sample_rate, info.channels) == (0.5, 48000, 2)
+def test_a_short_wav_at_another_rate_is_converted_here_as_ffmpeg_would(tmp_path, monkeypatch):
+    """A sentence's speech (22.05 kHz espeak-ng, 48 kHz stereo) becomes 16 kHz mono in this process: the
+    same length as ffmpeg's conversion and the same signal."""
+    for rate, channels in ((22050, 1), (48000, 2)):
+        source = write_wav(tmp_path / f"speech-{rate}.wav", rate=rate, seconds=1.3, channels=channels)
+        by_ffmpeg = tmp_path / f"ffmpeg-{rate}.wav"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-ac", "1", "-ar", "16000",
+                        "-c:a", "pcm_s16le", str(by_ffmpeg)], check=True)  # fmt: skip
+        with monkeypatch.context() as patched:
+            patched.setattr(media, "_run", lambda command, **kwargs: pytest.fail(f"started {command[0]}"))
+            media.to_wav(source, tmp_path / f"here-{rate}.wav", sample_rate=16000)
+        here, theirs = samples(tmp_path / f"here-{rate}.wav"), samples(by_ffmpeg)
+        assert len(here) == len(theirs) == round(1.3 * 16000)
+        assert numpy.corrcoef(here, theirs)[0, 1] > 0.999
+
+
+def test_a_long_wav_goes_to_ffmpeg(tmp_path, monkeypatch):
+    source = write_wav(tmp_path / "long.wav", rate=22050, seconds=2.0)
+    monkeypatch.setattr(media, "PYTHON_RESAMPLE_SECONDS", 1.0)
+    started = []
+    real_run = media._run
+    monkeypatch.setattr(
+        media, "_run", lambda command, **kwargs: started.append(command[0]) or real_run(command, **kwargs)
+    )
     media.to_wav(source, tmp_path / "input.wav", sample_rate=16000)
-    with wave.open(str(tmp_path / "input.wav"), "rb") as converted:
-        assert (converted.getframerate(), converted.getnchannels()) == (16000, 1)
-        assert abs(converted.getnframes() - 8000) <= 160
+    assert started == ["ffmpeg"]
+    assert len(samples(tmp_path / "input.wav")) == 32000
+
+
+def samples(path: Path):
+    with wave.open(str(path), "rb") as audio:
+        assert (audio.getframerate(), audio.getnchannels()) == (16000, 1)
+        return numpy.frombuffer(audio.readframes(audio.getnframes()), dtype="<i2").astype(float)
 
 
 def test_a_cut_short_float_or_empty_wav_is_left_to_ffprobe_and_ffmpeg(tmp_path):
