@@ -3,7 +3,8 @@
 DRF's ``JSONRenderer`` runs ``json.dumps`` with its ``JSONEncoder``; a job list page (50 jobs, each with
 three JSON columns and six times) spent about a tenth of its time there. orjson writes the same document
 (compact, UTF-8, keys in order, ``\\u2028``/``\\u2029`` escaped as DRF escapes them; a number in exponent
-form spelled ``1.5e-7`` where json writes ``1.5e-07``, the same number) from C, and takes
+form spelled ``1.5e-7`` where json writes ``1.5e-07``, the same number; NaN and infinities, which DRF's
+strict JSON refuses with an error, written as null) from C, and takes
 ``RawJSON``: JSON the database already wrote, put in as it is (jobs/api/serializers.py ``job_row_data``)
 instead of decoded and encoded again. Whatever orjson does not write itself goes through
 DRF's encoder (times with DRF's ``Z``, decimals, lazy strings, querysets), and where orjson refuses a value

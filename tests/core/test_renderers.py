@@ -32,6 +32,8 @@ def test_numbers_in_exponent_form_are_the_same_numbers():
     data = {"small": 1.5e-7, "big": 1e16, "tiny": 5e-324}
     ours, drfs = JSONRenderer().render(data), DRFJSONRenderer().render(data)
     assert json.loads(ours) == json.loads(drfs) == data
+    # Where DRF's strict JSON raises (a 500), NaN and infinities are written as null.
+    assert JSONRenderer().render({"nan": float("nan"), "inf": float("-inf")}) == b'{"nan":null,"inf":null}'
 
 
 def test_raw_json_goes_in_as_it_is():
