@@ -187,11 +187,9 @@ class Bench:
             time.sleep(0.05)
         raise RuntimeError(f"{count} workers for {queue_name} did not start within {timeout:.0f} s")
 
-    def daphne(self) -> str:
+    def daphne(self, name: str = "daphne") -> str:
         port = free_port()
-        self.start(
-            ["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "talkforge.asgi:application"], "daphne"
-        )
+        self.start(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "talkforge.asgi:application"], name)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -200,7 +198,7 @@ class Bench:
             except OSError:
                 self.check_alive()
                 time.sleep(0.1)
-        raise RuntimeError("daphne did not start within 60 s")
+        raise RuntimeError(f"{name} did not start within 60 s")
 
     def check_alive(self) -> None:
         for process in self.processes:

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import time
@@ -44,7 +43,6 @@ from _harness import (
     Bench,
     LoopbackLLM,
     chromium_with_microphone,
-    free_port,
     log,
     log_in,
     open_chat,
@@ -52,6 +50,7 @@ from _harness import (
     report,
     tokens,
 )
+from live_session import trained_avatar
 
 # The VAD's hangover, as the page has it.
 END_MS = int(re.search(r"const END_MS = (\d+);", (ROOT / "static/js/voice_activity.js").read_text())[1])
@@ -94,53 +93,6 @@ def microphone(folder: Path, lead: float, tail: float) -> Path:
     ffmpeg("-i", str(speech), "-af", f"adelay={int(lead * 1000)},apad=pad_dur={tail}", "-ar", "48000",
            "-ac", "1", str(wav))  # fmt: skip
     return wav
-
-
-def trained_avatar(bench: Bench, owner, name: str, node=None):
-    """A trained demo avatar's rows and dataset (bench/live_session.py's setup) on ``node``, or on a new
-    local node of its own."""
-    from django.utils import timezone
-    from live_session import dataset
-
-    from avatars.models import Avatar, Checkpoint, DatasetCopy
-    from gpu_nodes.models import Node
-    from gpu_nodes.services import node_probe
-
-    if node is None:
-        workdir = bench.tmp / f"node-{name}"
-        workdir.mkdir()
-        node = Node.objects.create(name=f"bench-{name}", kind=Node.Kind.LOCAL, workdir=str(workdir))
-        node = node_probe(node=node)
-        if node.status != Node.Status.ONLINE:
-            raise RuntimeError(f"node {node.name} is not online: {node.last_error}")
-    workdir = Path(node.workdir)
-    avatar = Avatar.objects.create(
-        owner=owner, name=f"Ada {name}", slug=f"ada-{name}", engine="demo", status=Avatar.Status.TRAINED,
-        video="x.mp4", consent_given_at=timezone.now(), consent_given_by=owner, consent_statement="bench",
-    )  # fmt: skip
-    data = workdir / "data" / avatar.slug
-    dataset(data)
-    run = workdir / "output" / avatar.slug / "run-1"
-    (run / "point_cloud" / "iteration_10").mkdir(parents=True)
-    (run / "cfg_args").write_text("Namespace()")
-    DatasetCopy.objects.create(avatar=avatar, node=node, path=str(data), complete=True)
-    checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=10,
-                                           path=str(run / "point_cloud" / "iteration_10"))  # fmt: skip
-    return node, avatar, checkpoint
-
-
-def daphne(bench: Bench, name: str) -> str:
-    port = free_port()
-    bench.start(["-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "talkforge.asgi:application"], name)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return f"http://127.0.0.1:{port}"
-        except OSError:
-            bench.check_alive()
-            time.sleep(0.1)
-    raise RuntimeError(f"{name} did not start within 60 s")
 
 
 def settle(reply_pk: int, bench: Bench, timeout: float = 120) -> str:
@@ -278,7 +230,7 @@ def main() -> None:
                 node, avatar, checkpoint = trained_avatar(bench, user, name)
                 os.environ["LIVE_SESSIONS"] = on
                 bench.worker(node.name, f"worker-{name}")
-                url = daphne(bench, f"daphne-{name}")
+                url = "http://" + bench.daphne(f"daphne-{name}")
                 conversation = services.conversation_create(owner=user, avatar=avatar, language="en")
                 sides[name] = {"url": url, "conversation": conversation.pk, "checkpoint": checkpoint,
                                "node": node, "times": [], "how": [], "steps": []}  # fmt: skip

@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 from _harness import Bench, LoopbackLLM, chromium, log, log_in, open_chat, report, tokens
-from chat_latency import REPLY, daphne, settle, trained_avatar
+from chat_latency import REPLY, settle
+from live_session import trained_avatar
 
 # N pages play at once, as N people's browsers would, each in the foreground: without these, Chromium
 # throttles every page but the front one (timers and video frame callbacks at ~1 Hz).
@@ -156,7 +157,7 @@ def main() -> None:
             )  # fmt: skip
             for index in range(most):
                 bench.worker(node.name, f"worker-{index}")
-            url = daphne(bench, "daphne")
+            url = "http://" + bench.daphne()
             bench.wait_workers(node.queue_name, most)
             conversations = [
                 services.conversation_create(owner=user, avatar=a, language="en").pk for a in avatars

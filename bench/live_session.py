@@ -61,6 +61,38 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def trained_avatar(bench: Bench, owner, name: str, node=None):
+    """A trained demo avatar's rows and its dataset (``dataset``) on ``node``, or on a new local node of its
+    own: (node, avatar, checkpoint). Used by this bench, chat_latency.py and live_conversations.py."""
+    from django.utils import timezone
+
+    from avatars.models import Avatar, Checkpoint, DatasetCopy
+    from gpu_nodes.models import Node
+    from gpu_nodes.services import node_probe
+
+    if node is None:
+        workdir = bench.tmp / f"node-{name}"
+        workdir.mkdir()
+        node = Node.objects.create(name=f"bench-{name}", kind=Node.Kind.LOCAL, workdir=str(workdir))
+        node = node_probe(node=node)
+        if node.status != Node.Status.ONLINE:
+            raise RuntimeError(f"node {node.name} is not online: {node.last_error}")
+    workdir = Path(node.workdir)
+    avatar = Avatar.objects.create(
+        owner=owner, name=f"Ada {name}", slug=f"ada-{name}", engine="demo", status=Avatar.Status.TRAINED,
+        video="x.mp4", consent_given_at=timezone.now(), consent_given_by=owner, consent_statement="bench",
+    )  # fmt: skip
+    data = workdir / "data" / avatar.slug
+    dataset(data)
+    run = workdir / "output" / avatar.slug / "run-1"
+    (run / "point_cloud" / "iteration_10").mkdir(parents=True)
+    (run / "cfg_args").write_text("Namespace()")
+    DatasetCopy.objects.create(avatar=avatar, node=node, path=str(data), complete=True)
+    checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=10,
+                                           path=str(run / "point_cloud" / "iteration_10"))  # fmt: skip
+    return node, avatar, checkpoint
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
@@ -70,38 +102,21 @@ def main() -> None:
 
         os.environ["MEDIA_ROOT"] = str(bench.tmp / "media")
         from django.conf import settings
-        from django.utils import timezone
 
         from accounts.models import User
         from avatars.engines import live as wire
-        from avatars.models import Avatar, Checkpoint, DatasetCopy
         from chat import live, tts
         from chat.services import CHAT_REPLY
         from chat.video import NodeRenderer
         from gpu_nodes.connections import LocalConnection
-        from gpu_nodes.models import Node
-        from gpu_nodes.services import node_probe
         from jobs.models import Job
         from videos.services import wav_seconds
 
         settings.MEDIA_ROOT = bench.tmp / "media"
         settings.CHAT_XTTS_DIR = ""
         owner = User.objects.create_user("bench")
-        workdir = bench.tmp / "node"
-        workdir.mkdir()
-        node = node_probe(node=Node.objects.create(name="bench", kind=Node.Kind.LOCAL, workdir=str(workdir)))
-        avatar = Avatar.objects.create(
-            owner=owner, name="Ada", slug="ada-bench", engine="demo", status=Avatar.Status.TRAINED,
-            video="x.mp4", consent_given_at=timezone.now(), consent_given_by=owner, consent_statement="ok",
-        )  # fmt: skip
-        data = workdir / "data" / avatar.slug
-        dataset(data)
-        run = workdir / "output" / avatar.slug / "run-1"
-        (run / "point_cloud" / "iteration_10").mkdir(parents=True)
-        (run / "cfg_args").write_text("Namespace()")
-        DatasetCopy.objects.create(avatar=avatar, node=node, path=str(data), complete=True)
-        checkpoint = Checkpoint.objects.create(avatar=avatar, node=node, stage="fine", iteration=10,
-                                               path=str(run / "point_cloud" / "iteration_10"))  # fmt: skip
+        node, avatar, checkpoint = trained_avatar(bench, owner, "bench")
+        workdir = Path(node.workdir)
         job = Job.objects.create(owner=owner, kind=CHAT_REPLY, node=node, avatar=avatar,
                                  gpu=node.gpus.first(), status=Job.Status.RUNNING, attempts=1,
                                  params={"message": 0, "checkpoint": checkpoint.pk})  # fmt: skip
