@@ -13,9 +13,16 @@ import pytest
 
 from chat.llm import LLMError, config_for, stream_chat, trim_history
 
+HOLD_SECONDS = 60
+
 
 class FakeOpenAI(BaseHTTPRequestHandler):
-    """Answers POST /v1/chat/completions like OpenAI/Zhipu do. ``server.mode`` picks the behaviour."""
+    """Answers POST /v1/chat/completions like OpenAI/Zhipu do. ``server.mode`` picks the behaviour.
+
+    ``server.hold_last_until``, when set, is a condition the server waits for (up to HOLD_SECONDS) before
+    it sends the reply's last piece: a test that asserts "X happened while the reply was still streaming"
+    makes X the condition, so the check holds by cause, not by how fast a loaded machine happens to be
+    (without streaming X never comes, the wait runs out, and X lands after the last piece)."""
 
     def log_message(self, *args):
         pass
@@ -54,6 +61,10 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         for index, piece in enumerate(server.pieces):
             if mode == "stall" and index == 1:
                 time.sleep(3)
+            if index == len(server.pieces) - 1 and server.hold_last_until is not None:
+                deadline = time.monotonic() + HOLD_SECONDS
+                while not server.hold_last_until() and time.monotonic() < deadline:
+                    time.sleep(0.02)
             event = {"id": "x", "choices": [{"index": 0, "delta": {"role": "assistant", "content": piece}}]}
             self.wfile.write(f"data: {json.dumps(event)}\n\n".encode())
             self.wfile.flush()
@@ -73,6 +84,7 @@ def llm_server():
     server.delay = 0.15
     server.requests = []
     server.sent_at = []
+    server.hold_last_until = None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield server
@@ -118,6 +130,7 @@ def _config(server, settings, **overrides):
 def test_tokens_arrive_as_the_server_streams_them(llm_server, settings):
     config = _config(llm_server, settings)
     received = []
+    llm_server.hold_last_until = lambda: bool(received)
     for piece in stream_chat([{"role": "user", "content": "hi"}], config=config):
         received.append((piece, time.monotonic()))
     assert "".join(piece for piece, _ in received) == "Hello there. How are you?"

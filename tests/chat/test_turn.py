@@ -75,8 +75,8 @@ def test_a_spoken_turn_is_answered_sentence_by_sentence_in_the_cloned_voice(
     reply = Message.objects.create(conversation=conversation, role="assistant", status="pending")
     asr.get_model()  # the models loaded beforehand: their loading time is not what this turn measures
     tts.get_xtts()
-    llm_server.delay = 1.0
     events = []
+    llm_server.hold_last_until = lambda: any(event["type"] == "chat.chunk" for _, event in events)
 
     def publish(event):
         events.append((time.monotonic(), event))

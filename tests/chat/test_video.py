@@ -18,12 +18,13 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
 from avatars.models import Avatar
 from chat import services
-from chat.models import Message
+from chat.models import Chunk, Message
 from core.errors import ServiceError
 from gpu_nodes.connections import MARKER_VARIABLE, _group_members
 from jobs.models import Job
@@ -76,6 +77,7 @@ def talking_avatar(
 ):
     node = make_node()
     llm_server.pieces, llm_server.delay = REPLY, 0.3
+    llm_server.hold_last_until = first_clip_of_a_running_reply
     processes.worker(
         node.name,
         PATH=f"{slow_encode.parent / 'slow-bin'}{os.pathsep}{os.environ['PATH']}",
@@ -131,6 +133,16 @@ def marked_processes(marker: str) -> list[int]:
     return found
 
 
+def first_clip_of_a_running_reply() -> bool:
+    """The condition the fake LLM waits for before the last piece of a reply (``hold_last_until``): the
+    reply being written has its first clip. Asked from the server's thread, on a connection of its own."""
+    try:
+        running = Chunk.objects.filter(index=0, message__status=Message.Status.RUNNING)
+        return running.exclude(video="").exists()
+    finally:
+        connection.close()
+
+
 def assert_rendered_in_order(reply: Message) -> None:
     media_root = Path(django_settings.MEDIA_ROOT)
     chunks = list(reply.chunks.order_by("index"))
@@ -150,12 +162,13 @@ def assert_rendered_in_order(reply: Message) -> None:
     assert reply.video_frames == offset and not reply.video_note
     assert 0 < reply.timings["tts_first_audio"] < reply.timings["first_video_chunk"]
     assert reply.timings["first_video_chunk"] < reply.timings["whole_reply"]
-    # The first clip was back before the last sentence was even spoken: the render overlapped speech.
-    assert chunks[0].timings["video_ready"] < chunks[-1].timings["ready"] + chunks[-1].timings["render"]
+    # The first clip was back before the last sentence was even spoken: the render overlapped speech (the
+    # LLM held its last piece until the clip was saved: rendered only after the reply, it would come later).
+    assert chunks[0].timings["video_ready"] < chunks[-1].timings["ready"]
 
 
 def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
-    alice, bob, talking_avatar, speech_wav, slow_encode
+    alice, bob, talking_avatar, llm_server, speech_wav, slow_encode
 ):
     avatar = talking_avatar
     checkpoint = avatar.checkpoints.get(stage="fine", iteration=20)
@@ -205,7 +218,9 @@ def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
     assert "asr" in spoken.timings and spoken.timings["asr"] < spoken.timings["first_video_chunk"]
     assert_rendered_in_order(spoken)
 
-    # Stop while a sentence renders: its processes on the node die and the reply ends canceled.
+    # Stop while a sentence renders: its processes on the node die and the reply ends canceled. (No clip
+    # comes from here on, so the LLM no longer waits for one.)
+    llm_server.hold_last_until = None
     slow_encode.touch()
     reply_id = api_for(alice).post(url, {"text": "Tell me."}, format="json").json()["id"]
     running = wait_for(
@@ -241,6 +256,7 @@ def test_each_sentence_is_rendered_on_the_checkpoint_s_node_in_order(
 def test_a_reply_is_rendered_on_an_ssh_node(alice, media, make_ssh_node, processes, redis_db, llm_server):
     node = make_ssh_node(name="remote", gpus=1)
     llm_server.pieces, llm_server.delay = REPLY, 0.3
+    llm_server.hold_last_until = first_clip_of_a_running_reply
     processes.worker(
         node.name, CHAT_LLM_BASE_URL=f"http://127.0.0.1:{llm_server.server_port}/v1/", CHAT_XTTS_DIR="",
         CHAT_SENTENCE_MIN_CHARS=10,
