@@ -30,11 +30,8 @@ from pathlib import Path
 
 from _harness import Bench, chromium_with_microphone, log, log_in, open_chat, percentile, report
 
-FFMPEG_FMP4 = [
-    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
-    "-level", "3.0", "-pix_fmt", "yuv420p", "-g", "5", "-c:a", "aac",
-    "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "200000", "-f", "mp4",
-]  # fmt: skip
+from avatars.engines.node.live_session import FMP4_OUTPUT, FPS  # the live sessions' wire format
+
 START_MS = 100  # static/js/voice_activity.js START_MS
 
 # Injected into each trial's page: the live video's audio through an analyser; the last moment it was
@@ -66,7 +63,7 @@ TAP = """() => {
 def sentence_fmp4(seconds: float) -> bytes:
     return subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=128x128:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100", "-t", str(seconds), *FFMPEG_FMP4,
+         "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100", "-t", str(seconds), *FMP4_OUTPUT,
          "pipe:1"],
         check=True, capture_output=True, timeout=120,
     ).stdout  # fmt: skip
@@ -89,7 +86,7 @@ def pieces_of(fmp4: bytes) -> list[bytes]:
 
 
 def publish(group: str, message_id: int, pieces: list[bytes], stop: threading.Event) -> None:
-    """The render session's part: pieces at real-time pace (each holds 0.2 s)."""
+    """The render session's part: pieces at real-time pace (each holds a frame)."""
     from asgiref.sync import async_to_sync
     from channels.layers import get_channel_layer
 
@@ -102,7 +99,7 @@ def publish(group: str, message_id: int, pieces: list[bytes], stop: threading.Ev
             {"type": "chat.segment", "message": message_id, "index": 0, "seq": seq,
              "last": seq == len(pieces) - 1, "data": data},
         )  # fmt: skip
-        time.sleep(0.2 if seq else 0)
+        time.sleep(1 / FPS if seq else 0)
 
 
 def microphone(folder: Path, silence: float) -> Path:

@@ -26,6 +26,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import connection
 
+from avatars.engines.node.live_session import FMP4_OUTPUT, FPS
 from chat import services
 from chat.events import conversation_group
 from chat.models import Chunk, Message
@@ -39,20 +40,13 @@ pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"Chromium is not installed at {CHROMIUM}"
 )
 
-# The live sessions' encoder settings (the wire contract: chat/consumers.py, README's chat section).
-FFMPEG_FMP4 = [
-    "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline",
-    "-level", "3.0", "-pix_fmt", "yuv420p", "-g", "5", "-c:a", "aac",
-    "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-frag_duration", "200000", "-f", "mp4",
-]  # fmt: skip
-
 
 def sentence_fmp4(seconds: float, tone: int) -> bytes:
     """A "sentence" as a render session encodes it: 25 fps test picture and a tone, fragmented MP4."""
     return subprocess.run(
         ["ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc=size=128x128:rate=25",
          "-f", "lavfi", "-i", f"sine=frequency={tone}:sample_rate=44100", "-t", str(seconds),
-         *FFMPEG_FMP4, "pipe:1"],
+         *FMP4_OUTPUT, "pipe:1"],
         check=True, capture_output=True, timeout=60,
     ).stdout  # fmt: skip
 
@@ -87,16 +81,17 @@ def mic_wav(folder: Path, speech: Path, *, before: float, after: float) -> Path:
 
 
 class Publisher(threading.Thread):
-    """Sends a reply's sentences to the conversation's group piece by piece, ``gap`` seconds apart, as the
-    server's render session does (``chat.segment``, which the consumer turns into binary frames). Runs in
-    its own thread: Playwright's sync API keeps an event loop in the test's."""
+    """Sends a reply's sentences to the conversation's group piece by piece (a piece per frame, as the
+    session's encoder cuts them: FMP4_OUTPUT), ``pace`` seconds of sending per second of video (1.0: a
+    renderer at real time), as the server's render session does (``chat.segment``, which the consumer turns
+    into binary frames). Runs in its own thread: Playwright's sync API keeps an event loop in the test's."""
 
     def __init__(
-        self, conversation_id: int, message_id: int, sentences: list[bytes], gap: float, end=True, pause=0.0
+        self, conversation_id: int, message_id: int, sentences: list[bytes], pace: float, end=True, pause=0.0
     ):
         super().__init__(daemon=True)
         self.group, self.message_id = conversation_group(conversation_id), message_id
-        self.sentences, self.gap, self.end = sentences, gap, end
+        self.sentences, self.gap, self.end = sentences, pace / FPS, end
         self.pause = pause  # seconds between two sentences
         self.sent_at: list[float] = []  # epoch ms, like the page's Date.now()
         self.error: BaseException | None = None
@@ -191,7 +186,7 @@ def test_a_streamed_reply_plays_as_its_pieces_arrive(alice, live_page, make_node
         page.goto(f"/chat/{conversation.pk}/")
         assert page.evaluate("window.TalkforgeChat.live !== null"), "no Media Source Extensions here"
         reply_id = send_typed(page, "Hello Ada!")
-        publisher = Publisher(conversation.pk, reply_id, sentences, gap=0.12)
+        publisher = Publisher(conversation.pk, reply_id, sentences, pace=0.6)
         publisher.start()
         page.wait_for_function(f"{LIVE}.currentTime > 0.3")
         playing = page.evaluate(f"({{at: Date.now(), visible: getComputedStyle({LIVE}).visibility}})")
@@ -251,7 +246,7 @@ def test_between_sentences_the_still_shows_and_the_next_one_follows(alice, live_
                 getComputedStyle(document.querySelector('#avatar-view .still')).visibility]), 50); }})()"""
         )
         # The second sentence comes 2.5 s after the first (its render is slow): a gap in the stream.
-        publisher = Publisher(conversation.pk, reply_id, sentences, gap=0.05, pause=2.5)
+        publisher = Publisher(conversation.pk, reply_id, sentences, pace=0.25, pause=2.5)
         publisher.start()
         page.wait_for_function(f"{LIVE}.ended", timeout=30_000)
         seen = page.evaluate("window.__seen")
@@ -298,7 +293,7 @@ def test_without_media_source_extensions_the_reply_is_heard_as_audio(alice, live
                         "chunk": chunk.pk, "audio_seconds": 0.8, "voice_engine": "espeak-ng",
                         "voice_note": "", "ready": 0.5},
             )  # fmt: skip
-        Publisher(conversation.pk, reply_id, [sentence], gap=0.05).run()
+        Publisher(conversation.pk, reply_id, [sentence], pace=0.25).run()
 
     with live_page() as page:
         page.add_init_script("delete window.MediaSource; delete window.ManagedMediaSource;")
@@ -374,7 +369,7 @@ def test_speaking_over_the_avatar_silences_it_and_stops_the_reply(
         page.goto(f"/chat/{conversation.pk}/")
         page.click("#talk-hands-free")  # the microphone's recording starts now: 4 s of silence first
         reply_id = send_typed(page, "Tell me a long story.")
-        publisher = Publisher(conversation.pk, reply_id, [long_sentence], gap=0.2, end=False)
+        publisher = Publisher(conversation.pk, reply_id, [long_sentence], pace=1.0, end=False)
         publisher.start()
         page.wait_for_function("window.TalkforgeChat.bargeIns.length === 1", timeout=30_000)
         barge = page.evaluate(
