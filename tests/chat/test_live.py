@@ -34,6 +34,7 @@ from tests.avatars.test_live_session import demo_dataset, ffprobe
 from tests.chat.test_llm import llm_server  # noqa: F401
 from tests.chat.test_services import make_avatar
 from tests.chat.test_socket import application, token
+from tests.conftest import wait_for
 
 REPLY = ["Hello there, I am Ada", ". Nice to meet", " you today!"]
 
@@ -163,7 +164,9 @@ def test_a_reply_streams_from_the_live_session_and_the_next_turn_shares_it(alice
     second.refresh_from_db()
     assert second.status == Message.Status.DONE, second.error
     assert not [e for e in received if isinstance(e, dict) and e["type"] == "live"]
-    assert LiveSession.objects.count() == 1 and LiveSession.objects.get().turns == 2
+    # The session counts the turn once the job's turn is over, just after the reply's end is announced.
+    wait_for(lambda: LiveSession.objects.get().turns == 2, 10, message="the session to count the 2nd turn")
+    assert LiveSession.objects.count() == 1
     assert second.chunks.first().pose_start == 0  # a new reply starts its poses anew, as clips do
 
 
