@@ -21,8 +21,9 @@ the first clip's ``playing``) is read from what the page said on its socket. Tri
 
 - **value**: p50 of the warm side; **baseline**: p50 of the clip side; ``ratio`` = value / baseline
   (issue 11's targets on the 2-core machine: ratio ≤ 0.5 and value ≤ 1.5 s; ``targets_met`` says).
-  ``floor_s`` is the VAD's END_MS (static/js/voice_activity.js): the page waits that long in silence
-  before it knows the turn is over, and it is inside both figures.
+  ``floor_s`` is the VAD's EARLY_MS (static/js/voice_activity.js): the page hands the turn over after
+  that much silence (and takes it back if the speech goes on before END_MS), so it is inside both
+  figures. ``withdrawn`` counts turns taken back that way (the utterance has no pause that long: 0).
 - **session**: in this process afterwards, sentence audio → first fMP4 piece out of a live session
   (chat/live.py, avatars/engines/live.py): warm (the process running) vs cold (the process started for
   the sentence: start + model load + first piece), medians.
@@ -52,8 +53,8 @@ from _harness import (
 )
 from live_session import trained_avatar
 
-# The VAD's hangover, as the page has it.
-END_MS = int(re.search(r"const END_MS = (\d+);", (ROOT / "static/js/voice_activity.js").read_text())[1])
+# When the page hands a turn over (the VAD's early handover), as the page has it.
+EARLY_MS = int(re.search(r"const EARLY_MS = (\d+);", (ROOT / "static/js/voice_activity.js").read_text())[1])
 REPLY = (
     "Hello there, I am Ada. It is lovely to meet you today, and I hope you are well. "
     "What would you like to talk about?"
@@ -123,15 +124,15 @@ def trial(context, conversation_pk: int, bench: Bench, timeout_ms: int) -> dict:
             """(() => { const chat = window.TalkforgeChat;
                 const reply = chat.live.log.replies[0] || {};
                 return {played: chat.sent.find((m) => m.action === 'played'), turns: chat.turns,
-                        clips: chat.clips.length, streamed: chat.live.log.replies.length,
-                        scheduled: chat.scheduled.length,
+                        withdrawn: chat.withdrawn.length, clips: chat.clips.length,
+                        streamed: chat.live.log.replies.length, scheduled: chat.scheduled.length,
                         origin: performance.timeOrigin, firstPieceAt: reply.firstPieceAt || null}; })()"""
         )
     finally:
         page.close()
     if errors:
         raise RuntimeError(f"page errors: {errors}")
-    turn = result["turns"][0]
+    turn = result["turns"][-1]  # the one that stood (an earlier one would have been withdrawn)
     if turn["status"] != 202:
         raise RuntimeError(f"the turn was refused: {turn}")
     status = settle(turn["id"], bench)
@@ -155,7 +156,7 @@ def trial(context, conversation_pk: int, bench: Bench, timeout_ms: int) -> dict:
         # What played first: the stream, a clip, or a sentence as audio (then the figure is a sound's).
         "how": "stream" if result["streamed"] else ("clip" if result["clips"] and not result["scheduled"]
                                                     else f"audio ({result['scheduled']} scheduled)"),
-        "steps": steps,
+        "steps": steps, "withdrawn": result["withdrawn"],
     }  # fmt: skip
 
 
@@ -233,7 +234,7 @@ def main() -> None:
                 url = "http://" + bench.daphne(f"daphne-{name}")
                 conversation = services.conversation_create(owner=user, avatar=avatar, language="en")
                 sides[name] = {"url": url, "conversation": conversation.pk, "checkpoint": checkpoint,
-                               "node": node, "times": [], "how": [], "steps": []}  # fmt: skip
+                               "node": node, "times": [], "how": [], "steps": [], "withdrawn": 0}  # fmt: skip
             os.environ.pop("LIVE_SESSIONS")
             for side in sides.values():
                 bench.wait_workers(side["node"].queue_name, 1)
@@ -256,6 +257,7 @@ def main() -> None:
                             side["times"].append(result["s"])
                             side["how"].append(result["how"])
                             side["steps"].append(result["steps"])
+                            side["withdrawn"] += result["withdrawn"]
                 browser.close()
             for name, side in sides.items():
                 expected = "stream" if name == "warm" else "clip"
@@ -284,7 +286,8 @@ def main() -> None:
             targets_met={"ratio": ratio <= 0.5, "value": value <= 1.5},
             warm_p90=round(percentile(warm, 90), 3), clip_p90=round(percentile(clip, 90), 3),
             warm_all=[round(t, 3) for t in warm], clip_all=[round(t, 3) for t in clip],
-            floor_s=END_MS / 1000, warm_steps_s=step_medians(sides["warm"]["steps"]),
+            floor_s=EARLY_MS / 1000, withdrawn={name: side["withdrawn"] for name, side in sides.items()},
+            warm_steps_s=step_medians(sides["warm"]["steps"]),
             clip_steps_s=step_medians(sides["clip"]["steps"]), warm_session_starts=session_starts,
             session_first_piece_warm_s=round(figures["warm"], 3),
             session_first_piece_cold_s=round(figures["cold"], 3), session_cold_runs=figures["runs"],

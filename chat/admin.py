@@ -47,8 +47,8 @@ class ChunkInline(admin.TabularInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("__str__", "conversation", "role", "status", "voice_engine", "created_at")
-    list_filter = ("role", "status", "voice_engine")
+    list_display = ("__str__", "conversation", "role", "status", "withdrawn", "voice_engine", "created_at")
+    list_filter = ("role", "status", "withdrawn", "voice_engine")
     readonly_fields = ("timings", "job", "created_at")
     inlines = [ChunkInline]
 

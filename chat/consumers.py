@@ -2,9 +2,10 @@
 spoken chunk as soon as it exists and its video once rendered, the pieces of its live stream as binary
 frames, the end with its timings — to the conversation's owner only; and what the browser says back
 (``{"action": ...}``: barge_in — the person spoke over the reply, it stops like the Stop button and the
-live session's render in flight at once; played — stored as the reply's ``first_frame_played``; warm_up —
-start the avatar's live render session, answered with a ``live`` event). Only the owner's own replies in
-this conversation count.
+live session's render in flight at once; withdraw — the person went on speaking after the page sent
+their turn at a pause, so that turn and its reply leave the conversation and the reply stops; played —
+stored as the reply's ``first_frame_played``; warm_up — start the avatar's live render session, answered
+with a ``live`` event). Only the owner's own replies in this conversation count.
 
 A binary frame is ``4-byte big-endian header length + UTF-8 JSON header + bytes``; the header is
 ``{"type": "segment", "message", "index", "seq", "last"}`` and the bytes are one piece of a fragmented MP4
@@ -23,7 +24,7 @@ from core.errors import ServiceError
 
 from .events import conversation_group
 from .selectors import conversations_visible_to, messages_visible_to
-from .services import conversation_warm_up, reply_played, reply_stop
+from .services import conversation_warm_up, reply_played, reply_stop, turn_withdraw
 
 
 @database_sync_to_async
@@ -107,6 +108,17 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
             return
         await _stop(reply)
 
+    async def action_withdraw(self, content):
+        """The page sent the turn at a pause and the person went on speaking (chat.services.turn_withdraw)."""
+        reply = await _reply(self.scope["user"], self.conversation_id, content.get("message"))
+        if reply is None:
+            await self._no_such_reply("withdraw")
+            return
+        try:
+            await _withdraw(reply)
+        except ServiceError as error:
+            await self.send_json({"type": "error", "action": "withdraw", "error": str(error)})
+
     async def action_played(self, content):
         """The browser played the reply's first frame: the turn's last timing."""
         seconds = content.get("speech_end_to_played")
@@ -131,7 +143,15 @@ class ConversationConsumer(AsyncJsonWebsocketConsumer):
         why replies will be spoken only."""
         await self._forward(await _warm_up(self.scope["user"], self.conversation_id))
 
-    ACTIONS = {"barge_in": action_barge_in, "played": action_played, "warm_up": action_warm_up}
+    ACTIONS = {
+        "barge_in": action_barge_in, "withdraw": action_withdraw, "played": action_played,
+        "warm_up": action_warm_up,
+    }  # fmt: skip
+
+
+@database_sync_to_async
+def _withdraw(reply) -> None:
+    turn_withdraw(reply=reply)
 
 
 @database_sync_to_async

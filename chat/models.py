@@ -152,6 +152,11 @@ class Message(models.Model):
         default=0, help_text="Video frames (25 per s) rendered so far: the next sentence's poses start here."
     )
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    withdrawn = models.BooleanField(
+        default=False,
+        help_text="A hands-free turn sent at the first pause, after which the person went on speaking (and "
+        "its reply): kept for the record, out of the conversation and the LLM's history.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

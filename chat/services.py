@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -339,7 +340,7 @@ def conversation_prompt(conversation: Conversation, *, budget_tokens: int | None
     if conversation.system_prompt:
         messages.append({"role": "system", "content": conversation.system_prompt})
     turns = conversation.messages.exclude(text="").filter(
-        status__in=[Message.Status.DONE, Message.Status.CANCELED]
+        status__in=[Message.Status.DONE, Message.Status.CANCELED], withdrawn=False
     )
     messages.extend({"role": turn.role, "content": turn.text} for turn in turns.order_by("created_at", "id"))
     return llm.trim_history(messages, budget_tokens=budget_tokens or settings.CHAT_LLM_HISTORY_TOKENS)
@@ -457,6 +458,21 @@ def reply_stop(*, reply: Message) -> Message:
     barge_in_signal(reply)
     reply.refresh_from_db()
     return reply
+
+
+def turn_withdraw(*, reply: Message) -> None:
+    """The page sent a hands-free turn at the first pause in the person's speech (to start on the answer
+    while it waits to be sure the turn is over: static/js/voice_activity.js EARLY_MS), and the person went
+    on speaking: that turn and ``reply`` leave the conversation (kept, marked ``withdrawn``: not shown, not
+    in the LLM's history), and the reply stops like a barge-in. The whole utterance comes as the next turn.
+    Only the conversation's newest reply can be withdrawn."""
+    newest = reply.conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at", "-id")
+    if newest.values_list("pk", flat=True).first() != reply.pk:
+        raise ServiceError("Only the newest reply can be withdrawn: a later turn has been answered since.")
+    user = reply.conversation.messages.filter(role=Message.Role.USER, created_at__lte=reply.created_at).last()
+    Message.objects.filter(pk__in=[reply.pk] + ([user.pk] if user else [])).update(withdrawn=True)
+    with contextlib.suppress(ServiceError):  # the reply had already ended: nothing left to stop
+        reply_stop(reply=reply)
 
 
 def conversation_warm_up(*, conversation: Conversation) -> dict:

@@ -168,11 +168,13 @@ def _speaker(conversation: Conversation) -> tuple[Path | None, Path | None]:
     return reference, reference.parent
 
 
-def _transcribe(user: Message, conversation: Conversation, clock: Clock, publish: Publish) -> None:
+def _transcribe(
+    user: Message, reply: Message, conversation: Conversation, clock: Clock, publish: Publish
+) -> None:
     """Fill in the text of a spoken turn (and its language when the conversation does not set one)."""
     if user.text or not user.audio:
         return
-    publish({"type": "chat.stage", "stage": "asr"})
+    publish({"type": "chat.stage", "stage": "asr", "reply": reply.pk})
     try:
         with media.local_path(user.audio) as recording:
             transcript = asr.transcribe(recording, language=conversation.language or None)
@@ -183,7 +185,8 @@ def _transcribe(user: Message, conversation: Conversation, clock: Clock, publish
     user.timings = {**user.timings, "asr": round(transcript.seconds, 3)}
     user.save(update_fields=["text", "language", "timings"])
     clock.mark("asr")
-    publish({"type": "chat.transcript", "message": user.pk, "text": user.text, "language": user.language})
+    publish({"type": "chat.transcript", "message": user.pk, "reply": reply.pk, "text": user.text,
+             "language": user.language})  # fmt: skip
     if not user.text:
         raise TurnFailed("Nothing was understood in the recording: speak closer to the microphone and again.")
 
@@ -199,6 +202,7 @@ def _stream_sentences(
     stop: threading.Event,
     clock: Clock,
     publish: Publish,
+    reply_pk: int,
 ) -> None:
     """Producer thread: LLM tokens → sentences into ``out``; then ``_END``, or the LLMError that ended it."""
     splitter = SentenceSplitter(min_chars=settings.CHAT_SENTENCE_MIN_CHARS)
@@ -206,7 +210,7 @@ def _stream_sentences(
     try:
         for piece in stream:
             clock.mark("llm_first_token")
-            publish({"type": "chat.token", "text": piece})
+            publish({"type": "chat.token", "text": piece, "reply": reply_pk})
             for sentence in splitter.feed(piece):
                 clock.mark("first_sentence")
                 out.put(sentence)
@@ -252,7 +256,7 @@ def reply_run(
     try:
         if user is None:
             raise TurnFailed("There is nothing to reply to: send a message first.")
-        _transcribe(user, conversation, clock, publish)
+        _transcribe(user, reply, conversation, clock, publish)
         language = conversation.language or user.language or "en"
         reply.language = language
         messages = conversation_prompt(conversation)
@@ -260,10 +264,10 @@ def reply_run(
         producer = threading.Thread(
             target=_stream_sentences,
             kwargs={"messages": messages, "config": conversation_llm_config(conversation), "out": sentences,
-                    "stop": stop, "clock": clock, "publish": publish},
+                    "stop": stop, "clock": clock, "publish": publish, "reply_pk": reply.pk},
             name=f"chat-llm-{reply.pk}", daemon=True,
         )  # fmt: skip
-        publish({"type": "chat.stage", "stage": "llm"})
+        publish({"type": "chat.stage", "stage": "llm", "reply": reply.pk})
         producer.start()
         folder = f"{conversation.folder}/{reply.pk}"
         workspace = stack.enter_context(media.workspace(folder))

@@ -88,8 +88,10 @@ def conversation_detail(request, conversation_id: int):
         else:
             messages.success(request, "Settings saved.")
             return redirect("chat-conversation", conversation_id=conversation.pk)
-    turns = conversation.messages.order_by("created_at", "id").prefetch_related(
-        Prefetch("chunks", queryset=Chunk.objects.order_by("index"))
+    turns = (
+        conversation.messages.filter(withdrawn=False)
+        .order_by("created_at", "id")
+        .prefetch_related(Prefetch("chunks", queryset=Chunk.objects.order_by("index")))
     )
     try:  # whether the next reply will be shown as video, and why not
         video_note = reply_checkpoint(conversation.avatar)[1]

@@ -144,8 +144,10 @@ class ConversationViewSet(viewsets.ModelViewSet):
                 audio=body.validated_data.get("audio"),
             )  # fmt: skip
             return Response(MessageSerializer(reply).data, status=status.HTTP_202_ACCEPTED)
-        turns = conversation.messages.order_by("created_at", "id").prefetch_related(
-            Prefetch("chunks", queryset=Chunk.objects.order_by("index"))
+        turns = (
+            conversation.messages.filter(withdrawn=False)
+            .order_by("created_at", "id")
+            .prefetch_related(Prefetch("chunks", queryset=Chunk.objects.order_by("index")))
         )
         page = self.paginate_queryset(turns)
         return self.get_paginated_response(MessageSerializer(page, many=True).data)

@@ -45,10 +45,13 @@
 
   // What the page did, for people reading the console and for the browser tests: "scheduled" holds the
   // sentences played as audio, "clips" those played as video, "sent" what the page said on the socket,
-  // "bargeIns" each barge-in with the time from the start of speech to the avatar silent.
+  // "bargeIns" each barge-in with the time from the start of speech to the avatar silent, "withdrawn" the
+  // replies to hands-free turns sent at a pause after which the person went on speaking.
   const state = (window.TalkforgeChat = {
-    events: [], scheduled: [], clips: [], replies: [], sent: [], bargeIns: [], turns: [], live: livePlayer,
+    events: [], scheduled: [], clips: [], replies: [], sent: [], bargeIns: [], turns: [], withdrawn: [],
+    live: livePlayer,
   });  // prettier-ignore
+  const withdrawn = new Set(); // their ids: what still comes of them is dropped
   let socket = null;
   let turnEndedAt = null; // performance.now() at the end of the person's speech or the send of a typed turn
   // The reply being made: its bubble, whether it is rendered (video: true/false, null before it is
@@ -385,6 +388,7 @@
       return;
     }
     const header = window.Talkforge.LivePlayer.parseFrame(buffer).header;
+    if (withdrawn.has(header.message)) return;
     if (live && live.silenced && (live.id === undefined || live.id === header.message)) return;
     const reply = ensureLive();
     if (reply.id === undefined) reply.id = header.message;
@@ -437,6 +441,7 @@
         return;
       }
       const event = JSON.parse(message.data);
+      if (withdrawn.has(event.reply !== undefined ? event.reply : event.message)) return;
       state.events.push(event.type);
       const handle = handlers[event.type];
       if (handle) handle(event);
@@ -471,7 +476,7 @@
     state.turns.push({ status: response.status, id: answer.id, at: performance.now() });
     if (!response.ok) {
       errorLine.textContent = answer.detail || Object.values(answer).flat().join(" ");
-      return;
+      return null;
     }
     if (live && live.silenced) live = null; // the interrupted reply's bubble stays as it is
     const mine = bubble("user", shownText);
@@ -479,7 +484,28 @@
     const reply = ensureLive();
     reply.id = answer.id;
     reply.turnEndedAt = turnEndedAt;
+    reply.turnItem = mine;
     if (reply.bargeIn) say({ action: "barge_in", message: reply.id });
+    return reply;
+  }
+
+  // The person went on speaking after a pause at which their turn was sent (``sent``, the promise of its
+  // reply): the server takes the turn and its reply back and stops the reply; both bubbles go, and
+  // whatever still comes of that reply is dropped. The whole utterance is the next turn.
+  async function withdraw(sent) {
+    const reply = await sent;
+    if (!reply) return;
+    withdrawn.add(reply.id);
+    state.withdrawn.push(reply.id);
+    lastBargeIn = performance.now(); // the server may take a moment to wind that reply down
+    say({ action: "withdraw", message: reply.id });
+    if (live === reply) {
+      silence();
+      live = null;
+    }
+    reply.item.remove();
+    if (reply.turnItem) reply.turnItem.remove();
+    stage.textContent = "Listening…";
   }
 
   form.addEventListener("submit", (event) => {
@@ -525,6 +551,14 @@
   // Hands-free: the microphone stays open; the end of speech sends the turn, speech over the avatar stops
   // it. Echo cancellation keeps the avatar's own voice from the speakers out of the microphone.
   let listener = null;
+  let earlyTurn = null; // the reply (a promise) to a turn sent at a pause, until the turn is over
+
+  function sendSpoken(wav, endedAt) {
+    const body = new FormData();
+    body.append("audio", wav, "turn.wav");
+    return send(body, "🎤 …", endedAt);
+  }
+
   async function handsFree(on) {
     if (!on) {
       if (listener) listener.stop();
@@ -551,10 +585,18 @@
         stage.textContent = "Listening…";
         bargeIn(at);
       },
-      onTurn: (wav, endedAt) => {
-        const body = new FormData();
-        body.append("audio", wav, "turn.wav");
-        send(body, "🎤 …", endedAt);
+      // At the first pause the turn is sent (its answer starts while the VAD waits to be sure), and taken
+      // back if the person goes on; at the end of the turn nothing more is sent if it went early.
+      onEarlyTurn: (wav, endedAt) => {
+        earlyTurn = sendSpoken(wav, endedAt);
+      },
+      onResumed: () => {
+        if (earlyTurn) withdraw(earlyTurn);
+        earlyTurn = null;
+      },
+      onTurn: (wav, endedAt, sentEarly) => {
+        earlyTurn = null;
+        if (!sentEarly) sendSpoken(wav, endedAt);
       },
     });
     state.listener = listener.state;

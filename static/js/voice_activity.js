@@ -2,7 +2,9 @@
 // level (RMS in dB full scale) is read every POLL_MS; a run of loud frames longer than START_MS is speech
 // (onSpeechStart, with the time the run began), and END_MS of quiet after speech ends the turn (onTurn,
 // with the turn's audio as a 16 kHz mono WAV, the short pre-roll before the start included so the first
-// syllable is not lost, and the time the last loud frame was heard).
+// syllable is not lost, the time the last loud frame was heard, and whether onEarlyTurn already had it).
+// EARLY_MS of quiet gives the turn so far to onEarlyTurn, so the answer can start while END_MS runs out;
+// if the person speaks again before then, onResumed says so and the turn goes on.
 (function () {
   "use strict";
   // A frame is voice above this level. Speech at arm's length from a laptop or phone microphone reads
@@ -16,6 +18,11 @@
   // server VAD (turn_detection.silence_duration_ms, whose prefix_padding_ms of 300 is PRE_ROLL_MS here);
   // every millisecond of it is in the time to the avatar's answer (bench/chat_latency.py).
   const END_MS = 500;
+  // Quiet this long hands the turn over early (onEarlyTurn): ASR and the LLM start while the rest of
+  // END_MS is waited for, and are withdrawn if the person goes on (onResumed). A reply takes longer than
+  // END_MS - EARLY_MS to make its first sound, so nothing of a withdrawn one is heard. LiveKit Agents call
+  // this preemptive generation (docs.livekit.io/agents/build/audio/#preemptive-generation).
+  const EARLY_MS = 250;
   // A "turn" shorter than this (loud part) is noise or a fragment, and is not sent.
   const MIN_SPEECH_MS = 300;
   // Audio kept from before the start was confirmed (the START_MS run and a little before it).
@@ -104,10 +111,11 @@
 
     const frame = new Float32Array(analyser.fftSize);
     const amplitude = Math.pow(10, SPEECH_DBFS / 20);
-    const state = { level: -Infinity, speaking: false, turns: 0, starts: [] };
+    const state = { level: -Infinity, speaking: false, turns: 0, early: 0, starts: [] };
     let loudSince = null; // when the current run of loud frames began (ms, performance.now())
     let lastLoud = null;
     let speechSince = null;
+    let early = false; // onEarlyTurn has the turn as it stood at this pause
     const timer = setInterval(() => {
       analyser.getFloatTimeDomainData(frame);
       let sum = 0;
@@ -123,6 +131,10 @@
           loudSince = now - ((frame.length - first) / context.sampleRate) * 1000;
         }
         lastLoud = now;
+        if (early) {
+          early = false;
+          if (handlers.onResumed) handlers.onResumed();
+        }
       }
       if (!state.speaking) {
         if (!loud) loudSince = null;
@@ -136,14 +148,24 @@
         }
         return;
       }
+      const long = lastLoud - speechSince >= MIN_SPEECH_MS;
+      if (!early && long && handlers.onEarlyTurn && now - lastLoud >= EARLY_MS && now - lastLoud < END_MS) {
+        early = true;
+        state.early += 1;
+        handlers.onEarlyTurn(encodeWav(turn.chunks, context.sampleRate), lastLoud);
+      }
       if (now - lastLoud >= END_MS) {
         state.speaking = false;
         loudSince = null;
         const chunks = turn.chunks;
+        const sentEarly = early;
         turn = null;
-        if (lastLoud - speechSince < MIN_SPEECH_MS) return;
+        early = false;
+        if (!long) return;
         state.turns += 1;
-        if (handlers.onTurn) handlers.onTurn(encodeWav(chunks, context.sampleRate), lastLoud);
+        if (handlers.onTurn) {
+          handlers.onTurn(sentEarly ? null : encodeWav(chunks, context.sampleRate), lastLoud, sentEarly);
+        }
       }
     }, POLL_MS);
 
@@ -160,6 +182,7 @@
 
   window.Talkforge = window.Talkforge || {};
   window.Talkforge.voiceActivity = {
-    listen: listen, SPEECH_DBFS: SPEECH_DBFS, START_MS: START_MS, END_MS: END_MS, POLL_MS: POLL_MS,
+    listen: listen, SPEECH_DBFS: SPEECH_DBFS, START_MS: START_MS, END_MS: END_MS, EARLY_MS: EARLY_MS,
+    POLL_MS: POLL_MS,
   };
 })();

@@ -433,3 +433,54 @@ def test_the_conversation_fits_a_phone(alice, live_page):
     assert badge == "failed" and turn_colour == body_colour  # status as a label, not by colouring the text
     assert {"talk-text", "talk-record", "talk-hands-free"} <= set(focused)
     assert errors == []
+
+
+def test_a_turn_sent_at_a_pause_is_taken_back_when_the_person_goes_on(alice, live_page, make_node, tmp_path):
+    """Hands-free sends the turn at the first 250 ms of quiet (EARLY_MS) so its answer starts while the VAD
+    waits out END_MS; speech again before then withdraws it, and the whole utterance is the next turn."""
+    make_node()  # the replies' jobs wait there: no worker answers them
+    conversation = services.conversation_create(owner=alice, avatar=make_avatar(alice), language="en")
+    first, second = tmp_path / "first.wav", tmp_path / "second.wav"
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(first), "Tell me about the weather"], check=True)
+    subprocess.run(["espeak-ng", "-v", "en", "-w", str(second), "in Paris tomorrow"], check=True)
+    microphone = tmp_path / "mic-pause.wav"
+    # espeak-ng ends each utterance with 0.3 s of silence: with 0.08 s more, a pause of ~0.38 s, between
+    # EARLY_MS (250) and END_MS (500); then 4 s of quiet.
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(first), "-i", str(second),
+         "-filter_complex",
+         "[0:a]adelay=500,apad=pad_dur=0.08[a];[1:a]apad=pad_dur=4[b];[a][b]concat=n=2:v=0:a=1",
+         "-ar", "48000", "-ac", "1", str(microphone)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    with live_page(microphone) as page:
+        log_in(page, "alice", "alice-password-1")
+        page.goto(f"/chat/{conversation.pk}/")
+        page.click("#talk-hands-free")
+        page.wait_for_function(
+            "window.TalkforgeChat.withdrawn.length === 1 && window.TalkforgeChat.turns.length === 2"
+            " && window.TalkforgeChat.listener.turns >= 1",
+            timeout=30_000,
+        )
+        chat = page.evaluate(
+            """({turns: window.TalkforgeChat.turns, withdrawn: window.TalkforgeChat.withdrawn,
+                 sent: window.TalkforgeChat.sent, vad: window.TalkforgeChat.listener,
+                 bubbles: Array.from(document.querySelectorAll('#history li.turn-user')).length})"""
+        )
+        errors = page.errors
+
+    assert errors == []
+    first_turn, second_turn = chat["turns"]
+    assert first_turn["status"] == 202 and second_turn["status"] == 202, chat["turns"]
+    assert chat["withdrawn"] == [first_turn["id"]]
+    assert [m["message"] for m in chat["sent"] if m["action"] == "withdraw"] == [first_turn["id"]]
+    assert chat["vad"]["early"] == 2 and chat["vad"]["turns"] == 1  # two pauses handed over, one turn ended
+    assert chat["bubbles"] == 1  # the withdrawn turn's bubble is gone
+    withdrawn = Message.objects.get(pk=first_turn["id"])
+    assert withdrawn.withdrawn and withdrawn.job.status == Job.Status.CANCELED
+    turns = list(Message.objects.filter(conversation=conversation, role="user").order_by("pk"))
+    assert [turn.withdrawn for turn in turns] == [True, False]
+    # The turn that stands holds both parts and the pause; the withdrawn one only the first part.
+    speech = duration(first) + duration(second)
+    assert duration(Path(settings.MEDIA_ROOT) / turns[0].audio) < duration(first) + 0.4
+    assert speech < duration(Path(settings.MEDIA_ROOT) / turns[1].audio) < speech + 1.0

@@ -1,7 +1,7 @@
 """The conversation websocket's live parts, through the real Redis channel layer: a ``chat.segment`` sent to
 the conversation's group reaches its owner as one binary frame (header length, JSON header, the piece's
-bytes); what the browser says back (played, barge_in, warm_up) acts on the owner's own reply only, and a
-bad message gets a clear error, never a closed socket."""
+bytes); what the browser says back (played, barge_in, withdraw, warm_up) acts on the owner's own reply
+only, and a bad message gets a clear error, never a closed socket."""
 
 # ruff: noqa: F811 - pytest fixtures imported from the other chat tests are parameters here
 
@@ -151,3 +151,61 @@ def test_played_during_the_turn_outlives_the_turns_own_timings(alice, conversati
     reply.refresh_from_db()
     assert reply.status == "done"
     assert reply.timings["first_frame_played"] == 0.75 and "whole_reply" in reply.timings
+
+
+@pytest.mark.django_db(transaction=True)
+def test_withdraw_takes_the_owners_newest_turn_back_and_stops_its_reply(
+    alice, bob, conversation, make_node, redis_db
+):
+    from django.test import Client
+    from rest_framework.test import APIClient
+
+    make_node()
+    Message.objects.create(conversation=conversation, role="user", text="Hi!")
+    answered = Message.objects.create(
+        conversation=conversation, role="assistant", status="done", text="Hello."
+    )
+    reply = services.message_send(conversation=conversation, text="Tell me")  # sent at a pause
+    turn = conversation.messages.get(role="user", text="Tell me")
+    theirs_conversation = services.conversation_create(owner=bob, avatar=make_avatar(bob, "Bobby"))
+    theirs = services.message_send(conversation=theirs_conversation, text="Mine")
+
+    async def steps(communicator):
+        answers = []
+        for content in (
+            {"action": "withdraw", "message": theirs.pk},  # not hers: not found, nothing changes
+            {"action": "withdraw", "message": answered.pk},  # an older reply: a turn came after it
+            {"action": "withdraw", "message": reply.pk},
+            {"action": "withdraw", "message": reply.pk},  # again: already stopped, nothing to say
+        ):
+            await communicator.send_json_to(content)
+        answers.append(await communicator.receive_json_from(timeout=5))
+        answers.append(await communicator.receive_json_from(timeout=5))
+        assert await communicator.receive_nothing(timeout=0.5)
+        return answers
+
+    answers = talk(alice, conversation, steps)
+    assert answers == [
+        {"type": "error", "action": "withdraw", "error": "No such reply in this conversation."},
+        {"type": "error", "action": "withdraw",
+         "error": "Only the newest reply can be withdrawn: a later turn has been answered since."},
+    ]  # fmt: skip
+    reply.job.refresh_from_db()
+    theirs.job.refresh_from_db()
+    assert reply.job.status == "canceled" and theirs.job.status != "canceled"
+    assert set(Message.objects.filter(withdrawn=True).values_list("pk", flat=True)) == {reply.pk, turn.pk}
+    # Out of the conversation: the LLM's history, the page and the API no longer have the turn.
+    Message.objects.filter(pk=reply.pk).update(status="canceled", text="Once upon")  # as the worker ends it
+    assert services.conversation_prompt(conversation) == [
+        {"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."},
+    ]  # fmt: skip
+    page = Client()
+    page.force_login(alice)
+    html = page.get(f"/chat/{conversation.pk}/").content.decode()
+    assert "Hi!" in html and "Tell me" not in html and "Once upon" not in html
+    api = APIClient()
+    api.force_authenticate(alice)
+    listed = api.get(f"/api/conversations/{conversation.pk}/messages/").json()["results"]
+    assert [m["id"] for m in listed] == [answered.pk - 1, answered.pk]
+    # The next turn is taken once the withdrawn reply has ended.
+    assert services.message_send(conversation=conversation, text="Tell me about Paris").status == "pending"
