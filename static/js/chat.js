@@ -451,7 +451,8 @@
   }
   const connected = connect();
 
-  async function send(body, shownText, endedAt) {
+  // ``early``: a hands-free turn sent at a pause ({withdrawn}); once withdrawn it is not tried again.
+  async function send(body, shownText, endedAt, early) {
     errorLine.textContent = "";
     turnEndedAt = endedAt === undefined ? performance.now() : endedAt;
     audioContext(); // a click started this: the browser lets the page play sound from now on
@@ -472,6 +473,7 @@
       const interrupted = lastBargeIn !== null && performance.now() - lastBargeIn < 8000;
       if (response.status !== 400 || !interrupted || attempt >= 10) break;
       await new Promise((resolve) => setTimeout(resolve, 400));
+      if (early && early.withdrawn) return null; // the person went on: the whole turn comes instead
     }
     state.turns.push({ status: response.status, id: answer.id, at: performance.now() });
     if (!response.ok) {
@@ -489,11 +491,12 @@
     return reply;
   }
 
-  // The person went on speaking after a pause at which their turn was sent (``sent``, the promise of its
-  // reply): the server takes the turn and its reply back and stops the reply; both bubbles go, and
+  // The person went on speaking after a pause at which their turn was sent (``early.reply``, the promise
+  // of its reply): the server takes the turn and its reply back and stops the reply; both bubbles go, and
   // whatever still comes of that reply is dropped. The whole utterance is the next turn.
-  async function withdraw(sent) {
-    const reply = await sent;
+  async function withdraw(early) {
+    early.withdrawn = true;
+    const reply = await early.reply;
     if (!reply) return;
     withdrawn.add(reply.id);
     state.withdrawn.push(reply.id);
@@ -551,12 +554,12 @@
   // Hands-free: the microphone stays open; the end of speech sends the turn, speech over the avatar stops
   // it. Echo cancellation keeps the avatar's own voice from the speakers out of the microphone.
   let listener = null;
-  let earlyTurn = null; // the reply (a promise) to a turn sent at a pause, until the turn is over
+  let earlyTurn = null; // a turn sent at a pause ({reply: promise, withdrawn}), until the turn is over
 
-  function sendSpoken(wav, endedAt) {
+  function sendSpoken(wav, endedAt, early) {
     const body = new FormData();
     body.append("audio", wav, "turn.wav");
-    return send(body, "🎤 …", endedAt);
+    return send(body, "🎤 …", endedAt, early);
   }
 
   async function handsFree(on) {
@@ -588,7 +591,8 @@
       // At the first pause the turn is sent (its answer starts while the VAD waits to be sure), and taken
       // back if the person goes on; at the end of the turn nothing more is sent if it went early.
       onEarlyTurn: (wav, endedAt) => {
-        earlyTurn = sendSpoken(wav, endedAt);
+        earlyTurn = { withdrawn: false };
+        earlyTurn.reply = sendSpoken(wav, endedAt, earlyTurn);
       },
       onResumed: () => {
         if (earlyTurn) withdraw(earlyTurn);
