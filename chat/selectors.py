@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 from django.db.models import QuerySet
 
 from core import media
@@ -22,6 +24,18 @@ def messages_visible_to(user) -> QuerySet[Message]:
     if not user.is_authenticated:
         return Message.objects.none()
     return Message.objects.filter(conversation__owner=user)
+
+
+def turn_answered_by(reply: Message) -> Message | None:
+    """The person's turn that ``reply`` answers: their newest message in the conversation up to the reply
+    (chat.services.message_send makes the two together)."""
+    return (
+        Message.objects.filter(
+            conversation_id=reply.conversation_id, role=Message.Role.USER, created_at__lte=reply.created_at
+        )
+        .order_by("created_at", "id")
+        .last()
+    )
 
 
 def chunks_visible_to(user) -> QuerySet[Chunk]:

@@ -24,7 +24,7 @@ from gpu_nodes.erasure import Erasure
 from . import llm
 from .audio import SPEECH_SAMPLE_RATE, VOICE_SAMPLE_RATE
 from .models import Conversation, Language, Message, Voice
-from .selectors import voices_visible_to
+from .selectors import turn_answered_by, voices_visible_to
 
 if TYPE_CHECKING:
     from avatars.models import Checkpoint
@@ -469,7 +469,7 @@ def turn_withdraw(*, reply: Message) -> None:
     newest = reply.conversation.messages.filter(role=Message.Role.ASSISTANT).order_by("-created_at", "-id")
     if newest.values_list("pk", flat=True).first() != reply.pk:
         raise ServiceError("Only the newest reply can be withdrawn: a later turn has been answered since.")
-    user = reply.conversation.messages.filter(role=Message.Role.USER, created_at__lte=reply.created_at).last()
+    user = turn_answered_by(reply)
     Message.objects.filter(pk__in=[reply.pk] + ([user.pk] if user else [])).update(withdrawn=True)
     with contextlib.suppress(ServiceError):  # the reply had already ended: nothing left to stop
         reply_stop(reply=reply)

@@ -32,6 +32,7 @@ from videos.services import wav_seconds
 
 from . import asr, llm, tts
 from .models import Chunk, Conversation, Message
+from .selectors import turn_answered_by
 from .sentences import SentenceSplitter
 from .services import conversation_llm_config, conversation_prompt, voice_latents_saved
 from .video import RenderFailed, RenderStopped
@@ -243,7 +244,7 @@ def reply_run(
     ``renderer`` (chat.video.NodeRenderer) renders each sentence; without one the reply is spoken only,
     and ``reply.video_note`` says why (once, in ``chat.video``)."""
     conversation = Conversation.objects.select_related("voice", "avatar").get(pk=reply.conversation_id)
-    user = conversation.messages.filter(role=Message.Role.USER, created_at__lte=reply.created_at).last()
+    user = turn_answered_by(reply)
     clock = Clock()
     reply.status = Message.Status.RUNNING
     reply.save(update_fields=["status"])
