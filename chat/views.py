@@ -101,7 +101,8 @@ def conversation_detail(request, conversation_id: int):
         request, "chat/conversation_detail.html",
         {"conversation": conversation, "turns": turns, "form": form, "xtts_missing": xtts_missing(),
          "video_note": video_note, "platform_llm": bool(settings.CHAT_LLM_BASE_URL),
-         "platform_llm_key": bool(settings.CHAT_LLM_API_KEY), "timing_labels": Message.TIMING_LABELS},
+         "platform_llm_key": bool(settings.CHAT_LLM_API_KEY), "timing_labels": Message.TIMING_LABELS,
+         "early_turn_ms": settings.CHAT_EARLY_TURN_MS},
     )  # fmt: skip
 
 

@@ -583,6 +583,7 @@
       return;
     }
     audioContext();
+    const earlyMs = Number(panel.dataset.earlyTurnMs); // CHAT_EARLY_TURN_MS; 0: no early handover
     listener = window.Talkforge.voiceActivity.listen(stream, {
       onSpeechStart: (at) => {
         stage.textContent = "Listening…";
@@ -602,7 +603,7 @@
         earlyTurn = null;
         if (!sentEarly) sendSpoken(wav, endedAt);
       },
-    });
+    }, { earlyMs: Number.isFinite(earlyMs) ? earlyMs : undefined });
     state.listener = listener.state;
     handsFreeButton.setAttribute("aria-pressed", "true");
     handsFreeButton.textContent = "Hands-free: on";

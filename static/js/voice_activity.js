@@ -83,8 +83,10 @@
     return new Blob([view], { type: "audio/wav" });
   }
 
-  // Starts listening on ``stream``; returns {stop(), state}.
-  function listen(stream, handlers) {
+  // Starts listening on ``stream``; returns {stop(), state}. ``options.earlyMs`` replaces EARLY_MS (0:
+  // the turn is handed over only at its end).
+  function listen(stream, handlers, options) {
+    const earlyMs = options && options.earlyMs !== undefined ? options.earlyMs : EARLY_MS;
     const context = new (window.AudioContext || window.webkitAudioContext)();
     if (context.state === "suspended") context.resume();
     const source = context.createMediaStreamSource(stream);
@@ -149,7 +151,8 @@
         return;
       }
       const long = lastLoud - speechSince >= MIN_SPEECH_MS;
-      if (!early && long && handlers.onEarlyTurn && now - lastLoud >= EARLY_MS && now - lastLoud < END_MS) {
+      const quiet = now - lastLoud;
+      if (!early && long && earlyMs > 0 && handlers.onEarlyTurn && quiet >= earlyMs && quiet < END_MS) {
         early = true;
         state.early += 1;
         handlers.onEarlyTurn(encodeWav(turn.chunks, context.sampleRate), lastLoud);

@@ -332,6 +332,14 @@ CHAT_VOICE_MIN_SECONDS = env_float("CHAT_VOICE_MIN_SECONDS", 3.0, minimum=0.5)
 CHAT_VOICE_MAX_SECONDS = env_float("CHAT_VOICE_MAX_SECONDS", 60.0, minimum=1.0)
 CHAT_SENTENCE_MIN_CHARS = env_int("CHAT_SENTENCE_MIN_CHARS", 20, minimum=1)
 CHAT_TURN_MAX_SECONDS = env_float("CHAT_TURN_MAX_SECONDS", 120.0, minimum=1.0)
+# Hands-free: after this many ms of quiet the page sends the turn early (and withdraws it if the person goes
+# on: static/js/voice_activity.js EARLY_MS); 0: only at the end of the turn (500 ms of quiet), so an LLM
+# billed per request never answers a turn that is then withdrawn.
+CHAT_EARLY_TURN_MS = env_int("CHAT_EARLY_TURN_MS", 250, minimum=0)
+if CHAT_EARLY_TURN_MS >= 500:
+    raise ImproperlyConfigured(
+        f"CHAT_EARLY_TURN_MS={CHAT_EARLY_TURN_MS} must be below the 500 ms that end a turn (or 0: off)."
+    )
 # Live render sessions (chat/live.py): the avatar's model stays loaded on its node between sentences and
 # each sentence streams to the browser as fragmented MP4 while it renders. LIVE_SESSIONS=false: every
 # sentence is rendered as a clip (chat/video.py NodeRenderer).

@@ -322,8 +322,9 @@ def duration(path: Path) -> float:
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("early", ["250", "0"], ids=["early-handover", "at-the-end-only"])
 def test_hands_free_sends_a_turn_when_the_person_stops_speaking(
-    alice, live_page, make_node, speech_wav, tmp_path, settings
+    alice, live_page, make_node, speech_wav, tmp_path, settings, early
 ):
     make_node()
     conversation = services.conversation_create(owner=alice, avatar=make_avatar(alice), language="en")
@@ -331,18 +332,28 @@ def test_hands_free_sends_a_turn_when_the_person_stops_speaking(
     with live_page(microphone) as page:
         log_in(page, "alice", "alice-password-1")
         page.goto(f"/chat/{conversation.pk}/")
+        # CHAT_EARLY_TURN_MS as the page has it (the server in this test runs with the default, 250).
+        assert page.get_attribute("#talk", "data-early-turn-ms") == "250"
+        page.evaluate(f"document.getElementById('talk').dataset.earlyTurnMs = '{early}'")
         posted = []
         page.on("request", lambda request: posted.append(request.post_data_buffer or b""))
         page.click("#talk-hands-free")  # the mode is chosen once; no click sends the turn
         page.wait_for_function("window.TalkforgeChat.turns.length >= 1", timeout=30_000)
-        chat = page.evaluate("({turns: window.TalkforgeChat.turns, sent: window.TalkforgeChat.sent})")
+        page.wait_for_function("window.TalkforgeChat.listener.turns >= 1")
+        chat = page.evaluate(
+            """({turns: window.TalkforgeChat.turns, sent: window.TalkforgeChat.sent,
+                 vad: window.TalkforgeChat.listener})"""
+        )
         pressed = page.get_attribute("#talk-hands-free", "aria-pressed")
         record_disabled = page.is_disabled("#talk-record")
         errors = page.errors
 
     assert errors == []
-    assert chat["turns"][0]["status"] == 202
+    assert chat["turns"][0]["status"] == 202 and len(chat["turns"]) == 1
+    # Handed over at the first 250 ms of quiet (nothing withdrawn), or, with 0, only at the turn's end.
+    assert chat["vad"]["early"] == (1 if early == "250" else 0) and chat["vad"]["turns"] == 1
     assert [m["action"] for m in chat["sent"]][:1] == ["warm_up"]
+    assert "withdraw" not in [m["action"] for m in chat["sent"]]
     assert pressed == "true" and record_disabled
     spoken = Message.objects.filter(conversation=conversation, role="user").first()
     assert spoken.audio.endswith("input.wav")

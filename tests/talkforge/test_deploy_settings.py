@@ -78,6 +78,12 @@ def test_a_bad_https_setting_stops_start_up_naming_it(db):
     assert "SECURE_HSTS_SECONDS='a year' is not an integer." in result.stderr
 
 
+def test_an_early_turn_that_would_come_after_the_turn_ends_stops_start_up(db):
+    result = manage("check", CHAT_EARLY_TURN_MS="500")
+    assert result.returncode != 0
+    assert "CHAT_EARLY_TURN_MS=500 must be below the 500 ms that end a turn (or 0: off)." in result.stderr
+
+
 # --- the secret key ------------------------------------------------------------------------------------
 
 
