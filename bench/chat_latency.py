@@ -21,7 +21,7 @@ the first clip's ``playing``) is read from what the page said on its socket. Tri
 
 - **value**: p50 of the warm side; **baseline**: p50 of the clip side; ``ratio`` = value / baseline
   (issue 11's targets on the 2-core machine: ratio ≤ 0.5 and value ≤ 1.5 s; ``targets_met`` says).
-  ``floor_s`` is the VAD's EARLY_MS (static/js/voice_activity.js): the page hands the turn over after
+  ``floor_s`` is CHAT_EARLY_TURN_MS (the page's early handover, static/js/voice_activity.js): after
   that much silence (and takes it back if the speech goes on before END_MS), so it is inside both
   figures. ``withdrawn`` counts turns taken back that way (the utterance has no pause that long: 0).
 - **session**: in this process afterwards, sentence audio → first fMP4 piece out of a live session
@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import subprocess
 import time
 from pathlib import Path
 
 from _harness import (
-    ROOT,
     Bench,
     LoopbackLLM,
     chromium_with_microphone,
@@ -53,8 +51,6 @@ from _harness import (
 )
 from live_session import trained_avatar
 
-# When the page hands a turn over (the VAD's early handover), as the page has it.
-EARLY_MS = int(re.search(r"const EARLY_MS = (\d+);", (ROOT / "static/js/voice_activity.js").read_text())[1])
 REPLY = (
     "Hello there, I am Ada. It is lovely to meet you today, and I hope you are well. "
     "What would you like to talk about?"
@@ -276,6 +272,8 @@ def main() -> None:
             keys = [key for key in names if all(key in row for row in rows)]
             return {key: round(statistics.median(row[key] for row in rows), 3) for key in keys}
 
+        from django.conf import settings
+
         value, baseline = statistics.median(warm), statistics.median(clip)
         ratio = value / baseline
         report(
@@ -286,7 +284,8 @@ def main() -> None:
             targets_met={"ratio": ratio <= 0.5, "value": value <= 1.5},
             warm_p90=round(percentile(warm, 90), 3), clip_p90=round(percentile(clip, 90), 3),
             warm_all=[round(t, 3) for t in warm], clip_all=[round(t, 3) for t in clip],
-            floor_s=EARLY_MS / 1000, withdrawn={name: side["withdrawn"] for name, side in sides.items()},
+            floor_s=settings.CHAT_EARLY_TURN_MS / 1000,
+            withdrawn={name: side["withdrawn"] for name, side in sides.items()},
             warm_steps_s=step_medians(sides["warm"]["steps"]),
             clip_steps_s=step_medians(sides["clip"]["steps"]), warm_session_starts=session_starts,
             session_first_piece_warm_s=round(figures["warm"], 3),

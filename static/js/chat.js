@@ -51,7 +51,7 @@
     events: [], scheduled: [], clips: [], replies: [], sent: [], bargeIns: [], turns: [], withdrawn: [],
     live: livePlayer,
   });  // prettier-ignore
-  const withdrawn = new Set(); // their ids: what still comes of them is dropped
+  const withdrawn = (id) => state.withdrawn.includes(id); // what still comes of such a reply is dropped
   let socket = null;
   let turnEndedAt = null; // performance.now() at the end of the person's speech or the send of a typed turn
   // The reply being made: its bubble, whether it is rendered (video: true/false, null before it is
@@ -388,7 +388,7 @@
       return;
     }
     const header = window.Talkforge.LivePlayer.parseFrame(buffer).header;
-    if (withdrawn.has(header.message)) return;
+    if (withdrawn(header.message)) return;
     if (live && live.silenced && (live.id === undefined || live.id === header.message)) return;
     const reply = ensureLive();
     if (reply.id === undefined) reply.id = header.message;
@@ -441,7 +441,7 @@
         return;
       }
       const event = JSON.parse(message.data);
-      if (withdrawn.has(event.reply !== undefined ? event.reply : event.message)) return;
+      if (withdrawn(event.reply !== undefined ? event.reply : event.message)) return;
       state.events.push(event.type);
       const handle = handlers[event.type];
       if (handle) handle(event);
@@ -498,7 +498,6 @@
     early.withdrawn = true;
     const reply = await early.reply;
     if (!reply) return;
-    withdrawn.add(reply.id);
     state.withdrawn.push(reply.id);
     lastBargeIn = performance.now(); // the server may take a moment to wind that reply down
     say({ action: "withdraw", message: reply.id });

@@ -174,18 +174,20 @@ def test_withdraw_takes_the_owners_newest_turn_back_and_stops_its_reply(
         answers = []
         for content in (
             {"action": "withdraw", "message": theirs.pk},  # not hers: not found, nothing changes
+            {"action": "withdraw", "message": str(reply.pk)},  # not a number: the same answer
             {"action": "withdraw", "message": answered.pk},  # an older reply: a turn came after it
             {"action": "withdraw", "message": reply.pk},
             {"action": "withdraw", "message": reply.pk},  # again: already stopped, nothing to say
         ):
             await communicator.send_json_to(content)
-        answers.append(await communicator.receive_json_from(timeout=5))
-        answers.append(await communicator.receive_json_from(timeout=5))
+        for _ in range(3):
+            answers.append(await communicator.receive_json_from(timeout=5))
         assert await communicator.receive_nothing(timeout=0.5)
         return answers
 
     answers = talk(alice, conversation, steps)
     assert answers == [
+        {"type": "error", "action": "withdraw", "error": "No such reply in this conversation."},
         {"type": "error", "action": "withdraw", "error": "No such reply in this conversation."},
         {"type": "error", "action": "withdraw",
          "error": "Only the newest reply can be withdrawn: a later turn has been answered since."},
