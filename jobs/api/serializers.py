@@ -1,5 +1,3 @@
-from datetime import UTC, datetime
-
 from rest_framework import serializers
 
 from core.params import JOB_TIMEOUT
@@ -8,7 +6,7 @@ from gpu_nodes.models import Node
 
 from ..kinds import public_kinds
 from ..models import Job
-from ..selectors import JOB_LIST_FIELDS, JOB_LIST_JSON_FIELDS, gpu_label
+from ..selectors import JOB_LIST_JSON_FIELDS, JOB_LIST_TIME_FIELDS, gpu_label
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -28,40 +26,25 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-DATETIME_FIELDS = (
-    "created_at",
-    "placed_at",
-    "started_at",
-    "finished_at",
-    "heartbeat_at",
-    "cancel_requested_at",
-)
-
-
-def api_datetime(value: datetime | None) -> str | None:
-    """A time as DRF's DateTimeField writes it (ISO 8601 in UTC, ``Z`` for +00:00)."""
-    if value is None:
-        return None
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
+# Where each key of the answer comes from in a row of ``selectors.job_list_rows``.
+_ROW_KEYS = {"owner": "owner_name", "node": "node_name", "gpu": "gpu_index"}
+_ROW_KEYS.update({name: f"{name}_json" for name in JOB_LIST_JSON_FIELDS})
+_ROW_KEYS.update({name: f"{name}_text" for name in JOB_LIST_TIME_FIELDS})
+ROW_SOURCES = tuple((name, _ROW_KEYS.get(name, name)) for name in JobSerializer.Meta.fields)
 
 
 def job_row_data(row: dict) -> dict:
     """One row of ``selectors.job_list_rows`` as ``JobSerializer`` writes a job (the API's documented
     shape, same keys in the same order), without a serializer field per column and row: the job list
     builds 50 of these per page, and DRF's field machinery was most of the time the list took. The JSON
-    columns go in as the database wrote them (``RawJSON``, core/renderers.py).
-    tests/jobs/test_api_job_list.py holds the two to the same output."""
-    data = {name: row[name] for name in JOB_LIST_FIELDS if name not in JOB_LIST_JSON_FIELDS}
+    columns go in as the database wrote them (``RawJSON``, core/renderers.py), the times as the database
+    wrote them (``selectors.ApiTime``). tests/jobs/test_api_job_list.py holds the two to the same output."""
+    data = {name: row[source] for name, source in ROW_SOURCES}
     for name in JOB_LIST_JSON_FIELDS:
-        text = row[f"{name}_json"]
+        text = data[name]
         data[name] = None if text is None else RawJSON(text)
-    for name in DATETIME_FIELDS:
-        data[name] = api_datetime(data[name])
-    data["owner"] = row["owner_name"]
-    data["node"] = row["node_name"]
-    data["gpu"] = gpu_label(row["gpu_index"])
-    return {name: data[name] for name in JobSerializer.Meta.fields}
+    data["gpu"] = gpu_label(data["gpu"])
+    return data
 
 
 class JobSubmitSerializer(serializers.Serializer):
