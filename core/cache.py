@@ -28,3 +28,8 @@ class SharedRedisCache(RedisCache):
             if client is None:
                 client = _clients[key] = self._class(self._servers, **self._options)
         return client
+
+    def redis(self):
+        """This process's Redis client for the cache's server (for the atomic throttle, core/throttling.py);
+        its keys take ``make_key`` like the cache's own, so ``clear()`` and ``delete_many`` reach them."""
+        return self._cache.get_client(write=True)

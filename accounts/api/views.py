@@ -4,10 +4,10 @@ from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from core.proxies import client_address
+from core.throttling import AnonRateThrottle
 
 from ..deletion import account_delete
 from ..lockout import lockout_message, retry_after_seconds
