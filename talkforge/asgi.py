@@ -1,9 +1,11 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import django
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "talkforge.settings.production")
@@ -20,9 +22,58 @@ class OneHopASGIHandler(ASGIHandler):
     would still work: Django runs it with ``async_to_sync``). The same middleware in the same order, run
     in the same thread as before."""
 
+    def __init__(self):
+        super().__init__()
+        # A request's thread: the one with the fewest requests in flight (RequestThreads).
+        self.threads = RequestThreads(settings.WEB_THREADS)
+
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
         self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+
+    async def __call__(self, scope, receive, send):
+        """As Django's, but on one of a fixed set of request threads instead of a new thread per request.
+
+        Django enters a fresh ``ThreadSensitiveContext`` per request (django/core/handlers/asgi.py
+        ``ASGIHandler.__call__``), and asgiref gives each such context a new one-thread executor: a thread
+        started for the request and joined at its end (asgiref/sync.py ``ThreadSensitiveContext``). With
+        50 clients that is 25 threads per process running views at once, and the process spent its time
+        passing the GIL between them (bench/api_load.py: 122-124 requests/s with a thread per request,
+        134-181 with 2-4 threads, README "Benchmarks"). asgiref 3.13 lets the caller give the context its
+        executor (``ThreadSensitiveContext(executor=...)``, not shut down on exit)."""
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        index, executor = self.threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            self.threads.release(index)
+
+
+class RequestThreads:
+    """``count`` one-thread executors; each request takes the one with the fewest requests in flight.
+
+    Django's rule for a request's synchronous work holds: all of it runs in one thread, in order (its
+    database connection is that thread's). Several requests may share a thread: their calls queue in it and
+    run one after another, and each request's whole middleware chain and view is one call here
+    (OneHopASGIHandler), so one request's view never runs in the middle of another's. What a request does
+    on the event loop (reading an upload's body, sending the answer to a slow client) holds no thread.
+    Used from the event loop only."""
+
+    def __init__(self, count: int):
+        self.executors = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{i}") for i in range(count)
+        ]
+        self.in_flight = [0] * count
+
+    def take(self) -> tuple[int, ThreadPoolExecutor]:
+        index = min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
+        self.in_flight[index] += 1
+        return index, self.executors[index]
+
+    def release(self, index: int) -> None:
+        self.in_flight[index] -= 1
 
 
 django.setup(set_prefix=False)

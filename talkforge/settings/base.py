@@ -93,6 +93,15 @@ TEMPLATES = [
 
 # DATABASE_URL, and for PostgreSQL a connection pool per process (DATABASE_POOL*, see env.py).
 DATABASES = {"default": database_from_environment(f"sqlite:///{VAR_DIR / 'talkforge.sqlite3'}")}
+# Threads per web process that run HTTP views (talkforge/asgi.py RequestThreads); each holds at most one of
+# the pool's connections at a time, so the pool must have at least as many.
+WEB_THREADS = env_int("WEB_THREADS", 4, minimum=1)
+_pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
+if _pool and _pool["max_size"] < WEB_THREADS:
+    raise ImproperlyConfigured(
+        f"WEB_THREADS={WEB_THREADS} is above DATABASE_POOL_MAX_SIZE={_pool['max_size']}: a view would wait "
+        "for a database connection; raise DATABASE_POOL_MAX_SIZE or lower WEB_THREADS."
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 # django-axes first: it refuses a locked-out sign-in before the password is even checked.
@@ -216,10 +225,11 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     # Requests per signed-in user, and per client address without one (/api/token/ takes passwords), counted
-    # in the shared cache. The client address is the one TRUSTED_PROXY_COUNT gives (core/proxies.py).
+    # in Redis in one atomic step (core/throttling.py). The client address is the one TRUSTED_PROXY_COUNT
+    # gives (core/proxies.py).
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
+        "core.throttling.AnonRateThrottle",
+        "core.throttling.UserRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env_rate("API_ANON_THROTTLE_RATE", "20/min"),

@@ -84,6 +84,12 @@ def test_an_early_turn_that_would_come_after_the_turn_ends_stops_start_up(db):
     assert "CHAT_EARLY_TURN_MS=500 must be below the 500 ms that end a turn (or 0: off)." in result.stderr
 
 
+def test_more_request_threads_than_pooled_connections_stops_start_up(db):
+    result = manage("check", WEB_THREADS="12", DATABASE_POOL_MAX_SIZE="8")
+    assert result.returncode != 0
+    assert "WEB_THREADS=12 is above DATABASE_POOL_MAX_SIZE=8" in result.stderr
+
+
 # --- the secret key ------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,103 @@
+"""HTTP views run on a fixed set of threads per web process (talkforge/asgi.py RequestThreads), each
+request on the thread with the fewest requests in flight, all of one request's work on one thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+from django.core.signals import request_started
+from django.test import override_settings
+
+from talkforge.asgi import OneHopASGIHandler, RequestThreads
+
+
+def test_each_request_takes_the_thread_with_the_fewest_in_flight():
+    threads = RequestThreads(3)
+    taken = [threads.take()[0] for _ in range(4)]
+    assert taken == [0, 1, 2, 0]
+    threads.release(1)
+    threads.release(2)
+    assert threads.take()[0] == 1
+    assert threads.in_flight == [2, 1, 0]
+
+
+async def get(app, path: str = "/healthz") -> int:
+    """One HTTP request through the ASGI application; its status."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+    }  # fmt: skip
+    sent = asyncio.Event()
+    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if messages:
+            return messages.pop()
+        await sent.wait()
+        return {"type": "http.disconnect"}
+
+    statuses = []
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            sent.set()
+
+    await app(scope, receive, send)
+    return statuses[0]
+
+
+@pytest.fixture
+def seen_threads():
+    """The thread each request's synchronous work starts on (Django's request_started, sent in it)."""
+    names: list[str] = []
+
+    def record(**kwargs):
+        names.append(threading.current_thread().name)
+
+    request_started.connect(record)
+    yield names
+    request_started.disconnect(record)
+
+
+@override_settings(WEB_THREADS=2)
+def test_concurrent_requests_run_on_the_process_threads_only(seen_threads):
+    app = OneHopASGIHandler()
+
+    async def burst():
+        return await asyncio.gather(*(get(app) for _ in range(8)))
+
+    assert asyncio.run(burst()) == [200] * 8
+    assert sorted(set(seen_threads)) == ["request-0_0", "request-1_0"]
+
+
+@override_settings(WEB_THREADS=2)
+def test_a_request_busy_on_one_thread_does_not_hold_up_one_on_the_other():
+    app = OneHopASGIHandler()
+    release = threading.Event()
+    first_started = threading.Event()
+
+    def block_the_first(**kwargs):
+        if not first_started.is_set():
+            first_started.set()
+            release.wait(30)  # as a slow view would
+
+    request_started.connect(block_the_first)
+    try:
+
+        async def both():
+            slow = asyncio.ensure_future(get(app))
+            await asyncio.get_running_loop().run_in_executor(None, first_started.wait, 30)
+            quick = await asyncio.wait_for(get(app), 20)  # answered while the first still blocks
+            assert not slow.done()
+            release.set()
+            return quick, await slow
+
+        assert asyncio.run(both()) == (200, 200)
+    finally:
+        release.set()
+        request_started.disconnect(block_the_first)
