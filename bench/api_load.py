@@ -194,7 +194,9 @@ async def drive(port: int, keys: list[str], clients: int, seconds: float) -> dic
         "requests": len(samples) + len(errors),
         "rps": round(len(samples) / seconds, 1),
         "p50_ms": round(percentile(samples, 50) * 1000, 1),
+        "p90_ms": round(percentile(samples, 90) * 1000, 1),
         "p99_ms": round(percentile(samples, 99) * 1000, 1),
+        "max_ms": round(max(samples, default=0) * 1000, 1),
         "errors": len(errors),
         "error_kinds": kinds,
     }
