@@ -289,6 +289,10 @@ class LiveRenderer:
     """Renders a reply's sentences through the checkpoint's live session (chat.turn.render_chunk calls
     ``render`` as it calls NodeRenderer's), publishing each fMP4 piece as it arrives."""
 
+    # Frames stream from a warm session, faster than they play: the reply's first piece may be a clause
+    # (chat.sentences, CHAT_FIRST_FRAGMENT_MIN_CHARS), the next one is ready before it has been heard.
+    streams = True
+
     def __init__(self, *, session: LiveSession, reply, publish: Publish, clock=None):
         self.session, self.reply, self.publish, self.clock = session, reply, publish, clock
         self.conn = connection_for(session.node)

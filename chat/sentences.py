@@ -5,6 +5,13 @@ newline. A Latin full stop only ends a sentence when whitespace (or the end of t
 "3.14" and "example.com" stay whole, and not after a known abbreviation ("e.g.", "Dr.") or a single
 letter ("J. Smith"). Pieces shorter than ``min_chars`` are joined to what follows: a one-word "Yes."
 spoken and rendered on its own costs a whole TTS and render round for half a second of video.
+
+The reply's first piece may end sooner, at a clause mark (``first_min_chars``): "Hello there," is spoken
+while the LLM is still writing the rest of its sentence, and the person hears the avatar a few tokens
+earlier. This is what stream2sentence calls a quick first fragment (KoljaB/stream2sentence README,
+``quick_yield_single_sentence_fragment`` and ``minimum_first_fragment_length``, 10 by default there too).
+A Latin ``,`` ``;`` ``:`` or dash counts only with whitespace after it ("1,000" and "12:30" stay whole);
+the Chinese/Japanese ``，、；：`` wherever they stand.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ ABBREVIATIONS = frozenset(
 CJK_ENDS = "。！？!?…"
 CLOSERS = "\"'”’)]）」』"
 DEFAULT_MIN_CHARS = 20
+CLAUSE_MARKS = ",;:—–"
+CJK_CLAUSE_MARKS = "，、；："
 
 _WORD_BEFORE_DOT = re.compile(r"([\w.]+)$")
 
@@ -69,11 +78,25 @@ def _boundary(buffer: str, start: int, final: bool) -> int | None:
     return None
 
 
-class SentenceSplitter:
-    """Feed streamed text with :meth:`feed`; it yields finished sentences. :meth:`flush` ends the reply."""
+def _clause_end(buffer: str, min_chars: int) -> int | None:
+    """The index just past the first clause mark with at least ``min_chars`` of text before it, or None."""
+    for i, char in enumerate(buffer):
+        latin = char in CLAUSE_MARKS and i + 1 < len(buffer) and buffer[i + 1].isspace()
+        if (latin or char in CJK_CLAUSE_MARKS) and len(buffer[: i + 1].strip()) >= min_chars:
+            return i + 1
+    return None
 
-    def __init__(self, *, min_chars: int = DEFAULT_MIN_CHARS):
+
+class SentenceSplitter:
+    """Feed streamed text with :meth:`feed`; it yields finished sentences. :meth:`flush` ends the reply.
+
+    With ``first_min_chars``, the first piece also ends at the first clause mark that has that many
+    characters before it, when that comes before the first sentence's end."""
+
+    def __init__(self, *, min_chars: int = DEFAULT_MIN_CHARS, first_min_chars: int = 0):
         self.min_chars = min_chars
+        self.first_min_chars = first_min_chars
+        self._first = True  # nothing yielded yet
         self._buffer = ""
         self._scanned = 0  # no boundary before this index of the buffer
 
@@ -91,6 +114,12 @@ class SentenceSplitter:
     def _cut(self, *, final: bool) -> Iterator[str]:
         while True:
             end = _boundary(self._buffer, self._scanned, final)
+            if self._first and self.first_min_chars:
+                # Before the first long-enough sentence end (short ones before it are skipped below).
+                clause = _clause_end(self._buffer, self.first_min_chars)
+                if clause is not None and (end is None or clause < end):
+                    yield self._take(clause)
+                    continue
             if end is None:
                 # Re-scan from a little before the end: a pending "." or "..." must be looked at again.
                 self._scanned = max(0, len(self._buffer) - 4)
@@ -99,15 +128,25 @@ class SentenceSplitter:
             if len(sentence) < self.min_chars and not (final and end >= len(self._buffer.rstrip())):
                 self._scanned = end  # too short: keep it, and look for the next end after it
                 continue
-            self._buffer = self._buffer[end:].lstrip()
-            self._scanned = 0
             if sentence:
-                yield sentence
+                yield self._take(end)
+            else:
+                self._buffer, self._scanned = self._buffer[end:].lstrip(), 0
+
+    def _take(self, end: int) -> str:
+        """The buffer's text up to ``end``, which leaves it."""
+        piece = self._buffer[:end].strip()
+        self._buffer = self._buffer[end:].lstrip()
+        self._scanned = 0
+        self._first = False
+        return piece
 
 
-def split_sentences(pieces: Iterable[str], *, min_chars: int = DEFAULT_MIN_CHARS) -> Iterator[str]:
+def split_sentences(
+    pieces: Iterable[str], *, min_chars: int = DEFAULT_MIN_CHARS, first_min_chars: int = 0
+) -> Iterator[str]:
     """Sentences from streamed pieces of text, each yielded as soon as it is complete."""
-    splitter = SentenceSplitter(min_chars=min_chars)
+    splitter = SentenceSplitter(min_chars=min_chars, first_min_chars=first_min_chars)
     for piece in pieces:
         yield from splitter.feed(piece)
     yield from splitter.flush()

@@ -204,9 +204,11 @@ def _stream_sentences(
     clock: Clock,
     publish: Publish,
     reply_pk: int,
+    first_min_chars: int,
 ) -> None:
-    """Producer thread: LLM tokens → sentences into ``out``; then ``_END``, or the LLMError that ended it."""
-    splitter = SentenceSplitter(min_chars=settings.CHAT_SENTENCE_MIN_CHARS)
+    """Producer thread: LLM tokens → sentences into ``out``; then ``_END``, or the LLMError that ended it.
+    ``first_min_chars``: the first piece may end at a clause mark (chat.sentences; 0: whole sentences)."""
+    splitter = SentenceSplitter(min_chars=settings.CHAT_SENTENCE_MIN_CHARS, first_min_chars=first_min_chars)
     stream = llm.stream_chat(messages, config=config)
     try:
         for piece in stream:
@@ -262,10 +264,14 @@ def reply_run(
         reply.language = language
         messages = conversation_prompt(conversation)
         sentences: queue.Queue = queue.Queue()
+        # A quick first piece where nothing waits on a cold render after it: spoken only, or a live session.
+        quick_first = renderer is None or renderer.streams
+        first_min_chars = settings.CHAT_FIRST_FRAGMENT_MIN_CHARS if quick_first else 0
         producer = threading.Thread(
             target=_stream_sentences,
             kwargs={"messages": messages, "config": conversation_llm_config(conversation), "out": sentences,
-                    "stop": stop, "clock": clock, "publish": publish, "reply_pk": reply.pk},
+                    "stop": stop, "clock": clock, "publish": publish, "reply_pk": reply.pk,
+                    "first_min_chars": first_min_chars},
             name=f"chat-llm-{reply.pk}", daemon=True,
         )  # fmt: skip
         publish({"type": "chat.stage", "stage": "llm", "reply": reply.pk})

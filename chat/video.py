@@ -44,6 +44,9 @@ class NodeRenderer:
     slot there). ``log`` gets every console line."""
 
     KILL_GRACE = 2.0
+    # Each sentence is a clip started cold on the node: a short first one would end before the second is
+    # rendered, so the reply keeps whole sentences (chat.turn, CHAT_FIRST_FRAGMENT_MIN_CHARS).
+    streams = False
 
     def __init__(self, *, job: Job, checkpoint: Checkpoint, log: Log):
         self.job, self.checkpoint = job, checkpoint

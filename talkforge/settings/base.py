@@ -341,6 +341,9 @@ CHAT_XTTS_DEVICE = env_str("CHAT_XTTS_DEVICE", "")  # "" = cuda when available, 
 CHAT_VOICE_MIN_SECONDS = env_float("CHAT_VOICE_MIN_SECONDS", 3.0, minimum=0.5)
 CHAT_VOICE_MAX_SECONDS = env_float("CHAT_VOICE_MAX_SECONDS", 60.0, minimum=1.0)
 CHAT_SENTENCE_MIN_CHARS = env_int("CHAT_SENTENCE_MIN_CHARS", 20, minimum=1)
+# A reply spoken only or rendered by a live session may start with a clause ("Hello there,") of at least
+# this many characters, spoken while the LLM writes the rest of the sentence (chat/sentences.py); 0: off.
+CHAT_FIRST_FRAGMENT_MIN_CHARS = env_int("CHAT_FIRST_FRAGMENT_MIN_CHARS", 10, minimum=0)
 CHAT_TURN_MAX_SECONDS = env_float("CHAT_TURN_MAX_SECONDS", 120.0, minimum=1.0)
 # Hands-free: after this many ms of quiet the page sends the turn early (and withdraws it if the person goes
 # on: static/js/voice_activity.js EARLY_MS); 0: only at the end of the turn (500 ms of quiet), so an LLM

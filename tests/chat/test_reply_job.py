@@ -78,7 +78,7 @@ def test_a_spoken_turn_becomes_a_reply_job_with_ordered_chunks(alice, bob, chat_
     assert (job.kind, job.status, job.node) == (CHAT_REPLY, Job.Status.SUCCEEDED, chat_worker)
     assert job.result["chunks"] == 3 and job.result["message"] == reply.pk
     assert [c.text for c in reply.chunks.order_by("index")] == [
-        "Hello there, I am Ada.", "Nice to meet you!", "What shall we talk about today?",
+        "Hello there,", "I am Ada. Nice to meet you!", "What shall we talk about today?",
     ]  # fmt: skip
     assert reply.voice_engine == "xtts"
     user = conversation.messages.get(role="user")
@@ -91,7 +91,7 @@ def test_a_spoken_turn_becomes_a_reply_job_with_ordered_chunks(alice, bob, chat_
         "whole_reply",
     }
     log = "\n".join(chunk.text for chunk in job.log_chunks.order_by("first_line"))
-    assert "[chat] sentence 1 spoken by xtts: Hello there, I am Ada." in log
+    assert "[chat] sentence 1 spoken by xtts: Hello there," in log
     assert "[chat] reply done" in log
 
     messages = api_for(alice).get(url).json()["results"]

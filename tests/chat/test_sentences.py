@@ -80,3 +80,43 @@ def test_pieces_of_any_size_give_the_same_sentences():
 def test_empty_and_whitespace_replies_yield_nothing():
     assert list(split_sentences([])) == []
     assert list(split_sentences(["  ", "\n"])) == []
+
+
+# --- a quick first piece (first_min_chars) --------------------------------------------------------------
+
+REPLY = "Hello there, I am Ada. It is lovely to meet you today, and I hope you are well. Bye now."
+
+
+def test_the_first_piece_may_end_at_a_clause_mark_and_only_the_first():
+    assert list(split_sentences([REPLY], min_chars=20, first_min_chars=10)) == [
+        "Hello there,",  # the rest of its sentence is short: it joins the next one
+        "I am Ada. It is lovely to meet you today, and I hope you are well.",
+        "Bye now.",
+    ]
+    assert list(split_sentences([REPLY], min_chars=20)) == [  # off: whole sentences
+        "Hello there, I am Ada.",
+        "It is lovely to meet you today, and I hope you are well.",
+        "Bye now.",
+    ]
+
+
+def test_the_first_clause_goes_out_as_soon_as_what_follows_the_mark_is_seen():
+    splitter = SentenceSplitter(min_chars=20, first_min_chars=10)
+    assert list(splitter.feed("Hello there,")) == []  # "," may still be "1,000"
+    assert list(splitter.feed(" I a")) == ["Hello there,"]
+
+
+@pytest.mark.parametrize(
+    ("text", "first"),
+    [
+        ("Well, that is a good question to ask.", "Well, that is a good question to ask."),  # "Well," < 10
+        ("It costs 1,000 dollars: quite a lot of money.", "It costs 1,000 dollars:"),
+        ("At 12:30 we meet, then we go to the park.", "At 12:30 we meet,"),
+        ("Yes. Of course, I can help you with that.", "Yes. Of course,"),  # "Yes." alone is too short
+        ("A short one. Then a clause, and more.", "A short one. Then a clause,"),
+        ("你好，我是艾达，很高兴见到你，今天天气很好。", "你好，我是艾达，很高兴见到你，"),
+    ],
+)
+def test_clause_marks_inside_numbers_or_too_early_do_not_cut(text, first):
+    pieces = [text[i : i + 3] for i in range(0, len(text), 3)]
+    assert next(iter(split_sentences(pieces, min_chars=20, first_min_chars=10))) == first

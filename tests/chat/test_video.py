@@ -146,6 +146,8 @@ def first_clip_of_a_running_reply() -> bool:
 def assert_rendered_in_order(reply: Message) -> None:
     media_root = Path(django_settings.MEDIA_ROOT)
     chunks = list(reply.chunks.order_by("index"))
+    # Whole sentences: a clip is rendered cold, so the first one is not cut at its comma as a live
+    # session's is (chat.turn, CHAT_FIRST_FRAGMENT_MIN_CHARS).
     assert [c.text for c in chunks] == SENTENCES
     offset = 0
     for chunk in chunks:
