@@ -1,6 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import django
@@ -43,12 +44,12 @@ class OneHopASGIHandler(ASGIHandler):
         executor (``ThreadSensitiveContext(executor=...)``, not shut down on exit)."""
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        index, executor = self.threads.take()
+        lease, executor = self.threads.take()
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
-            self.threads.release(index)
+            self.threads.release(lease, executor)
 
 
 class RequestThreads:
@@ -59,21 +60,41 @@ class RequestThreads:
     run one after another, and each request's whole middleware chain and view is one call here
     (OneHopASGIHandler), so one request's view never runs in the middle of another's. What a request does
     on the event loop (reading an upload's body, sending the answer to a slow client) holds no thread.
-    Used from the event loop only."""
+
+    A thread whose oldest request has been in flight for ``STUCK_SECONDS`` is busy with a long view (a large
+    upload going to object storage): new requests pass it by, and when every thread is such, a request gets
+    a thread of its own for its life, as Django gives every request, so long views never hold up the
+    short ones behind them. Used from the event loop only."""
+
+    STUCK_SECONDS = 5.0
 
     def __init__(self, count: int):
         self.executors = [
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"request-{i}") for i in range(count)
         ]
-        self.in_flight = [0] * count
+        # Per thread, its requests in flight and when each was taken, oldest first (dicts keep that order).
+        self.in_flight: list[dict[object, float]] = [{} for _ in range(count)]
 
-    def take(self) -> tuple[int, ThreadPoolExecutor]:
-        index = min(range(len(self.in_flight)), key=self.in_flight.__getitem__)
-        self.in_flight[index] += 1
-        return index, self.executors[index]
+    def take(self) -> tuple[object, ThreadPoolExecutor]:
+        """A lease (give it to ``release``) and the executor the request's work goes to."""
+        now = time.monotonic()
+        lease = object()
+        free = [
+            index
+            for index, requests in enumerate(self.in_flight)
+            if not requests or now - next(iter(requests.values())) < self.STUCK_SECONDS
+        ]
+        if not free:
+            return lease, ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-own")
+        index = min(free, key=lambda i: len(self.in_flight[i]))
+        self.in_flight[index][lease] = now
+        return lease, self.executors[index]
 
-    def release(self, index: int) -> None:
-        self.in_flight[index] -= 1
+    def release(self, lease: object, executor: ThreadPoolExecutor) -> None:
+        for requests in self.in_flight:
+            if requests.pop(lease, None) is not None:
+                return
+        executor.shutdown(wait=False)  # a thread of the request's own: it ends once its work is done
 
 
 django.setup(set_prefix=False)

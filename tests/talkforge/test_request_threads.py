@@ -15,12 +15,30 @@ from talkforge.asgi import OneHopASGIHandler, RequestThreads
 
 def test_each_request_takes_the_thread_with_the_fewest_in_flight():
     threads = RequestThreads(3)
-    taken = [threads.take()[0] for _ in range(4)]
-    assert taken == [0, 1, 2, 0]
-    threads.release(1)
-    threads.release(2)
-    assert threads.take()[0] == 1
-    assert threads.in_flight == [2, 1, 0]
+    taken = [threads.take() for _ in range(4)]
+    assert [threads.executors.index(executor) for _, executor in taken] == [0, 1, 2, 0]
+    threads.release(*taken[1])
+    threads.release(*taken[2])
+    assert threads.take()[1] is threads.executors[1]
+    assert [len(requests) for requests in threads.in_flight] == [2, 1, 0]
+
+
+def test_threads_busy_with_a_long_view_are_passed_by_and_then_a_request_gets_its_own(monkeypatch):
+    threads = RequestThreads(2)
+    clock = [100.0]
+    monkeypatch.setattr("talkforge.asgi.time.monotonic", lambda: clock[0])
+    long_view = threads.take()  # thread 0, say a large upload going to storage
+    clock[0] += RequestThreads.STUCK_SECONDS
+    short = [threads.take() for _ in range(2)]
+    assert all(executor is threads.executors[1] for _, executor in short)  # not behind the long view
+    clock[0] += RequestThreads.STUCK_SECONDS
+    lease, own = threads.take()  # both threads' oldest requests are old now: a thread of its own
+    assert own not in threads.executors
+    own.submit(lambda: None).result()
+    threads.release(lease, own)  # and it ends with the request
+    assert own._shutdown
+    threads.release(*long_view)
+    assert threads.take()[1] is threads.executors[0]
 
 
 async def get(app, path: str = "/healthz") -> int:
