@@ -13,6 +13,7 @@ round trip, nothing lost between processes. Same rates, same keys, same ``Retry-
 
 from __future__ import annotations
 
+import functools
 import secrets
 
 from django.core.cache import cache
@@ -34,14 +35,11 @@ local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
 return {0, oldest[2] or ARGV[1]}
 """
 
-_scripts: dict[int, object] = {}
 
-
-def _sliding_window(client):
-    script = _scripts.get(id(client))
-    if script is None:
-        script = _scripts[id(client)] = client.register_script(SLIDING_WINDOW)
-    return script
+@functools.cache
+def _sliding_window():
+    """SLIDING_WINDOW as a redis-py Script: run by its SHA, sent whole only when Redis lacks it."""
+    return cache.redis().register_script(SLIDING_WINDOW)
 
 
 class AtomicRateThrottleMixin:
@@ -54,11 +52,10 @@ class AtomicRateThrottleMixin:
         if self.key is None:
             return True
         self.now = self.timer()
-        client = cache.redis()
-        answer = _sliding_window(client)(
+        answer = _sliding_window()(
             keys=[cache.make_key(self.key)],
             args=[repr(self.now), self.duration, self.num_requests, f"{self.now!r}:{secrets.token_hex(4)}"],
-            client=client,
+            client=cache.redis(),
         )
         self.oldest = float(answer[1]) if len(answer) > 1 else None
         return bool(answer[0])

@@ -33,7 +33,8 @@ class OneHopASGIHandler(ASGIHandler):
         self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
 
     async def __call__(self, scope, receive, send):
-        """As Django's, but on one of a fixed set of request threads instead of a new thread per request.
+        """As Django's, but on one of the process's kept request threads (RequestThreads) instead of a new
+        thread per request.
 
         Django enters a fresh ``ThreadSensitiveContext`` per request (django/core/handlers/asgi.py
         ``ASGIHandler.__call__``), and asgiref gives each such context a new one-thread executor: a thread
