@@ -2,11 +2,12 @@ import logging
 import secrets
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
+from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from core.errors import ServiceError
+from core.statements import Slot, Statement
 
 from .models import ApiToken, InviteCode, User
 
@@ -26,17 +27,37 @@ def api_token_revoke(*, user: User) -> None:
     ApiToken.objects.filter(user=user).delete()
 
 
+USER_FIELDS = tuple(field.attname for field in User._meta.concrete_fields)
+
+
+def _token_owner() -> QuerySet:
+    """The user whose token has the hash ``key_hash``: their columns, and the token's id and last use."""
+    key_hash = Slot("key_hash", ApiToken._meta.get_field("key_hash"))
+    return User.objects.filter(api_token__key_hash=key_hash).values(
+        *USER_FIELDS, token_id=F("api_token__id"), token_last_used_at=F("api_token__last_used_at")
+    )
+
+
+# Every API request asks it: compiled once per process (core/statements.py).
+TOKEN_OWNER = Statement(_token_owner)
+
+
 def user_for_api_key(key: str) -> User | None:
     """The active user owning ``key``, or None. Touches ``last_used_at`` at most once a minute."""
     if not key:
         return None
-    token = ApiToken.objects.select_related("user").filter(key_hash=ApiToken.hash_key(key)).first()
-    if token is None or not token.user.is_active:
+    rows = TOKEN_OWNER.rows(values={"key_hash": ApiToken.hash_key(key)})
+    if not rows:
+        return None
+    row = rows[0]
+    token_id, last_used_at = row.pop("token_id"), row.pop("token_last_used_at")
+    user = User.from_db(DEFAULT_DB_ALIAS, USER_FIELDS, tuple(row.values()))
+    if not user.is_active:
         return None
     now = timezone.now()
-    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
-    return token.user
+    if last_used_at is None or (now - last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token_id).update(last_used_at=now)
+    return user
 
 
 @transaction.atomic

@@ -1,26 +1,31 @@
-"""Reads. Every queryset that reaches a user goes through ``jobs_visible_to``."""
+"""Reads. Every queryset that reaches a user goes through ``jobs_visible_to`` (the job list's statement
+through ``jobs_of``, the same rule)."""
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Func, Q, QuerySet, Sum, TextField
+from django.db.models import Count, F, Func, Q, QuerySet, Sum, TextField, Window
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from accounts.quotas import JobUsage
 from core import media
-from gpu_nodes.models import Gpu
+from core.statements import Slot, Statement
+from gpu_nodes.models import Gpu, Node
 
 from .models import Job, JobLogChunk
 
 
 def jobs_visible_to(user) -> QuerySet[Job]:
     """Staff see every job; everyone else only their own. Anything else is a 404, never a 403."""
-    jobs = Job.objects.select_related("node", "gpu", "owner")
     if not user.is_authenticated:
-        return jobs.none()
-    if user.is_staff:
-        return jobs
-    return jobs.filter(owner=user)
+        return Job.objects.none()
+    return jobs_of(None if user.is_staff else user.pk)
+
+
+def jobs_of(owner) -> QuerySet[Job]:
+    """One person's jobs (``owner``: their id, or a ``Slot`` for it), or everyone's (None)."""
+    jobs = Job.objects.select_related("node", "gpu", "owner")
+    return jobs if owner is None else jobs.filter(owner_id=owner)
 
 
 def job_subject(job: Job) -> tuple[str, str] | None:
@@ -61,6 +66,12 @@ class ApiTime(Func):
     )
     output_field = TextField()
 
+    def as_sqlite(self, compiler, connection, **extra_context):
+        # Django's SQLite backend stores a time as UTC text, ``str(datetime)`` (2026-12-06 15:00:00.250000,
+        # the fraction left out when it is 0: django/db/backends/sqlite3/operations.py
+        # adapt_datetimefield_value): the same text as isoformat but for the space. NULL stays NULL.
+        return self.as_sql(compiler, connection, template="replace(%(expressions)s, ' ', 'T') || 'Z'")
+
 
 def job_list_rows(jobs: QuerySet[Job]) -> QuerySet:
     """``jobs`` (already filtered through ``jobs_visible_to``) as plain rows for the job list: one query
@@ -75,6 +86,48 @@ def job_list_rows(jobs: QuerySet[Job]) -> QuerySet:
         gpu_index=F("gpu__index"),
         **{f"{name}_json": Cast(name, TextField()) for name in JOB_LIST_JSON_FIELDS},
         **{f"{name}_text": ApiTime(name) for name in JOB_LIST_TIME_FIELDS},
+    )
+
+
+# The job list's filters (JobFilterSerializer's names) and the lookup and field each one filters on.
+JOB_LIST_FILTERS = {
+    "status": ("status", Job._meta.get_field("status")),
+    "kind": ("kind", Job._meta.get_field("kind")),
+    "avatar": ("avatar_id", Job._meta.get_field("avatar")),
+    "node": ("node__name", Node._meta.get_field("name")),
+}
+
+
+def job_list_filtered(jobs: QuerySet[Job], filters: dict) -> QuerySet[Job]:
+    """``jobs`` with the list's filters: each a value, or a ``Slot`` (the list's statement)."""
+    for name, value in filters.items():
+        jobs = jobs.filter(**{JOB_LIST_FILTERS[name][0]: value})
+    return jobs
+
+
+def _job_list(*, everyone: bool, filters: tuple[str, ...]) -> QuerySet:
+    """The job list's query for one shape: whose jobs, which filters; each row carries the whole list's
+    count (``total``, a window count in the same query) for the paginator."""
+    jobs = jobs_of(None if everyone else Slot("owner", Job._meta.get_field("owner")))
+    jobs = job_list_filtered(jobs, {name: Slot(name, JOB_LIST_FILTERS[name][1]) for name in filters})
+    return job_list_rows(jobs).annotate(total=Window(Count("id")))
+
+
+# Built and compiled once per process and shape (core/statements.py): most of the job list's time went
+# into building and compiling this query per request.
+JOB_LIST = Statement(_job_list)
+
+
+def job_list_page(user, filters: dict, *, limit: int, offset: int) -> list[dict]:
+    """A page of ``job_list_rows`` of the jobs ``user`` sees (as ``jobs_visible_to``) that match
+    ``filters`` (JobFilterSerializer's validated data), newest first, each with ``total``."""
+    if not user.is_authenticated:
+        return []
+    return JOB_LIST.rows(
+        shape={"everyone": user.is_staff, "filters": tuple(sorted(filters))},
+        values={**filters, "owner": user.pk},
+        limit=limit,
+        offset=offset,
     )
 
 

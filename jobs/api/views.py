@@ -1,6 +1,7 @@
+from functools import partial
+
 from django.core.paginator import EmptyPage, PageNotAnInteger
 from django.core.paginator import Paginator as DjangoPaginator
-from django.db.models import Count, Window
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,7 +14,7 @@ from rest_framework.settings import api_settings
 
 from core.query import query_params
 
-from ..selectors import job_list_rows, job_log_lines, jobs_visible_to
+from ..selectors import job_list_filtered, job_list_page, job_log_lines, jobs_visible_to
 from ..services import job_cancel, job_submit_public
 from .serializers import (
     JobFilterSerializer,
@@ -35,20 +36,22 @@ class PlainTextRenderer(BaseRenderer):
 
 
 class CountedRows:
-    """What the job list pages through: its rows, each carrying the whole list's count (``total``, a window
-    count in the page's own query), and the count on the jobs alone for a page with no rows (past the end,
-    or no jobs at all), where no row carries it. The same number either way: the rows only join in the
-    owner, who is never missing, and the optional node and GPU."""
+    """What the job list pages through: ``page(limit=, offset=)`` gives a slice's rows, each carrying the
+    whole list's count (``total``, a window count in the page's own query); ``count`` counts the jobs
+    alone, for a page with no rows (past the end, or no jobs at all), where no row carries it. The same
+    number either way: the rows only join in the owner, who is never missing, and the optional node and
+    GPU."""
 
-    def __init__(self, rows, *, count):
-        self.rows, self.count = rows.annotate(total=Window(Count("id"))), count
-        self.ordered = rows.ordered
+    ordered = True  # newest first (Job.Meta.ordering): Django's paginator warns about unordered lists
 
-    def __getitem__(self, index):
-        return self.rows[index]
+    def __init__(self, page, *, count):
+        self.page, self.count_jobs = page, count
 
-    def __len__(self):
-        return len(self.rows)
+    def __getitem__(self, index: slice):
+        return self.page(limit=index.stop - index.start, offset=index.start)
+
+    def count(self) -> int:  # a method, as Paginator.count looks for
+        return self.count_jobs()
 
 
 class WindowCountPaginator(DjangoPaginator):
@@ -88,22 +91,18 @@ class JobViewSet(
     pagination_class = JobListPagination
 
     def get_queryset(self):
-        jobs = jobs_visible_to(self.request.user)
-        if self.action != "list":
-            return jobs
-        filters = query_params(self.request, JobFilterSerializer)
-        for field in ("status", "kind", "avatar"):
-            if field in filters:
-                jobs = jobs.filter(**{field: filters[field]})
-        if "node" in filters:
-            jobs = jobs.filter(node__name=filters["node"])
-        return jobs
+        return jobs_visible_to(self.request.user)
 
     @extend_schema(parameters=[JobFilterSerializer])
     def list(self, request, *args, **kwargs):
-        """A page of ``JobSerializer``'s shape from plain rows, in one query (``WindowCountPaginator``)."""
-        jobs = self.get_queryset()
-        page = self.paginate_queryset(CountedRows(job_list_rows(jobs), count=jobs.count))
+        """A page of ``JobSerializer``'s shape from plain rows, in one query (``WindowCountPaginator``),
+        compiled once per process (``selectors.JOB_LIST``)."""
+        filters = query_params(request, JobFilterSerializer)
+        rows = CountedRows(
+            partial(job_list_page, request.user, filters),
+            count=lambda: job_list_filtered(self.get_queryset(), filters).count(),
+        )
+        page = self.paginate_queryset(rows)
         return self.get_paginated_response([job_row_data(row) for row in page])
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})

@@ -137,3 +137,28 @@ def test_filters_still_apply_to_the_rows(client, alice, slots):
     on_node = get_list(client, key, "/api/jobs/?node=n1")
     assert on_node["count"] == 3
     assert {row["node"] for row in on_node["results"]} == {"n1"}
+
+
+def test_one_compiled_list_serves_every_user_only_their_jobs(client, alice, bob, slots, django_user_model):
+    """The list's SQL is compiled once per process and shape (jobs/selectors.py JOB_LIST), the user's id
+    and the filters' values given at each request: taking turns on a warm statement, each sees their own
+    jobs only, and staff everyone's."""
+    node, gpus, _ = slots
+    make_jobs(alice, 4, node=node, gpus=gpus)
+    make_jobs(bob, 6, node=node, gpus=gpus)
+    staff = django_user_model.objects.create_user("staff", password="staff-password-1", is_staff=True)
+    keys = {user.username: api_token_rotate(user=user) for user in (alice, bob, staff)}
+    for _ in range(2):
+        for name, everything, succeeded in (
+            ("alice", 4, 2),
+            ("bob", 6, 3),
+            ("staff", 10, 5),
+            ("alice", 4, 2),
+        ):
+            listed = get_list(client, keys[name])
+            assert listed["count"] == everything
+            owners = {row["owner"] for row in listed["results"]}
+            assert owners == ({"alice", "bob"} if name == "staff" else {name})
+            filtered = get_list(client, keys[name], "/api/jobs/?status=succeeded&node=n1")
+            assert filtered["count"] == succeeded
+            assert {row["status"] for row in filtered["results"]} == {"succeeded"}
