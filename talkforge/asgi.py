@@ -41,16 +41,30 @@ class OneHopASGIHandler(ASGIHandler):
         started for the request and joined at its end (asgiref/sync.py ``ThreadSensitiveContext``). With
         50 clients that is 25 threads per process running views at once, and the process spent its time
         passing the GIL between them (bench/api_load.py: 122-124 requests/s with a thread per request,
-        134-181 with 2-4 threads, README "Benchmarks"). asgiref 3.13 lets the caller give the context its
-        executor (``ThreadSensitiveContext(executor=...)``, not shut down on exit)."""
+        134-181 with 2-4 kept threads, README "Benchmarks"). asgiref 3.13 lets the caller give the context
+        its executor (``ThreadSensitiveContext(executor=...)``, not shut down on exit)."""
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
-        lease, executor = self.threads.take()
+        lease, executor = self.threads.take(own=carries_an_upload(scope))
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
             self.threads.release(lease, executor)
+
+
+# A request body above this is an upload (a video, a voice sample), not an API call's JSON.
+UPLOAD_BYTES = 1 << 20
+
+
+def carries_an_upload(scope) -> bool:
+    """Whether the request announces a body over UPLOAD_BYTES, or one of unknown length (chunked)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return not value.isdigit() or int(value) > UPLOAD_BYTES
+        if name == b"transfer-encoding":
+            return True
+    return False
 
 
 class RequestThreads:
@@ -62,10 +76,15 @@ class RequestThreads:
     (OneHopASGIHandler), so one request's view never runs in the middle of another's. What a request does
     on the event loop (reading an upload's body, sending the answer to a slow client) holds no thread.
 
-    A thread whose oldest request has been in flight for ``STUCK_SECONDS`` is busy with a long view (a large
-    upload going to object storage): new requests pass it by, and when every thread is such, a request gets
-    a thread of its own for its life, as Django gives every request, so long views never hold up the
-    short ones behind them. Used from the event loop only."""
+    One thread per process by default (WEB_THREADS): its requests then run one after another, first come
+    first served, and each waits about as long as the others; with 2 or 4 threads sharing the GIL the
+    slowest 1% of answers took 2.1-3.0x the median instead of 1.8x, for no more throughput
+    (bench/api_load.py, README "Benchmarks"). Long views must not hold up the short ones queued behind them:
+    a request carrying an upload (``carries_an_upload``: its view parses a large body and writes it to
+    object storage) gets a thread of its own from the start, as Django gives every request; and a thread
+    whose oldest request has been in flight for ``STUCK_SECONDS`` is busy with some other long view: new
+    requests pass it by, and when every thread is such, they get threads of their own too. Used from the
+    event loop only."""
 
     STUCK_SECONDS = 5.0
 
@@ -76,15 +95,20 @@ class RequestThreads:
         # Per thread, its requests in flight and when each was taken, oldest first (dicts keep that order).
         self.in_flight: list[dict[object, float]] = [{} for _ in range(count)]
 
-    def take(self) -> tuple[object, ThreadPoolExecutor]:
-        """A lease (give it to ``release``) and the executor the request's work goes to."""
+    def take(self, *, own: bool = False) -> tuple[object, ThreadPoolExecutor]:
+        """A lease (give it to ``release``) and the executor the request's work goes to: a thread of its own
+        with ``own``."""
         now = time.monotonic()
         lease = object()
-        free = [
-            index
-            for index, requests in enumerate(self.in_flight)
-            if not requests or now - next(iter(requests.values())) < self.STUCK_SECONDS
-        ]
+        free = (
+            []
+            if own
+            else [
+                index
+                for index, requests in enumerate(self.in_flight)
+                if not requests or now - next(iter(requests.values())) < self.STUCK_SECONDS
+            ]
+        )
         if not free:
             return lease, ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-own")
         index = min(free, key=lambda i: len(self.in_flight[i]))

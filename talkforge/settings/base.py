@@ -93,9 +93,10 @@ TEMPLATES = [
 
 # DATABASE_URL, and for PostgreSQL a connection pool per process (DATABASE_POOL*, see env.py).
 DATABASES = {"default": database_from_environment(f"sqlite:///{VAR_DIR / 'talkforge.sqlite3'}")}
-# Threads per web process that run HTTP views (talkforge/asgi.py RequestThreads); each holds at most one of
-# the pool's connections at a time, so the pool must have at least as many.
-WEB_THREADS = env_int("WEB_THREADS", 4, minimum=1)
+# Threads per web process that run HTTP views (talkforge/asgi.py RequestThreads: one keeps each process's
+# requests first come first served; uploads get threads of their own); each holds at most one of the pool's
+# connections at a time, so the pool must have at least as many.
+WEB_THREADS = env_int("WEB_THREADS", 1, minimum=1)
 _pool = DATABASES["default"].get("OPTIONS", {}).get("pool")
 if _pool and _pool["max_size"] < WEB_THREADS:
     raise ImproperlyConfigured(

@@ -10,7 +10,7 @@ import pytest
 from django.core.signals import request_started
 from django.test import override_settings
 
-from talkforge.asgi import OneHopASGIHandler, RequestThreads
+from talkforge.asgi import UPLOAD_BYTES, OneHopASGIHandler, RequestThreads, carries_an_upload
 
 
 def test_each_request_takes_the_thread_with_the_fewest_in_flight():
@@ -41,15 +41,32 @@ def test_threads_busy_with_a_long_view_are_passed_by_and_then_a_request_gets_its
     assert threads.take()[1] is threads.executors[0]
 
 
-async def get(app, path: str = "/healthz") -> int:
-    """One HTTP request through the ASGI application; its status."""
+def test_a_request_carrying_an_upload_gets_a_thread_of_its_own():
+    assert not carries_an_upload({"headers": [(b"host", b"x")]})
+    assert not carries_an_upload({"headers": [(b"content-length", str(UPLOAD_BYTES).encode())]})
+    assert carries_an_upload({"headers": [(b"content-length", str(UPLOAD_BYTES + 1).encode())]})
+    assert carries_an_upload({"headers": [(b"transfer-encoding", b"chunked")]})
+    threads = RequestThreads(1)
+    lease, own = threads.take(own=True)
+    assert own not in threads.executors
+    assert threads.take()[1] is threads.executors[0]  # the kept thread is not counted as busy with it
+    threads.release(lease, own)
+    assert own._shutdown
+
+
+async def get(app, path: str = "/healthz", body: bytes = b"") -> int:
+    """One HTTP request through the ASGI application (a POST when it has a body); its status."""
+    headers = [(b"host", b"testserver")]
+    if body:
+        headers.append((b"content-length", str(len(body)).encode()))
+    method = "POST" if body else "GET"
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
         "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+        "headers": headers, "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
     }  # fmt: skip
     sent = asyncio.Event()
-    messages = [{"type": "http.request", "body": b"", "more_body": False}]
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
 
     async def receive():
         if messages:
@@ -93,8 +110,13 @@ def test_concurrent_requests_run_on_the_process_threads_only(seen_threads):
     assert sorted(set(seen_threads)) == ["request-0_0", "request-1_0"]
 
 
-@override_settings(WEB_THREADS=2)
-def test_a_request_busy_on_one_thread_does_not_hold_up_one_on_the_other():
+@pytest.mark.parametrize(
+    ("threads", "upload"),
+    [(2, b""), (1, b"x" * (UPLOAD_BYTES + 1))],
+    ids=["the other kept thread", "an upload on one of its own"],
+)
+def test_a_request_busy_on_one_thread_does_not_hold_up_one_on_the_other(settings, threads, upload):
+    settings.WEB_THREADS = threads
     app = OneHopASGIHandler()
     release = threading.Event()
     first_started = threading.Event()
@@ -108,7 +130,7 @@ def test_a_request_busy_on_one_thread_does_not_hold_up_one_on_the_other():
     try:
 
         async def both():
-            slow = asyncio.ensure_future(get(app))
+            slow = asyncio.ensure_future(get(app, body=upload))
             await asyncio.get_running_loop().run_in_executor(None, first_started.wait, 30)
             quick = await asyncio.wait_for(get(app), 20)  # answered while the first still blocks
             assert not slow.done()
