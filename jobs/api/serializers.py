@@ -6,7 +6,7 @@ from gpu_nodes.models import Node
 
 from ..kinds import public_kinds
 from ..models import Job
-from ..selectors import JOB_LIST_JSON_FIELDS, JOB_LIST_TIME_FIELDS, gpu_label
+from ..selectors import JOB_LIST_JSON_FIELDS, JOB_LIST_WRITTEN, gpu_label
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -26,10 +26,9 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-# Where each key of the answer comes from in a row of ``selectors.job_list_rows``.
+# Where each key of the answer comes from in a row of ``selectors.job_list_rows`` (the written ones from
+# ``written``, under their own names).
 _ROW_KEYS = {"owner": "owner_name", "node": "node_name", "gpu": "gpu_index"}
-_ROW_KEYS.update({name: f"{name}_json" for name in JOB_LIST_JSON_FIELDS})
-_ROW_KEYS.update({name: f"{name}_text" for name in JOB_LIST_TIME_FIELDS})
 ROW_SOURCES = tuple((name, _ROW_KEYS.get(name, name)) for name in JobSerializer.Meta.fields)
 
 
@@ -39,6 +38,7 @@ def job_row_data(row: dict) -> dict:
     builds 50 of these per page, and DRF's field machinery was most of the time the list took. The JSON
     columns go in as the database wrote them (``RawJSON``, core/renderers.py), the times as the database
     wrote them (``selectors.ApiTime``). tests/jobs/test_api_job_list.py holds the two to the same output."""
+    row.update(zip(JOB_LIST_WRITTEN, row.pop("written"), strict=True))
     data = {name: row[source] for name, source in ROW_SOURCES}
     for name in JOB_LIST_JSON_FIELDS:
         text = data[name]

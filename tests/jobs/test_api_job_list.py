@@ -12,9 +12,11 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from accounts.services import api_token_rotate
+from core.statements import Slot
 from gpu_nodes.models import Gpu, Node
 from jobs.api.serializers import JobSerializer
 from jobs.models import Job
+from jobs.selectors import JOB_LIST
 
 
 def make_jobs(owner, count: int, *, node=None, gpus=()) -> list[Job]:
@@ -162,3 +164,27 @@ def test_one_compiled_list_serves_every_user_only_their_jobs(client, alice, bob,
             filtered = get_list(client, keys[name], "/api/jobs/?status=succeeded&node=n1")
             assert filtered["count"] == succeeded
             assert {row["status"] for row in filtered["results"]} == {"succeeded"}
+
+
+def test_the_database_writes_the_times_of_the_kept_rows_only(alice, slots):
+    """The page's times and JSON text are one column (selectors.TextArray) that PostgreSQL computes after
+    the sort and LIMIT, for the 50 rows kept, not for every job the person has (the window count reads
+    them all): the Sort's rows carry no to_char, the step above it does."""
+    node, gpus, _ = slots
+    make_jobs(alice, 80, node=node, gpus=gpus)
+    compiled = JOB_LIST.compiled({"everyone": False, "filters": ()})
+    params = [alice.pk if isinstance(part, Slot) else part for part in compiled.params]
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {compiled.sql} LIMIT %s OFFSET %s", [*params, 50, 0])
+        plan = cursor.fetchone()[0]
+    plan = json.loads(plan) if isinstance(plan, str) else plan
+
+    def steps(step):
+        yield step
+        for child in step.get("Plans", []):
+            yield from steps(child)
+
+    top = plan[0]["Plan"]
+    [sort] = [step for step in steps(top) if step["Node Type"] == "Sort"]
+    assert not any("to_char" in column for column in sort["Output"])
+    assert any("to_char" in column for step in steps(top) if step is not sort for column in step["Output"])
