@@ -60,8 +60,8 @@ class ApiTime(Func):
     writes ``value.astimezone(UTC).isoformat()`` with ``Z`` for ``+00:00``, and ``isoformat`` leaves the
     fraction out when the microseconds are 0 (2026-12-06T15:00:00Z, 2026-12-06T15:00:00.250000Z). The job
     list's six times per row no longer go text → datetime (psycopg's loader) → text in Python. One
-    ``to_char`` with the fraction, the fraction then dropped when it is all zeros: a third of the database's
-    time for the page went into these six columns when each took a ``date_trunc`` test and two ``to_char``."""
+    ``to_char`` with the fraction, the fraction then dropped when it is all zeros (it took a ``date_trunc``
+    test and two ``to_char``); where it is computed matters more (TextArray)."""
 
     template = (
         "replace(to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),"

@@ -100,16 +100,12 @@ class RequestThreads:
         with ``own``."""
         now = time.monotonic()
         lease = object()
-        free = (
-            []
-            if own
-            else [
-                index
-                for index, requests in enumerate(self.in_flight)
-                if not requests or now - next(iter(requests.values())) < self.STUCK_SECONDS
-            ]
-        )
-        if not free:
+        free = [
+            index
+            for index, requests in enumerate(self.in_flight)
+            if not requests or now - next(iter(requests.values())) < self.STUCK_SECONDS
+        ]
+        if own or not free:
             return lease, ThreadPoolExecutor(max_workers=1, thread_name_prefix="request-own")
         index = min(free, key=lambda i: len(self.in_flight[i]))
         self.in_flight[index][lease] = now

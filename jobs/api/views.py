@@ -54,6 +54,10 @@ class CountedRows:
         return self.count_jobs()
 
 
+# PostgreSQL's OFFSET is a bigint: a page number past it is past the end of every list.
+MAX_OFFSET = 2**63 - 1
+
+
 class WindowCountPaginator(DjangoPaginator):
     """Django's paginator, with the count taken from the page's rows: one query per page where
     ``Paginator.page`` takes two (the count to check the number, then the page). A page with no rows asks
@@ -75,6 +79,8 @@ class WindowCountPaginator(DjangoPaginator):
             raise PageNotAnInteger(self.error_messages["invalid_page"]) from None
         if number < 1:
             raise EmptyPage(self.error_messages["min_page"])
+        if (number - 1) * self.per_page > MAX_OFFSET:  # past any list: the database cannot even skip so far
+            raise EmptyPage(self.error_messages["no_results"])
         return number
 
 
