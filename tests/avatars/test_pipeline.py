@@ -19,7 +19,7 @@ from websockets.sync.client import connect as websocket_connect
 
 from accounts.services import api_token_rotate
 from avatars.aucsv import validate_au_csv
-from avatars.models import Avatar, Checkpoint, DatasetCopy
+from avatars.models import Avatar, Checkpoint, DatasetCopy, Evaluation
 from avatars.services import avatar_create
 from gpu_nodes.models import Node
 from jobs.models import Job
@@ -36,14 +36,18 @@ def short_videos(settings, tmp_path):
 
 
 def trained(avatar_id: int, timeout: float = 120) -> Avatar:
-    """The avatar once its pipeline has ended: trained or failed, and no step of it still queued or running
-    (the evaluation runs after the avatar is already usable)."""
+    """The avatar once its pipeline has ended: trained or failed, no step of it still queued or running
+    (the evaluation runs after the avatar is already usable), and the newest evaluation's figures stored:
+    they are written by the follow-up that runs once the evaluate job's end has committed
+    (jobs.services._after_on_commit), a moment after the job reads succeeded."""
 
     def done():
         avatar = Avatar.objects.get(pk=avatar_id)
         settled = avatar.status in (Avatar.Status.TRAINED, Avatar.Status.FAILED)
         active = Job.objects.filter(avatar=avatar, status__in=Job.ACTIVE_STATUSES).exists()
-        return avatar if settled and not active else None
+        evaluated = Job.objects.filter(avatar=avatar, kind="evaluate", status="succeeded").order_by("-pk").first()
+        recorded = evaluated is None or Evaluation.objects.filter(job=evaluated).exists()
+        return avatar if settled and not active and recorded else None
 
     return wait_for(done, timeout, interval=0.2, message="the pipeline to end")
 
@@ -259,8 +263,6 @@ def test_an_avatar_is_preprocessed_and_trained_and_retraining_reuses_its_data(
     assert response.status_code == 201 and response.json()["kind"] == "render_validation", response.json()
     avatar = trained(avatar.pk)
     assert avatar.status == Avatar.Status.TRAINED
-    # The figures are recorded just after the evaluate job's end commits (its follow-up runs on commit).
-    wait_for(lambda: avatar.evaluations.filter(checkpoint=earlier).exists(), 30, message="the figures")
     figures = {f["iteration"]: f for f in client.get(f"/api/avatars/{avatar.pk}/evaluations/").json()}
     assert set(figures) == {20, 40} and figures[20]["checkpoint"] == earlier.pk
     assert len(figures[20]["per_frame"]["psnr"]) == figures[20]["frames"] > 0
