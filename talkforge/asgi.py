@@ -1,5 +1,7 @@
 """ASGI entry point: HTTP through Django, websockets through Channels."""
 
+import asyncio
+import contextlib
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -7,30 +9,90 @@ from concurrent.futures import ThreadPoolExecutor
 import django
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.conf import settings
-from django.core.handlers.asgi import ASGIHandler
+from django.core import signals
+from django.core.exceptions import RequestAborted
+from django.core.handlers.asgi import ASGIHandler, get_script_prefix
+from django.http import FileResponse
+from django.urls import set_script_prefix
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "talkforge.settings.production")
 
 
 class OneHopASGIHandler(ASGIHandler):
-    """Django's ASGI handler, with the middleware chain built as under WSGI and entered once per request.
+    """Django's ASGI handler, with all of a request's synchronous work done in one hand-off to its thread.
 
-    For ASGI Django builds the chain in async mode: every ``process_request`` and ``process_response`` of
-    the middleware that can run either way, the hop back out of WhiteNoise (sync only), ``process_view``
-    and the view itself each go through ``sync_to_async``: 16 hand-offs between the event loop and the
-    request's thread per request, about a quarter of the job list's CPU time. Every HTTP view here is
-    synchronous, so the whole chain runs in the request's thread in one hand-off instead (an async view
-    would still work: Django runs it with ``async_to_sync``). The same middleware in the same order, run
-    in the same thread as before."""
+    For ASGI Django builds the middleware chain in async mode: every ``process_request`` and
+    ``process_response`` of the middleware that can run either way, the hop back out of WhiteNoise (sync
+    only), ``process_view`` and the view itself each go through ``sync_to_async``: 16 hand-offs between the
+    event loop and the request's thread per request, about a quarter of the job list's CPU time. Every
+    HTTP view here is synchronous, so the chain is built as under WSGI (an async view would still work:
+    Django runs it with ``async_to_sync``), and ``handle`` enters the thread once: request_started's
+    receivers, the chain and the view, and closing the response (request_finished's receivers: the
+    database connection goes back to the pool) run there in that order, as under WSGI; the event loop then
+    writes the response out. Django's own ``handle`` makes a hand-off for each of those three
+    (django/core/handlers/asgi.py ``ASGIHandler.handle``); with one request thread a request then queued
+    three times behind other requests' hand-offs, waiting behind some of them twice and others not at all,
+    and the slowest 1% took twice the median (bench/api_load.py, README "Benchmarks"). A streaming
+    response (a file) is sent as Django sends one: stopped when the client goes away, then closed in the
+    request's thread."""
 
     def __init__(self):
         super().__init__()
         # A request's thread: the one with the fewest requests in flight (RequestThreads).
         self.threads = RequestThreads(settings.WEB_THREADS)
+        # Made once: asgiref's SyncToAsync.__init__ inspects the function, a cost per request otherwise.
+        self.respond_in_thread = sync_to_async(self.respond, thread_sensitive=True)
 
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
-        self._middleware_chain = sync_to_async(self._middleware_chain, thread_sensitive=True)
+
+    async def handle(self, scope, receive, send):
+        try:
+            body_file = await self.read_body(receive)
+        except RequestAborted:
+            return
+        response = await self.respond_in_thread(scope, body_file)
+        if response.streaming:
+            await self.stream(response, receive, send)
+        else:
+            await self.send_response(response, send)  # closed already: its content is all here
+
+    def respond(self, scope, body_file):
+        """The response, in the request's thread: what Django's ``handle`` and ``run_get_response`` do
+        around the chain, in the same order."""
+        set_script_prefix(get_script_prefix(scope))
+        signals.request_started.send(sender=self.__class__, scope=scope)
+        request, response = self.create_request(scope, body_file)
+        if request is None:
+            body_file.close()
+        else:
+            response = self.get_response(request)
+            response._handler_class = self.__class__
+            if isinstance(response, FileResponse):
+                response.block_size = self.chunk_size  # the server chunks it further
+        if not response.streaming:
+            response.close()
+        return response
+
+    async def stream(self, response, receive, send):
+        """Django's ``handle`` for a streaming response: sent while listening for the client's disconnect,
+        which stops it; then closed in the request's thread."""
+        tasks = [
+            asyncio.create_task(self.listen_for_disconnect(receive)),
+            asyncio.create_task(self.send_response(response, send)),
+        ]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in tasks:
+                if task.done():
+                    with contextlib.suppress(RequestAborted, asyncio.CancelledError):
+                        task.result()
+                else:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+        finally:
+            await sync_to_async(response.close, thread_sensitive=True)()
 
     async def __call__(self, scope, receive, send):
         """As Django's, but on one of the process's kept request threads (RequestThreads) instead of a new

@@ -7,8 +7,10 @@ import asyncio
 import threading
 
 import pytest
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
+from django.http import HttpResponse, StreamingHttpResponse
 from django.test import override_settings
+from django.urls import path
 
 from talkforge.asgi import UPLOAD_BYTES, OneHopASGIHandler, RequestThreads, carries_an_upload
 
@@ -54,17 +56,19 @@ def test_a_request_carrying_an_upload_gets_a_thread_of_its_own():
     assert own._shutdown
 
 
+def http_scope(url: str, method: str = "GET", headers: list | None = None) -> dict:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+        "path": url, "raw_path": url.encode(), "query_string": b"", "root_path": "",
+        "headers": [(b"host", b"testserver"), *(headers or [])], "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }  # fmt: skip
+
+
 async def get(app, path: str = "/healthz", body: bytes = b"") -> int:
     """One HTTP request through the ASGI application (a POST when it has a body); its status."""
-    headers = [(b"host", b"testserver")]
-    if body:
-        headers.append((b"content-length", str(len(body)).encode()))
-    method = "POST" if body else "GET"
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-        "headers": headers, "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
-    }  # fmt: skip
+    headers = [(b"content-length", str(len(body)).encode())] if body else []
+    scope = http_scope(path, "POST" if body else "GET", headers)
     sent = asyncio.Event()
     messages = [{"type": "http.request", "body": body, "more_body": False}]
 
@@ -141,3 +145,119 @@ def test_a_request_busy_on_one_thread_does_not_hold_up_one_on_the_other(settings
     finally:
         release.set()
         request_started.disconnect(block_the_first)
+
+
+# --- one hand-off per request (OneHopASGIHandler.handle) ------------------------------------------------
+
+events: list[tuple[str, str]] = []
+
+
+def note(what: str) -> None:
+    events.append((what, threading.current_thread().name))
+
+
+def plain_view(request):
+    note("view")
+    return HttpResponse(b"x" * 10_000)
+
+
+def streaming_view(request):
+    async def chunks():
+        for number in range(3):
+            note(f"chunk {number}")
+            yield f"part {number};".encode()
+
+    return StreamingHttpResponse(chunks())
+
+
+def endless_view(request):
+    async def chunks():
+        while True:
+            note("chunk")
+            yield b"more"
+            await asyncio.sleep(0.01)
+
+    return StreamingHttpResponse(chunks())
+
+
+urlpatterns = [
+    path("plain/", plain_view),
+    path("streaming/", streaming_view),
+    path("endless/", endless_view),
+]
+
+
+@pytest.fixture
+def recorded(settings):
+    """This module's views; the signals and what the handler sends, in the order they happen."""
+    settings.ROOT_URLCONF = __name__
+    events.clear()
+
+    def started(**kwargs):
+        note("request_started")
+
+    def finished(**kwargs):
+        note("request_finished")
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    yield events
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
+
+
+def serve(url: str, *, disconnect_after: int | None = None) -> bytes:
+    """One GET through a fresh handler; the body sent. ``disconnect_after``: the client goes away once
+    that many body messages have been sent."""
+    app = OneHopASGIHandler()
+    body, sent_bodies, gone = [], [0], asyncio.Event()
+    request = [{"type": "http.request", "body": b"", "more_body": False}]
+
+    async def receive():
+        if request:
+            return request.pop()
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        note(message["type"])
+        if message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+            sent_bodies[0] += 1
+            if disconnect_after is not None and sent_bodies[0] >= disconnect_after:
+                gone.set()
+
+    async def main():
+        await asyncio.wait_for(app(scope := http_scope(url), receive, send), 20)
+        return scope
+
+    asyncio.run(main())
+    return b"".join(body)
+
+
+def test_a_request_is_started_answered_and_finished_in_one_thread_before_its_answer_goes_out(recorded):
+    """request_started, the view and request_finished (the database connection back to the pool) run in
+    the request's thread in that order, one hand-off; the event loop sends the answer afterwards."""
+    assert serve("/plain/") == b"x" * 10_000
+    work = [what for what, _ in recorded if not what.startswith("http.")]
+    assert work == ["request_started", "view", "request_finished"]
+    assert len({thread for what, thread in recorded if not what.startswith("http.")}) == 1
+    assert recorded[0][1].startswith("request-")  # one of the process's kept threads
+    order = [what for what, _ in recorded]
+    assert order.index("request_finished") < order.index("http.response.start")
+
+
+def test_a_streaming_answer_is_sent_whole_then_finished(recorded):
+    assert serve("/streaming/") == b"part 0;part 1;part 2;"
+    order = [what for what, _ in recorded]
+    assert order.index("http.response.start") < order.index("chunk 0")
+    assert order.index("chunk 2") < order.index("request_finished")  # closed once all of it is out
+    assert order[-1] == "request_finished"
+
+
+def test_a_streaming_answer_stops_when_the_client_goes_away_and_still_finishes(recorded):
+    """The stream stops at the client's disconnect (Django's listen_for_disconnect), instead of running
+    for ever, and the response is closed: request_finished still runs."""
+    body = serve("/endless/", disconnect_after=3)
+    assert body.startswith(b"moremore") and len(body) < 4 * 50
+    assert recorded[-1][0] == "request_finished"
