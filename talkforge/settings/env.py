@@ -129,6 +129,11 @@ def database_from_environment(default_url: str) -> dict:
         return config
     # PgBouncer in transaction mode cannot keep a server-side cursor (.iterator()) open across statements.
     config["DISABLE_SERVER_SIDE_CURSORS"] = env_bool("DISABLE_SERVER_SIDE_CURSORS", False)
+    # The statements every API request runs (core/statements.py) are prepared once they have run this many
+    # times on a connection; Django's other queries bind their values on the client and are never prepared.
+    # Off (None) behind a PgBouncer older than 1.21 in transaction mode, which cannot keep them.
+    prepared = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+    config["OPTIONS"]["prepare_threshold"] = 5 if prepared else None
     if not env_bool("DATABASE_POOL", True):
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 0, minimum=0)
         return config

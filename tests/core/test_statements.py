@@ -91,3 +91,39 @@ def test_what_a_statement_cannot_run_is_refused(db, alice):
         Statement(jobs_query).rows(shape={"with_status": False}, values={"owner": alice.pk}, offset=5)
     with pytest.raises(KeyError):  # a slot left without a value
         Statement(jobs_query).rows(shape={"with_status": True}, values={"owner": alice.pk})
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [statement for (statement,) in cursor.fetchall()]
+
+
+def test_postgresql_prepares_a_statement_once_it_has_run_a_few_times(jobs, alice, bob):
+    """Bound on the server, so psycopg prepares it after ``prepare_threshold`` runs on the connection
+    (DATABASE_PREPARED_STATEMENTS) and PostgreSQL no longer plans it on each run; the rows stay the same
+    for every user's values."""
+    statement = Statement(jobs_query)
+    shape = {"with_status": False}
+    threshold = connection.connection.prepare_threshold
+    assert threshold is not None  # on by default
+    first = [statement.rows(shape=shape, values={"owner": alice.pk}) for _ in range(threshold)]
+    assert not any("owner_id" in sql for sql in prepared_statements())
+    for user in (alice, bob, alice):
+        with CaptureQueriesContext(connection) as queries:
+            rows = statement.rows(shape=shape, values={"owner": user.pk})
+        assert len(queries) == 1  # still seen by Django's debug cursor
+        orm = Job.objects.filter(owner=user).order_by("-id")
+        assert [row["id"] for row in rows] == list(orm.values_list("id", flat=True))
+    assert rows == first[0]
+    [prepared] = [sql for sql in prepared_statements() if "owner_id" in sql]
+    assert "$1" in prepared  # the value bound by PostgreSQL, not written into the SQL
+
+
+def test_prepared_statements_are_off_where_the_setting_says(jobs, alice, monkeypatch):
+    """DATABASE_PREPARED_STATEMENTS=false (a PgBouncer before 1.21 in transaction mode): never prepared."""
+    monkeypatch.setattr(connection.connection, "prepare_threshold", None)
+    statement = Statement(jobs_query)
+    for _ in range(10):
+        statement.rows(shape={"with_status": False}, values={"owner": alice.pk})
+    assert not any("owner_id" in sql for sql in prepared_statements())

@@ -207,7 +207,7 @@ def test_database_from_url_with_an_unsupported_scheme_names_it(url):
 POSTGRES = "postgres://talk@db.internal:5432/talkforge"
 POOL_VARIABLES = (
     "DATABASE_POOL", "DATABASE_POOL_MIN_SIZE", "DATABASE_POOL_MAX_SIZE", "DATABASE_POOL_TIMEOUT",
-    "DATABASE_CONN_MAX_AGE", "DISABLE_SERVER_SIDE_CURSORS",
+    "DATABASE_CONN_MAX_AGE", "DISABLE_SERVER_SIDE_CURSORS", "DATABASE_PREPARED_STATEMENTS",
 )  # fmt: skip
 
 
@@ -225,6 +225,7 @@ def test_postgres_gets_a_bounded_pool_by_default(database_env):
     # Django refuses persistent connections with a pool; the pool takes each back after the request.
     assert config["CONN_MAX_AGE"] == 0
     assert config["DISABLE_SERVER_SIDE_CURSORS"] is False
+    assert config["OPTIONS"]["prepare_threshold"] == 5  # the hot statements run prepared (core/statements.py)
 
 
 def test_pool_sizes_and_timeout_come_from_the_environment(database_env):
@@ -242,12 +243,18 @@ def test_pool_off_for_pgbouncer(database_env):
     assert (config["CONN_MAX_AGE"], config["DISABLE_SERVER_SIDE_CURSORS"]) == (0, True)
     database_env.setenv("DATABASE_CONN_MAX_AGE", "30")
     assert database_from_environment("")["CONN_MAX_AGE"] == 30
+    database_env.setenv("DATABASE_PREPARED_STATEMENTS", "false")  # a PgBouncer before 1.21
+    assert database_from_environment("")["OPTIONS"]["prepare_threshold"] is None
 
 
 @pytest.mark.parametrize(
     ("env", "message"),
     [
         ({"DATABASE_POOL": "sometimes"}, "DATABASE_POOL='sometimes' is not a boolean: use true or false."),
+        (
+            {"DATABASE_PREPARED_STATEMENTS": "maybe"},
+            "DATABASE_PREPARED_STATEMENTS='maybe' is not a boolean: use true or false.",
+        ),
         ({"DATABASE_POOL_MAX_SIZE": "ten"}, "DATABASE_POOL_MAX_SIZE='ten' is not an integer."),
         ({"DATABASE_POOL_MAX_SIZE": "0"}, "DATABASE_POOL_MAX_SIZE=0 is below its minimum of 1."),
         ({"DATABASE_POOL_TIMEOUT": "2s"}, "DATABASE_POOL_TIMEOUT='2s' is not a number."),
