@@ -11,7 +11,8 @@ shape is different SQL) with a ``Slot`` wherever a request's value goes, keeps t
 wrote, and then only runs it: the values prepared by each slot's field as the ORM prepares a lookup's
 value, the ORM's converters applied to the columns that have some (SQLite's times and booleans), rows as
 dicts keyed by the ``values()`` names. Queries still go through Django's cursor (its error wrapping,
-``CaptureQueriesContext`` and debug logging see them). The slice is the one part the ORM writes into the
+``CaptureQueriesContext`` and debug logging see them); on PostgreSQL with their values bound by the server,
+so that they run prepared (``_cursor``). The slice is the one part the ORM writes into the
 SQL as literals (``LIMIT 50 OFFSET 100``), so a statement pages with placeholders of its own instead.
 
 Use it for a read that runs on most requests (the job list, the API token's lookup), built from the same
