@@ -45,7 +45,8 @@ def trained(avatar_id: int, timeout: float = 120) -> Avatar:
         avatar = Avatar.objects.get(pk=avatar_id)
         settled = avatar.status in (Avatar.Status.TRAINED, Avatar.Status.FAILED)
         active = Job.objects.filter(avatar=avatar, status__in=Job.ACTIVE_STATUSES).exists()
-        evaluated = Job.objects.filter(avatar=avatar, kind="evaluate", status="succeeded").order_by("-pk").first()
+        evaluations = Job.objects.filter(avatar=avatar, kind="evaluate", status="succeeded")
+        evaluated = evaluations.order_by("-pk").first()
         recorded = evaluated is None or Evaluation.objects.filter(job=evaluated).exists()
         return avatar if settled and not active and recorded else None
 
