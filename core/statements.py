@@ -142,15 +142,20 @@ def _cursor(connection):
     text), which psycopg never prepares (psycopg/client_cursor.py ``ClientCursorMixin._get_prepared``).
     Measured on the job list's page (bench/api_load.py's data, PostgreSQL's CPU over 1,000 runs): 1.6-1.8
     ms a page bound on the client, 0.96-0.97 ms prepared. Still Django's cursor wrapper around it: the
-    same error wrapping, debug logging and CaptureQueriesContext as ``connection.cursor()``."""
+    same error wrapping, debug logging and CaptureQueriesContext as ``connection.cursor()``: Django makes the
+    cursor as always, from the psycopg connection's ``cursor_factory`` (django/db/backends/postgresql/base.py
+    ``create_cursor``), set to Django's server-binding cursor class for this one cursor. The connection is
+    this thread's own, so no other code sees the swap."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     from django.db.backends.postgresql.base import ServerBindingCursor
 
+    connection.close_if_health_check_failed()
     connection.ensure_connection()
-    connection.validate_thread_sharing()
-    with connection.wrap_database_errors:
-        cursor = ServerBindingCursor(connection.connection)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(cursor)
-    return connection.make_cursor(cursor)
+    psycopg_connection = connection.connection
+    client_binding = psycopg_connection.cursor_factory
+    psycopg_connection.cursor_factory = ServerBindingCursor
+    try:
+        return connection.cursor()
+    finally:
+        psycopg_connection.cursor_factory = client_binding

@@ -82,15 +82,12 @@ class OneHopASGIHandler(ASGIHandler):
             asyncio.create_task(self.send_response(response, send)),
         ]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in tasks:
-                if task.done():
-                    with contextlib.suppress(RequestAborted, asyncio.CancelledError):
-                        task.result()
-                else:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            _, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            for task in tasks:  # an error sending (the stream's iterator failed) goes on up, as in Django
+                with contextlib.suppress(RequestAborted, asyncio.CancelledError):
+                    await task
         finally:
             await sync_to_async(response.close, thread_sensitive=True)()
 

@@ -180,10 +180,19 @@ def endless_view(request):
     return StreamingHttpResponse(chunks())
 
 
+def failing_view(request):
+    async def chunks():
+        yield b"first"
+        raise OSError("the file went away")
+
+    return StreamingHttpResponse(chunks())
+
+
 urlpatterns = [
     path("plain/", plain_view),
     path("streaming/", streaming_view),
     path("endless/", endless_view),
+    path("failing/", failing_view),
 ]
 
 
@@ -260,4 +269,12 @@ def test_a_streaming_answer_stops_when_the_client_goes_away_and_still_finishes(r
     for ever, and the response is closed: request_finished still runs."""
     body = serve("/endless/", disconnect_after=3)
     assert body.startswith(b"moremore") and len(body) < 4 * 50
+    assert recorded[-1][0] == "request_finished"
+
+
+def test_a_stream_that_fails_raises_as_in_django_and_still_finishes(recorded):
+    """An error in the middle of a stream goes up to the server, which drops the connection (as with
+    Django's handler); the response is still closed and the listener for the disconnect stopped."""
+    with pytest.raises(OSError, match="the file went away"):
+        serve("/failing/")
     assert recorded[-1][0] == "request_finished"
