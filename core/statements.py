@@ -13,7 +13,8 @@ value, the ORM's converters applied to the columns that have some (SQLite's time
 dicts keyed by the ``values()`` names. Queries still go through Django's cursor (its error wrapping,
 ``CaptureQueriesContext`` and debug logging see them); on PostgreSQL with their values bound by the server,
 so that they run prepared (``_cursor``). The slice is the one part the ORM writes into the
-SQL as literals (``LIMIT 50 OFFSET 100``), so a statement pages with placeholders of its own instead.
+SQL as literals (``LIMIT 50 OFFSET 100``), so a statement pages with placeholders of its own instead
+(``PageOf``).
 
 Use it for a read that runs on most requests (the job list, the API token's lookup), built from the same
 selectors every other read uses, never to assemble SQL by hand.
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import Expression, QuerySet
+from django.db.models import BigIntegerField, Expression, QuerySet, Subquery
 
 
 class Slot(Expression):
@@ -42,6 +44,30 @@ class Slot(Expression):
 
     def __repr__(self) -> str:
         return f"Slot({self.name!r})"
+
+
+class PageOf(Subquery):
+    """One page of an ordered ``values()`` queryset, as a subquery: ``filter(id__in=PageOf(ids))``, its
+    ``LIMIT`` and ``OFFSET`` the statement's ``limit`` and ``offset`` values (placeholders, where a sliced
+    queryset writes its numbers into the SQL).
+
+    What a page-first query is for: the rows of the page are picked from the narrow subquery (an index
+    scan and a sort of ids and sort keys), and only the kept ones are joined and have their columns
+    computed and sent by the outer query; a query sorted and limited as a whole joins and carries every
+    matching row through the sort."""
+
+    template = "(%(subquery)s LIMIT %%s OFFSET %%s)"
+
+    def as_sql(self, compiler, connection, template=None, **extra_context):
+        sql, params = super().as_sql(compiler, connection, template, **extra_context)
+        return sql, (*params, Slot("limit", BigIntegerField()), Slot("offset", BigIntegerField()))
+
+
+class Table(NamedTuple):
+    """Rows as tuples, with the ``values()`` names of their columns."""
+
+    names: tuple[str, ...]
+    rows: list[tuple]
 
 
 @dataclass(frozen=True)
@@ -72,7 +98,7 @@ class Statement:
     def _compile(queryset: QuerySet, using: str) -> Compiled:
         query = queryset.query
         if query.is_sliced:
-            raise ValueError("Page a statement with rows(limit=, offset=), not by slicing its queryset.")
+            raise ValueError("Page a statement with PageOf, not by slicing its queryset.")
         compiler = query.get_compiler(using)
         sql, params = compiler.as_sql()
         if not query.values_select and not query.annotation_select:
@@ -94,11 +120,20 @@ class Statement:
         *,
         shape: dict[str, Hashable] | None = None,
         values: dict[str, object] | None = None,
-        limit: int | None = None,
-        offset: int = 0,
         using: str = DEFAULT_DB_ALIAS,
     ) -> list[dict]:
-        """The rows for ``values`` (one per Slot name), at most ``limit`` from ``offset`` on."""
+        """The rows for ``values`` (one per Slot name), as dicts keyed by the ``values()`` names."""
+        names, rows = self.table(shape=shape, values=values, using=using)
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def table(
+        self,
+        *,
+        shape: dict[str, Hashable] | None = None,
+        values: dict[str, object] | None = None,
+        using: str = DEFAULT_DB_ALIAS,
+    ) -> Table:
+        """The rows for ``values`` as tuples, for a caller that reads them by position (no dict a row)."""
         compiled = self.compiled(shape or {}, using)
         connection = connections[using]
         values = values or {}
@@ -108,22 +143,15 @@ class Statement:
             else part
             for part in compiled.params
         ]
-        sql = compiled.sql
-        if limit is not None:
-            sql += " LIMIT %s OFFSET %s"
-            params += [limit, offset]
-        elif offset:
-            raise ValueError("An offset needs a limit.")
         with _cursor(connection) as cursor:
-            cursor.execute(sql, params)
+            cursor.execute(compiled.sql, params)
             rows = cursor.fetchall()
         if compiled.converters:
             rows = [self._convert(row, compiled.converters, connection) for row in rows]
-        names = compiled.names
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return Table(compiled.names, rows)
 
     @staticmethod
-    def _convert(row: tuple, converters: tuple, connection) -> list:
+    def _convert(row: tuple, converters: tuple, connection) -> tuple:
         """As SQLCompiler.apply_converters (django/db/models/sql/compiler.py) does for one row."""
         row = list(row)
         for index, functions, expression in converters:
@@ -131,7 +159,7 @@ class Statement:
             for function in functions:
                 value = function(value, expression, connection)
             row[index] = value
-        return row
+        return tuple(row)
 
 
 def _cursor(connection):

@@ -1,3 +1,6 @@
+import functools
+import operator
+
 from rest_framework import serializers
 
 from core.params import JOB_TIMEOUT
@@ -6,7 +9,7 @@ from gpu_nodes.models import Node
 
 from ..kinds import public_kinds
 from ..models import Job
-from ..selectors import JOB_LIST_JSON_FIELDS, JOB_LIST_WRITTEN, gpu_label
+from ..selectors import JOB_LIST_JSON_FIELDS, JOB_LIST_WRITTEN, gpu_label, text_column
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -26,24 +29,41 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-# Where each key of the answer comes from in a row of ``selectors.job_list_rows`` (the written ones from
-# ``written``, under their own names).
-_ROW_KEYS = {"owner": "owner_name", "node": "node_name", "gpu": "gpu_index"}
+# Where each key of the answer comes from in a row of ``selectors.job_list_rows``.
+_ROW_KEYS = {
+    "owner": "owner_name",
+    "node": "node_name",
+    "gpu": "gpu_index",
+    **{name: text_column(name) for name in JOB_LIST_WRITTEN},
+}
 ROW_SOURCES = tuple((name, _ROW_KEYS.get(name, name)) for name in JobSerializer.Meta.fields)
+_KEYS = tuple(JobSerializer.Meta.fields)
+_JSON_POSITIONS = tuple(_KEYS.index(name) for name in JOB_LIST_JSON_FIELDS)
+_GPU_POSITION = _KEYS.index("gpu")
 
 
-def job_row_data(row: dict) -> dict:
-    """One row of ``selectors.job_list_rows`` as ``JobSerializer`` writes a job (the API's documented
-    shape, same keys in the same order), without a serializer field per column and row: the job list
-    builds 50 of these per page, and DRF's field machinery was most of the time the list took. The JSON
-    columns go in as the database wrote them (``RawJSON``, core/renderers.py), the times as the database
-    wrote them (``selectors.ApiTime``). tests/jobs/test_api_job_list.py holds the two to the same output."""
-    row.update(zip(JOB_LIST_WRITTEN, row.pop("written"), strict=True))
-    data = {name: row[source] for name, source in ROW_SOURCES}
-    for name in JOB_LIST_JSON_FIELDS:
-        text = data[name]
-        data[name] = None if text is None else RawJSON(text)
-    data["gpu"] = gpu_label(data["gpu"])
+@functools.cache
+def _pick(names: tuple[str, ...]) -> operator.itemgetter:
+    """The row's values in the answer's order, for rows with these columns."""
+    return operator.itemgetter(*(names.index(source) for _name, source in ROW_SOURCES))
+
+
+def job_rows_data(names: tuple[str, ...], rows: list[tuple]) -> list[dict]:
+    """Rows of ``selectors.job_list_rows`` (tuples with the columns ``names``) as ``JobSerializer`` writes
+    jobs (the API's documented shape, same keys in the same order), without a serializer field per column
+    and row: the job list builds 50 of these per page, and DRF's field machinery was most of the time the
+    list took. The JSON columns go in as the database wrote them (``RawJSON``, core/renderers.py), the times
+    as the database wrote them (``selectors.ApiTime``). tests/jobs/test_api_job_list.py holds the two to
+    the same output."""
+    pick = _pick(names)
+    data = []
+    for row in rows:
+        values = list(pick(row))
+        for position in _JSON_POSITIONS:
+            if values[position] is not None:
+                values[position] = RawJSON(values[position])
+        values[_GPU_POSITION] = gpu_label(values[_GPU_POSITION])
+        data.append(dict(zip(_KEYS, values, strict=True)))
     return data
 
 

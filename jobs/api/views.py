@@ -22,7 +22,7 @@ from .serializers import (
     JobLogSerializer,
     JobSerializer,
     JobSubmitSerializer,
-    job_row_data,
+    job_rows_data,
 )
 
 
@@ -36,19 +36,24 @@ class PlainTextRenderer(BaseRenderer):
 
 
 class CountedRows:
-    """What the job list pages through: ``page(limit=, offset=)`` gives a slice's rows, each carrying the
-    whole list's count (``total``, a window count in the page's own query); ``count`` counts the jobs
-    alone, for a page with no rows (past the end, or no jobs at all), where no row carries it. The same
-    number either way: the rows only join in the owner, who is never missing, and the optional node and
-    GPU."""
+    """What the job list pages through: ``page(limit=, offset=)`` gives a slice's rows as a ``Table`` (its
+    column names kept in ``names``), each row carrying the whole list's count (``total``, counted in the
+    page's own query); ``count`` counts the jobs alone, for a page with no rows (past the end, or no jobs at
+    all), where no row carries it. The same number either way: the rows only join in the owner, who is
+    never missing, and the optional node and GPU."""
 
     ordered = True  # newest first (Job.Meta.ordering): Django's paginator warns about unordered lists
 
     def __init__(self, page, *, count):
         self.page, self.count_jobs = page, count
+        self.names: tuple[str, ...] = ()
 
-    def __getitem__(self, index: slice):
-        return self.page(limit=index.stop - index.start, offset=index.start)
+    def __getitem__(self, index: slice) -> list[tuple]:
+        self.names, rows = self.page(limit=index.stop - index.start, offset=index.start)
+        return rows
+
+    def total(self, row: tuple) -> int:
+        return row[self.names.index("total")]
 
     def count(self) -> int:  # a method, as Paginator.count looks for
         return self.count_jobs()
@@ -58,7 +63,7 @@ class CountedRows:
 MAX_OFFSET = 2**63 - 1
 
 
-class WindowCountPaginator(DjangoPaginator):
+class RowCountPaginator(DjangoPaginator):
     """Django's paginator, with the count taken from the page's rows: one query per page where
     ``Paginator.page`` takes two (the count to check the number, then the page). A page with no rows asks
     ``CountedRows.count`` and ends as Django's does (``EmptyPage`` past the end, an empty first page)."""
@@ -68,7 +73,7 @@ class WindowCountPaginator(DjangoPaginator):
         bottom = (number - 1) * self.per_page
         rows = list(self.object_list[bottom : bottom + self.per_page])
         if rows:
-            self.__dict__["count"] = rows[0]["total"]  # Paginator.count is a cached_property
+            self.__dict__["count"] = self.object_list.total(rows[0])  # Paginator.count: a cached_property
         number = self.validate_number(number)
         return self._get_page(rows, number, self)
 
@@ -85,7 +90,7 @@ class WindowCountPaginator(DjangoPaginator):
 
 
 class JobListPagination(PageNumberPagination):
-    django_paginator_class = WindowCountPaginator
+    django_paginator_class = RowCountPaginator
 
 
 class JobViewSet(
@@ -101,7 +106,7 @@ class JobViewSet(
 
     @extend_schema(parameters=[JobFilterSerializer])
     def list(self, request, *args, **kwargs):
-        """A page of ``JobSerializer``'s shape from plain rows, in one query (``WindowCountPaginator``),
+        """A page of ``JobSerializer``'s shape from plain rows, in one query (``RowCountPaginator``),
         compiled once per process (``selectors.JOB_LIST``)."""
         filters = query_params(request, JobFilterSerializer)
         rows = CountedRows(
@@ -109,7 +114,7 @@ class JobViewSet(
             count=lambda: job_list_filtered(self.get_queryset(), filters).count(),
         )
         page = self.paginate_queryset(rows)
-        return self.get_paginated_response([job_row_data(row) for row in page])
+        return self.get_paginated_response(job_rows_data(rows.names, page))
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):

@@ -96,7 +96,7 @@ def test_the_list_takes_the_same_queries_for_2_jobs_or_a_full_page(client, alice
     assert (many_body["count"], len(many_body["results"])) == (82, 50)
     assert len(few) == len(many) == 2  # the token, the page with the list's count in it
     [page_query] = [sql for sql in many if 'FROM "jobs_job"' in sql]
-    assert "COUNT(" in page_query and "OVER ()" in page_query
+    assert "COUNT(" in page_query and '"jobs_job"."id" IN (SELECT' in page_query  # the page's ids first
     # Owner, node and GPU names come joined into that one query.
     assert 'JOIN "accounts_user"' in page_query and 'JOIN "gpu_nodes_gpu"' in page_query
     assert all(row["owner"] == "alice" for row in many_body["results"])
@@ -166,16 +166,18 @@ def test_one_compiled_list_serves_every_user_only_their_jobs(client, alice, bob,
             assert {row["status"] for row in filtered["results"]} == {"succeeded"}
 
 
-def test_the_database_writes_the_times_of_the_kept_rows_only(alice, slots):
-    """The page's times and JSON text are one column (selectors.TextArray) that PostgreSQL computes after
-    the sort and LIMIT, for the 50 rows kept, not for every job the person has (the window count reads
-    them all): the Sort's rows carry no to_char, the step above it does."""
+def test_the_database_joins_and_writes_the_kept_rows_only(alice, bob, slots):
+    """Page first (selectors._job_list): of the person's 80 jobs, the page's 50 ids are picked from the jobs
+    alone, and only those 50 rows are joined and have their times and JSON written as text (to_char), not
+    every job the person has; the count still counts all 80."""
     node, gpus, _ = slots
     make_jobs(alice, 80, node=node, gpus=gpus)
+    make_jobs(bob, 3, node=node, gpus=gpus)
     compiled = JOB_LIST.compiled({"everyone": False, "filters": ()})
-    params = [alice.pk if isinstance(part, Slot) else part for part in compiled.params]
+    values = {"owner": alice.pk, "limit": 50, "offset": 0}
+    params = [values[part.name] if isinstance(part, Slot) else part for part in compiled.params]
     with connection.cursor() as cursor:
-        cursor.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {compiled.sql} LIMIT %s OFFSET %s", [*params, 50, 0])
+        cursor.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {compiled.sql}", params)
         plan = cursor.fetchone()[0]
     plan = json.loads(plan) if isinstance(plan, str) else plan
 
@@ -184,7 +186,14 @@ def test_the_database_writes_the_times_of_the_kept_rows_only(alice, slots):
         for child in step.get("Plans", []):
             yield from steps(child)
 
-    top = plan[0]["Plan"]
-    [sort] = [step for step in steps(top) if step["Node Type"] == "Sort"]
-    assert not any("to_char" in column for column in sort["Output"])
-    assert any("to_char" in column for step in steps(top) if step is not sort for column in step["Output"])
+    every = list(steps(plan[0]["Plan"]))
+
+    def rows(step) -> float:
+        return step["Actual Rows"] * step["Actual Loops"]
+
+    writing = [step for step in every if any("to_char" in column for column in step.get("Output", []))]
+    joining = [step for step in every if "Join" in step["Node Type"] or step["Node Type"] == "Nested Loop"]
+    assert writing and joining
+    assert all(rows(step) <= 50 for step in writing + joining)
+    assert any(rows(step) == 80 for step in every)  # the ids were picked among all of alice's jobs
+    assert JOB_LIST.rows(shape={"everyone": False, "filters": ()}, values=values)[0]["total"] == 80
