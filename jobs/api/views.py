@@ -36,24 +36,23 @@ class PlainTextRenderer(BaseRenderer):
 
 
 class CountedRows:
-    """What the job list pages through: ``page(limit=, offset=)`` gives a slice's rows as a ``Table`` (its
-    column names kept in ``names``), each row carrying the whole list's count (``total``, counted in the
-    page's own query); ``count`` counts the jobs alone, for a page with no rows (past the end, or no jobs at
-    all), where no row carries it. The same number either way: the rows only join in the owner, who is
-    never missing, and the optional node and GPU."""
+    """What the job list pages through: ``page(limit=, offset=)`` gives a slice's rows (a ``Table``), each
+    carrying the whole list's count (``total``, counted in the page's own query), which the slice keeps in
+    ``total``; the rows come out as ``make(names, rows)`` makes them (the answer's dicts). ``count`` counts
+    the jobs alone, for a page with no rows (past the end, or no jobs at all), where no row carries it. The
+    same number either way: the rows only join in the owner, who is never missing, and the optional node
+    and GPU."""
 
     ordered = True  # newest first (Job.Meta.ordering): Django's paginator warns about unordered lists
 
-    def __init__(self, page, *, count):
-        self.page, self.count_jobs = page, count
-        self.names: tuple[str, ...] = ()
+    def __init__(self, page, *, count, make):
+        self.page, self.count_jobs, self.make = page, count, make
+        self.total: int | None = None
 
-    def __getitem__(self, index: slice) -> list[tuple]:
-        self.names, rows = self.page(limit=index.stop - index.start, offset=index.start)
-        return rows
-
-    def total(self, row: tuple) -> int:
-        return row[self.names.index("total")]
+    def __getitem__(self, index: slice) -> list:
+        names, rows = self.page(limit=index.stop - index.start, offset=index.start)
+        self.total = rows[0][names.index("total")] if rows else None
+        return self.make(names, rows)
 
     def count(self) -> int:  # a method, as Paginator.count looks for
         return self.count_jobs()
@@ -73,7 +72,7 @@ class RowCountPaginator(DjangoPaginator):
         bottom = (number - 1) * self.per_page
         rows = list(self.object_list[bottom : bottom + self.per_page])
         if rows:
-            self.__dict__["count"] = self.object_list.total(rows[0])  # Paginator.count: a cached_property
+            self.__dict__["count"] = self.object_list.total  # Paginator.count is a cached_property
         number = self.validate_number(number)
         return self._get_page(rows, number, self)
 
@@ -112,9 +111,9 @@ class JobViewSet(
         rows = CountedRows(
             partial(job_list_page, request.user, filters),
             count=lambda: job_list_filtered(self.get_queryset(), filters).count(),
+            make=job_rows_data,
         )
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(job_rows_data(rows.names, page))
+        return self.get_paginated_response(self.paginate_queryset(rows))
 
     @extend_schema(request=JobSubmitSerializer, responses={201: JobSerializer})
     def create(self, request, *args, **kwargs):
