@@ -58,6 +58,11 @@ class PageOf(Subquery):
 
     template = "(%(subquery)s LIMIT %%s OFFSET %%s)"
 
+    def __init__(self, queryset: QuerySet, **extra):
+        if not queryset.ordered:
+            raise ValueError("PageOf pages an ordered queryset: give it an order_by().")
+        super().__init__(queryset, **extra)
+
     def as_sql(self, compiler, connection, template=None, **extra_context):
         sql, params = super().as_sql(compiler, connection, template, **extra_context)
         return sql, (*params, Slot("limit", BigIntegerField()), Slot("offset", BigIntegerField()))

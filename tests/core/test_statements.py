@@ -92,6 +92,8 @@ def test_what_a_statement_cannot_run_is_refused(db, alice):
         Statement(lambda: jobs_query(with_status=False)[:5]).rows(values={"owner": alice.pk})
     with pytest.raises(ValueError, match="names its columns with values"):
         Statement(lambda: Job.objects.filter(owner_id=OWNER)).rows(values={"owner": alice.pk})
+    with pytest.raises(ValueError, match="PageOf pages an ordered queryset"):  # pages would be arbitrary
+        PageOf(Job.objects.order_by().values("id"))
     with pytest.raises(KeyError):  # a slot left without a value
         Statement(jobs_query).rows(shape={"with_status": True}, values={"owner": alice.pk})
 
