@@ -36,8 +36,8 @@ _ROW_KEYS = {
     "gpu": "gpu_index",
     **{name: text_column(name) for name in JOB_LIST_WRITTEN},
 }
-ROW_SOURCES = tuple((name, _ROW_KEYS.get(name, name)) for name in JobSerializer.Meta.fields)
 _KEYS = tuple(JobSerializer.Meta.fields)
+_SOURCES = tuple(_ROW_KEYS.get(name, name) for name in _KEYS)
 _JSON_POSITIONS = tuple(_KEYS.index(name) for name in JOB_LIST_JSON_FIELDS)
 _GPU_POSITION = _KEYS.index("gpu")
 
@@ -45,7 +45,7 @@ _GPU_POSITION = _KEYS.index("gpu")
 @functools.cache
 def _pick(names: tuple[str, ...]) -> operator.itemgetter:
     """The row's values in the answer's order, for rows with these columns."""
-    return operator.itemgetter(*(names.index(source) for _name, source in ROW_SOURCES))
+    return operator.itemgetter(*(names.index(source) for source in _SOURCES))
 
 
 def job_rows_data(names: tuple[str, ...], rows: list[tuple]) -> list[dict]:
