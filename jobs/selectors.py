@@ -112,6 +112,19 @@ def job_list_filtered(jobs: QuerySet[Job], filters: dict) -> QuerySet[Job]:
     return jobs
 
 
+class RowCount(Subquery):
+    """A count (a subquery of one COUNT) as a column of every row, as the database driver gives it: an int,
+    from psycopg and sqlite3 alike. An ``IntegerField`` expression would have its ``int(value)`` converter
+    (BaseExpression.convert_value, django/db/models/expressions.py) run on each of the page's rows, and
+    Statement.table rebuilds every row that has a converted column: about a twentieth of a worker's time
+    under bench/api_load.py's load went there, for the one value the paginator reads from the first row."""
+
+    output_field = IntegerField()
+
+    def get_db_converters(self, connection):
+        return self.output_field.get_db_converters(connection)
+
+
 def _job_list(*, everyone: bool, filters: tuple[str, ...]) -> QuerySet:
     """The job list's query for one shape (whose jobs, which filters), page first: the page's ids come from
     a subquery over the jobs alone (``PageOf``: sorted by Job.Meta.ordering, newest first, the statement's
@@ -130,7 +143,7 @@ def _job_list(*, everyone: bool, filters: tuple[str, ...]) -> QuerySet:
     # COUNT as a plain function: Django's Count aggregate after values() would group by each job.
     count = jobs.order_by().values(count=Func(F("id"), function="COUNT"))
     page = Job.objects.filter(id__in=PageOf(jobs.values("id")))
-    return job_list_rows(page).annotate(total=Subquery(count, output_field=IntegerField()))
+    return job_list_rows(page).annotate(total=RowCount(count))
 
 
 # Built and compiled once per process and shape (core/statements.py): most of the job list's time went

@@ -197,3 +197,17 @@ def test_the_database_joins_and_writes_the_kept_rows_only(alice, bob, slots):
     assert all(rows(step) <= 50 for step in writing + joining)
     assert any(rows(step) == 80 for step in every)  # the ids were picked among all of alice's jobs
     assert JOB_LIST.rows(shape={"everyone": False, "filters": ()}, values=values)[0]["total"] == 80
+
+
+def test_the_page_rows_come_as_the_driver_gives_them(alice, slots):
+    """No column of the list's statement has a converter (selectors.RowCount): Statement.table hands the
+    driver's rows on as they are instead of rebuilding each one, and the count is an int all the same."""
+    node, gpus, _ = slots
+    make_jobs(alice, 3, node=node, gpus=gpus)
+    for shape in ({"everyone": False, "filters": ()}, {"everyone": True, "filters": ("node", "status")}):
+        assert JOB_LIST.compiled(shape).converters == ()
+    names, rows = JOB_LIST.table(
+        shape={"everyone": False, "filters": ()}, values={"owner": alice.pk, "limit": 50, "offset": 0}
+    )
+    totals = {row[names.index("total")] for row in rows}
+    assert totals == {3} and type(next(iter(totals))) is int
