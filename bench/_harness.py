@@ -61,6 +61,31 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def cpu_counters() -> list[int] | None:
+    """The machine's CPU time so far, all cores together, in /proc/stat's columns (user nice system idle
+    iowait irq softirq steal), or None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as stat:
+            return [int(value) for value in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_shares(before: list[int] | None, after: list[int] | None) -> dict:
+    """Of the machine's CPU time between two ``cpu_counters``: the share busy (neither idle nor waiting for
+    I/O) and the share stolen (taken by the hypervisor for other guests: a virtual machine's "slow spell",
+    when the same work runs on less than the cores it has), in percent. Empty without /proc/stat."""
+    if before is None or after is None:
+        return {}
+    spent = [end - start for start, end in zip(before, after, strict=True)]
+    total = sum(spent) or 1
+    idle, iowait, steal = spent[3], spent[4], spent[7]
+    return {
+        "busy_pct": round(100 * (total - idle - iowait - steal) / total, 1),
+        "steal_pct": round(100 * steal / total, 1),
+    }
+
+
 def rq_floor_probe(key: str) -> None:
     """The RQ floor's job: note when it started running, first thing, then hand the time back."""
     started = time.time()

@@ -18,7 +18,8 @@ asyncio loop in this process, each signed in as one of the users by token, askin
 ``GET /api/jobs/`` (a page of 50 of that user's jobs) back to back for ``--seconds`` (default 12) after a
 2-second warm-up that is not counted. Reported per phase: requests/s, p50 and p99 latency (request
 written → whole response read), errors = every non-2xx answer and every request that failed (refused,
-reset, timed out after 30 s). The clients share the 2 cores with the server, as a proxy would.
+reset, timed out after 30 s), and the machine's CPU over the counted seconds (``machine_cpu``: busy and
+stolen shares, /proc/stat). The clients share the 2 cores with the server, as a proxy would.
 
 Floor, same run, before the server starts: the same view (``JobViewSet`` list, token authentication,
 throttling, pagination, JSON rendering) called in this process through Django's test client with the
@@ -40,7 +41,7 @@ import subprocess
 import sys
 import time
 
-from _harness import ROOT, Bench, free_port, log, percentile, report
+from _harness import ROOT, Bench, cpu_counters, cpu_shares, free_port, log, percentile, report
 
 USERS = 50
 JOBS_PER_USER = 200
@@ -183,8 +184,16 @@ async def drive(port: int, keys: list[str], clients: int, seconds: float) -> dic
     errors: list[str] = []
     count_from = time.monotonic() + WARMUP_SECONDS
     stop_at = count_from + seconds
+    counters = []
+
+    async def machine_cpu():
+        for moment in (count_from, stop_at):
+            await asyncio.sleep(max(0.0, moment - time.monotonic()))
+            counters.append(cpu_counters())
+
+    users = (keys[i % len(keys)] for i in range(clients))
     await asyncio.gather(
-        *(one_client(port, keys[i % len(keys)], stop_at, count_from, samples, errors) for i in range(clients))
+        machine_cpu(), *(one_client(port, key, stop_at, count_from, samples, errors) for key in users)
     )
     kinds: dict[str, int] = {}
     for error in errors:
@@ -199,6 +208,9 @@ async def drive(port: int, keys: list[str], clients: int, seconds: float) -> dic
         "max_ms": round(max(samples, default=0) * 1000, 1),
         "errors": len(errors),
         "error_kinds": kinds,
+        # The whole machine while the phase was counted: bench and server together, and what other guests
+        # of the host took (steal); a run where steal_pct is high ran on less than two cores.
+        "machine_cpu": cpu_shares(*counters),
     }
 
 
