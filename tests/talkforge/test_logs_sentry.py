@@ -185,6 +185,64 @@ def test_sentry_starts_with_a_dsn_and_sends_no_personal_data(sentry_server):
     ), received
 
 
+# A request full of personal data and secrets, through the whole middleware chain to a view that fails
+# with the signed-in person in a local variable. The values come from the environment, so that the source
+# lines Sentry quotes around each frame do not hold them.
+FAILING_REQUEST = """
+import os, sys, types, django
+django.setup()
+import sentry_sdk
+from django.test import Client, override_settings
+from django.urls import path
+from django.views.decorators.csrf import csrf_exempt
+from accounts.models import User
+
+PERSON = User(username=os.environ["PERSON_NAME"], email=os.environ["PERSON_EMAIL"])
+
+
+@csrf_exempt
+def failing(request):
+    request.user = PERSON
+    user = request.user
+    raise ZeroDivisionError("the failing view")
+
+
+urls = types.ModuleType("failing_urls")
+urls.urlpatterns = [path("failing/", failing)]
+sys.modules["failing_urls"] = urls
+with override_settings(ROOT_URLCONF="failing_urls"):
+    client = Client(raise_request_exception=False, HTTP_HOST="127.0.0.1")
+    client.cookies["sessionid"] = os.environ["COOKIE"]
+    response = client.post(
+        "/failing/", data={"text": os.environ["BODY"]}, content_type="application/json",
+        HTTP_AUTHORIZATION="Token " + os.environ["API_KEY"], HTTP_X_FORWARDED_FOR="198.51.100.9",
+        REMOTE_ADDR="203.0.113.77",
+    )
+assert response.status_code == 500, response.status_code
+sentry_sdk.flush(10)
+"""
+
+
+def test_sentry_gets_the_failure_and_no_personal_data(sentry_server):
+    """What Sentry receives about a failing request: the exception and where it happened, not the person
+    (name, e-mail, addresses), their cookie or API key, the request's body, nor a frame's local variables
+    (a view's ``user`` is written "<User: name>")."""
+    port, received = sentry_server
+    private = {
+        "PERSON_NAME": "alice-private-name",
+        "PERSON_EMAIL": "alice@private.example",
+        "COOKIE": "private-session-cookie",
+        "BODY": "private-request-body",
+        "API_KEY": "private-api-key-value",
+    }
+    result = run_python(FAILING_REQUEST, SENTRY_DSN=f"http://publickey@127.0.0.1:{port}/42", **private)
+    assert result.returncode == 0, result.stderr
+    sent = b"".join(body for _, body in received)
+    assert b"the failing view" in sent and b"ZeroDivisionError" in sent
+    for secret in (*private.values(), "203.0.113.77", "198.51.100.9"):
+        assert secret.encode() not in sent, secret
+
+
 def test_sentry_stays_off_without_a_dsn(sentry_server):
     _, received = sentry_server
     result = run_python(REPORT)
